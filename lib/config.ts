@@ -1,0 +1,274 @@
+/**
+ * Configuration: the flags (parsed with `node:util` parseArgs), their defaults, and validation
+ * with one-line errors that name the flag. Pure: it reads no file and opens no socket.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type { LogFormat } from "./log.ts";
+import type { PortRule } from "./policy.ts";
+
+/** The program's version, printed by `--version` and in the startup line. */
+export const VERSION = "0.1.0";
+
+/** A listen address. */
+export interface ListenAddr {
+  /** IP address or name to bind (IPv6 without brackets). */
+  hostname: string;
+  /** TCP port; 0 picks a free one. */
+  port: number;
+}
+
+/** Everything the proxy is configured with. */
+export interface Config {
+  /** Addresses to listen on, one listener each. @default [127.0.0.1:8081] */
+  listen: ListenAddr[];
+  /** Ports CONNECT may reach. @default {443} */
+  connectPorts: PortRule;
+  /** Largest request or response head, in bytes. @default 65536 */
+  maxHeaderBytes: number;
+  /** Time allowed for a whole request head to arrive. @default 10000 */
+  headerTimeoutMs: number;
+  /** Time a keep-alive client connection may sit idle between requests. @default 60000 */
+  idleTimeoutMs: number;
+  /** Time allowed to open an upstream connection. @default 10000 */
+  connectTimeoutMs: number;
+  /** Time allowed for the upstream's response head, after the request was sent. @default 60000 */
+  responseTimeoutMs: number;
+  /** Time exchanges in flight get to finish at shutdown. @default 5000 */
+  graceMs: number;
+  /** Access log format. @default "text" */
+  logFormat: LogFormat;
+  /** Append the access log to this file instead of stdout. */
+  logFile?: string;
+  /** No access log. @default false */
+  quiet: boolean;
+  /** Log times in UTC. @default false */
+  utc: boolean;
+}
+
+/** Defaults, as `--help` prints them. */
+export const DEFAULTS: Config = {
+  listen: [{ hostname: "127.0.0.1", port: 8081 }],
+  connectPorts: new Set([443]),
+  maxHeaderBytes: 64 * 1024,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  connectTimeoutMs: 10_000,
+  responseTimeoutMs: 60_000,
+  graceMs: 5_000,
+  logFormat: "text",
+  quiet: false,
+  utc: false,
+};
+
+/** A bad command line: the message is one line naming the flag; exit code 2. */
+export class UsageError extends Error {
+  /**
+   * @param message The one-line cause.
+   */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** What the command line asks for. */
+export type Command = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
+
+const FLAGS = {
+  listen: { type: "string", multiple: true },
+  "connect-ports": { type: "string" },
+  "max-header-bytes": { type: "string" },
+  "header-timeout": { type: "string" },
+  "idle-timeout": { type: "string" },
+  "connect-timeout": { type: "string" },
+  "response-timeout": { type: "string" },
+  grace: { type: "string" },
+  "log-format": { type: "string" },
+  "log-file": { type: "string" },
+  quiet: { type: "boolean" },
+  utc: { type: "boolean" },
+  help: { type: "boolean", short: "h" },
+  version: { type: "boolean", short: "V" },
+} as const;
+
+/** The `--help` text. */
+export const HELP =
+  `http-proxy ${VERSION}: a forward HTTP/1.1 proxy with CONNECT tunnels and traffic logs
+
+Usage: http-proxy [flags]
+
+Flags (defaults in brackets):
+  --listen ADDR            address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081,
+                           port 0 picks a free port                 [127.0.0.1:8081]
+  --connect-ports LIST     ports CONNECT may reach: 443,8443 or any [443]
+  --max-header-bytes SIZE  largest request or response head         [64KiB]
+  --header-timeout DUR     time for a whole request head to arrive  [10s]
+  --idle-timeout DUR       idle time allowed between keep-alive requests [60s]
+  --connect-timeout DUR    time to open an upstream connection      [10s]
+  --response-timeout DUR   time for the upstream's response head    [60s]
+  --grace DUR              time in-flight exchanges get at shutdown [5s]
+  --log-format FORMAT      access log format: text or json          [text]
+  --log-file PATH          append the access log to PATH            [stdout]
+  --quiet                  no access log                            [off]
+  --utc                    log times in UTC                         [local time]
+  -h, --help               print this help
+  -V, --version            print the version
+
+DUR is a number with a unit: 500ms, 10s, 2m (a bare number is seconds).
+SIZE is bytes, or with a unit: 64KiB, 1MiB.`;
+
+const HINT = "(see --help)";
+
+/**
+ * Parses a duration flag: `500ms`, `10s`, `2m`, `1h`, or a bare number of seconds.
+ *
+ * @param flag The flag name for the error message.
+ * @param text The value.
+ * @param allowZero Whether 0 is accepted.
+ * @returns Milliseconds.
+ * @throws {UsageError} for anything else.
+ */
+export function parseDuration(flag: string, text: string, allowZero = false): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m?.[2] ?? "s"] ?? 1000;
+  const value = m ? Math.round(Number(m[1]) * unit) : NaN;
+  if (!Number.isFinite(value) || value < (allowZero ? 0 : 1) || value > 2_147_483_647) {
+    throw new UsageError(`--${flag}: bad duration "${text}", expected e.g. 500ms, 10s, 2m ${HINT}`);
+  }
+  return value;
+}
+
+/**
+ * Parses a size flag: bytes, or a number with B, KiB/K/KB, MiB/M/MB.
+ *
+ * @param flag The flag name for the error message.
+ * @param text The value.
+ * @returns Bytes.
+ * @throws {UsageError} for anything else.
+ */
+export function parseSize(flag: string, text: string): number {
+  const m = /^(\d+)\s*(b|k|kb|kib|m|mb|mib)?$/i.exec(text.trim());
+  const unit = m?.[2]?.toLowerCase().startsWith("k")
+    ? 1024
+    : m?.[2]?.toLowerCase().startsWith("m")
+    ? 1024 * 1024
+    : 1;
+  const value = m ? Number(m[1]) * unit : NaN;
+  if (!Number.isSafeInteger(value) || value < 1024 || value > 16 * 1024 * 1024) {
+    throw new UsageError(
+      `--${flag}: bad size "${text}", expected 1KiB to 16MiB, e.g. 64KiB ${HINT}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Parses a listen address: `host:port` or `[v6]:port`.
+ *
+ * @param text The value.
+ * @returns Host and port.
+ * @throws {UsageError} for a missing or bad host or port.
+ */
+export function parseListen(text: string): ListenAddr {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.\-]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) {
+    throw new UsageError(
+      `--listen: bad address "${text}", expected host:port such as 127.0.0.1:8081 or [::1]:8081 ${HINT}`,
+    );
+  }
+  return { hostname: m[1] ?? m[2]!, port };
+}
+
+/**
+ * Parses `--connect-ports`: a comma list of ports, or `any`.
+ *
+ * @param text The value.
+ * @returns The rule.
+ * @throws {UsageError} for a bad port.
+ */
+export function parsePorts(text: string): PortRule {
+  if (text.trim().toLowerCase() === "any") return "any";
+  const ports = new Set<number>();
+  for (const part of text.split(",")) {
+    const t = part.trim();
+    const n = Number(t);
+    if (!/^\d{1,5}$/.test(t) || n < 1 || n > 65535) {
+      throw new UsageError(
+        `--connect-ports: bad port "${t}", expected a list like 443,8443 or "any" ${HINT}`,
+      );
+    }
+    ports.add(n);
+  }
+  return ports;
+}
+
+/**
+ * Parses the command line.
+ *
+ * @param args The arguments after the program name.
+ * @returns Help, version, or the config to run with.
+ * @throws {UsageError} naming the flag that is wrong.
+ */
+export function parseCommand(args: string[]): Command {
+  let values;
+  try {
+    ({ values } = parseArgs({ args, options: FLAGS, strict: true, allowPositionals: false }));
+  } catch (err) {
+    throw new UsageError(usageMessage(err));
+  }
+  if (values.help) return { kind: "help" };
+  if (values.version) return { kind: "version" };
+  const format = values["log-format"] ?? DEFAULTS.logFormat;
+  if (format !== "text" && format !== "json") {
+    throw new UsageError(`--log-format: unknown format "${format}", expected text or json ${HINT}`);
+  }
+  if (values["log-file"] === "") throw new UsageError(`--log-file: empty path ${HINT}`);
+  const config: Config = {
+    listen: values.listen?.map(parseListen) ?? DEFAULTS.listen,
+    connectPorts: values["connect-ports"] === undefined
+      ? DEFAULTS.connectPorts
+      : parsePorts(values["connect-ports"]),
+    maxHeaderBytes: values["max-header-bytes"] === undefined
+      ? DEFAULTS.maxHeaderBytes
+      : parseSize("max-header-bytes", values["max-header-bytes"]),
+    headerTimeoutMs: duration(values, "header-timeout", DEFAULTS.headerTimeoutMs),
+    idleTimeoutMs: duration(values, "idle-timeout", DEFAULTS.idleTimeoutMs),
+    connectTimeoutMs: duration(values, "connect-timeout", DEFAULTS.connectTimeoutMs),
+    responseTimeoutMs: duration(values, "response-timeout", DEFAULTS.responseTimeoutMs),
+    graceMs: values.grace === undefined
+      ? DEFAULTS.graceMs
+      : parseDuration("grace", values.grace, true),
+    logFormat: format,
+    quiet: values.quiet ?? false,
+    utc: values.utc ?? false,
+  };
+  if (values["log-file"] !== undefined) config.logFile = values["log-file"];
+  return { kind: "run", config };
+}
+
+function duration(values: Record<string, unknown>, flag: string, fallback: number): number {
+  const text = values[flag];
+  return typeof text === "string" ? parseDuration(flag, text) : fallback;
+}
+
+/** Rewrites parseArgs' errors as one line naming the flag. */
+function usageMessage(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const flag = /'(-[^' ]+)/.exec(e.message ?? "")?.[1];
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown flag ${flag ?? ""} ${HINT}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return `${flag ?? "a flag"}: ${
+        /argument missing/.test(e.message ?? "") ? "needs a value" : "takes no value"
+      } ${HINT}`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument ${/'([^']*)'/.exec(e.message ?? "")?.[1] ?? ""} ${HINT}`;
+    default:
+      return `${(e.message ?? String(err)).split("\n")[0]} ${HINT}`;
+  }
+}

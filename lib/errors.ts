@@ -1,0 +1,157 @@
+/**
+ * The error model: a {@linkcode ProxyError} ends an exchange with its HTTP status (RFC 9110
+ * reason phrases) and a Proxy-Status error type (RFC 9209). It is caught in exactly one place,
+ * `handle_conn.ts`; this module owns the status table and nothing that touches sockets.
+ *
+ * @module
+ */
+
+/** RFC 9110 §15 reason phrases for every status the proxy itself sends. */
+export const REASONS: Readonly<Record<number, string>> = {
+  100: "Continue",
+  200: "OK",
+  400: "Bad Request",
+  403: "Forbidden",
+  404: "Not Found",
+  405: "Method Not Allowed",
+  407: "Proxy Authentication Required",
+  408: "Request Timeout",
+  413: "Content Too Large",
+  414: "URI Too Long",
+  417: "Expectation Failed",
+  429: "Too Many Requests",
+  431: "Request Header Fields Too Large",
+  500: "Internal Server Error",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  508: "Loop Detected",
+};
+
+/**
+ * Returns the reason phrase for `status`.
+ *
+ * @param status An HTTP status code.
+ * @returns The RFC 9110 phrase, or "Unknown" for a code the proxy never sends itself.
+ */
+export function reasonPhrase(status: number): string {
+  return REASONS[status] ?? "Unknown";
+}
+
+/** Options of a {@linkcode ProxyError}. */
+export interface ProxyErrorOptions extends ErrorOptions {
+  /** RFC 9209 Proxy-Status error type, e.g. `dns_error`. @default "proxy_internal_error" */
+  kind?: string;
+  /** Close the client connection after answering, even if it could be kept alive. @default false */
+  close?: boolean;
+}
+
+/** A failure that ends the exchange with `status`, if nothing was sent yet. */
+export class ProxyError extends Error {
+  /** The HTTP status the client receives. */
+  readonly status: number;
+  /** RFC 9209 Proxy-Status error type. */
+  readonly kind: string;
+  /** Whether the client connection must be closed after the answer. */
+  readonly close: boolean;
+
+  /**
+   * Makes an error that answers `status` with `message` as the one-line body.
+   *
+   * @param status The HTTP status.
+   * @param message A one-line cause, shown to the client and in the log.
+   * @param options Kind, close and cause.
+   */
+  constructor(status: number, message: string, options: ProxyErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.status = status;
+    this.kind = options.kind ?? "proxy_internal_error";
+    this.close = options.close ?? false;
+  }
+}
+
+/** 400: the request cannot be parsed or is not allowed to be framed that way; always closes. */
+export class BadRequest extends ProxyError {
+  /**
+   * @param message The cause, e.g. `malformed request line`.
+   * @param options Kind and cause; the connection is always closed.
+   */
+  constructor(message: string, options: ProxyErrorOptions = {}) {
+    super(400, message, { kind: "http_request_error", ...options, close: true });
+  }
+}
+
+/** 403: policy refused the request. */
+export class Forbidden extends ProxyError {
+  /**
+   * @param message The rule that refused it.
+   * @param options Kind and cause.
+   */
+  constructor(message: string, options: ProxyErrorOptions = {}) {
+    super(403, message, { kind: "http_request_denied", ...options });
+  }
+}
+
+/** 408: the request head did not arrive in time; always closes. */
+export class RequestTimeout extends ProxyError {
+  /**
+   * @param message What timed out.
+   */
+  constructor(message: string) {
+    super(408, message, { kind: "http_request_error", close: true });
+  }
+}
+
+/** 431: the request head is larger than allowed; always closes. */
+export class HeadTooLarge extends ProxyError {
+  /**
+   * @param message The limit that was passed.
+   */
+  constructor(message: string) {
+    super(431, message, { kind: "http_request_error", close: true });
+  }
+}
+
+/** 502: the upstream could not be reached or answered badly. */
+export class BadGateway extends ProxyError {
+  /**
+   * @param message The cause, e.g. `DNS lookup failed: nosuchhost.invalid`.
+   * @param options Kind (`dns_error`, `connection_refused`, `http_protocol_error`, …) and cause.
+   */
+  constructor(message: string, options: ProxyErrorOptions = {}) {
+    super(502, message, { kind: "destination_unavailable", ...options });
+  }
+}
+
+/** 504: the upstream did not connect or answer in time. */
+export class GatewayTimeout extends ProxyError {
+  /**
+   * @param message What timed out and after how long.
+   * @param options Kind (`connection_timeout`, `http_response_timeout`) and cause.
+   */
+  constructor(message: string, options: ProxyErrorOptions = {}) {
+    super(504, message, { kind: "connection_timeout", ...options });
+  }
+}
+
+/**
+ * The peer (client or upstream) went away or broke the protocol after the response started:
+ * nothing can be answered any more, the connection is just closed.
+ */
+export class Aborted extends Error {
+  /** RFC 9209-style kind for the log, e.g. `http_response_incomplete`. */
+  readonly kind: string;
+
+  /**
+   * @param message What happened, e.g. `upstream closed mid-body`.
+   * @param kind The kind of failure for the log.
+   * @param options The cause.
+   */
+  constructor(message: string, kind: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.kind = kind;
+  }
+}

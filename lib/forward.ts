@@ -1,0 +1,348 @@
+/**
+ * Plain-HTTP forwarding: one absolute-form request sent on as origin-form (path and query byte
+ * for byte), its body streamed up, the response streamed back re-framed for the client
+ * (chunked for HTTP/1.1, raw then close for HTTP/1.0). Failures are thrown as ProxyError
+ * (nothing sent yet) or Aborted (response started); `handle_conn.ts` catches them. The upstream
+ * socket it opens is recorded on the exchange so the caller closes it in every case.
+ *
+ * @module
+ */
+
+import type { Config } from "./config.ts";
+import { type ConnectFn, dial } from "./dial.ts";
+import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
+import { BodyError, copyChunked, copyLength, copyUntilClose, writeAll } from "./http1/body.ts";
+import { BufferedReader, HeadReadError } from "./http1/head.ts";
+import {
+  addVia,
+  encodeHead,
+  endToEnd,
+  type Framing,
+  hasToken,
+  listValues,
+  requestFraming,
+  responseFraming,
+} from "./http1/headers.ts";
+import {
+  parseHttpTarget,
+  parseResponseHead,
+  type RequestHead,
+  type ResponseHead,
+} from "./http1/parse.ts";
+import type { ExchangeRecord, Logger } from "./log.ts";
+
+/** What an exchange needs from the connection that carries it. */
+export interface Exchange {
+  /** The log record, filled in as the exchange goes. */
+  record: ExchangeRecord;
+  /** performance.now() at the start, for durations. */
+  t0: number;
+  /** The client socket. */
+  client: Deno.TcpConn;
+  /** The reader over the client socket. */
+  reader: BufferedReader;
+  /** The upstream socket once dialed; the caller closes it. */
+  upstream?: Deno.TcpConn;
+  /** Whether any byte of the final response went to the client. */
+  responseStarted: boolean;
+  /** Whether the whole request (head and body) was read from the client. */
+  requestConsumed: boolean;
+  /** HTTP minor version of the client's request (0 or 1); 1 until parsed. */
+  minor: 0 | 1;
+  /** Whether the client asked for a HEAD (error answers then carry no body). */
+  head: boolean;
+}
+
+/** Shared settings of every exchange. */
+export interface ExchangeContext {
+  /** The configuration. */
+  config: Config;
+  /** The logger. */
+  logger: Logger;
+  /** How upstream connections are opened. @default Deno.connect */
+  connect?: ConnectFn;
+  /** Aborted when the proxy shuts down: no more keep-alive. */
+  signal: AbortSignal;
+}
+
+const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+
+/**
+ * Tells whether the client wants its connection kept after this exchange (RFC 9112 §9.3).
+ *
+ * @param head The request head.
+ * @returns True for keep-alive.
+ */
+export function clientWantsKeepAlive(head: RequestHead): boolean {
+  const close = hasToken(head.fields, "connection", "close") ||
+    hasToken(head.fields, "proxy-connection", "close");
+  if (close) return false;
+  if (head.minor === 1) return true;
+  return hasToken(head.fields, "connection", "keep-alive") ||
+    hasToken(head.fields, "proxy-connection", "keep-alive");
+}
+
+/**
+ * Opens the upstream connection and records where it went (the IP read from the socket).
+ *
+ * @param ex The exchange; `upstream`, `connectMs` and the upstream address are set.
+ * @param ctx Settings, logger and connect function.
+ * @param hostname Target host.
+ * @param port Target port.
+ * @returns The connection.
+ */
+export async function openUpstream(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  hostname: string,
+  port: number,
+): Promise<Deno.TcpConn> {
+  const conn = await dial(hostname, port, {
+    timeoutMs: ctx.config.connectTimeoutMs,
+    ...(ctx.connect ? { connect: ctx.connect } : {}),
+  });
+  ex.upstream = conn;
+  try {
+    conn.setNoDelay(true);
+  } catch {
+    // not a TCP socket (an injected test connection): nothing to tune
+  }
+  const remote = conn.remoteAddr;
+  ex.record.upstreamIp = remote.hostname;
+  ex.record.upstreamPort = remote.port;
+  ex.record.connectMs = performance.now() - ex.t0;
+  ctx.logger.open(ex.record);
+  return conn;
+}
+
+/**
+ * Relays one absolute-form request and its response.
+ *
+ * @param ex The exchange (client socket, reader, record).
+ * @param ctx Settings, logger, connect function, shutdown signal.
+ * @param head The parsed request head.
+ * @returns Whether the client connection may carry another request.
+ */
+export async function forward(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+): Promise<boolean> {
+  const { config } = ctx;
+  const target = wrap(() => parseHttpTarget(head.target));
+  const framing = wrap(() => requestFraming(head));
+  ex.requestConsumed = framing.kind === "none";
+  const expect = listValues(head.fields, "expect");
+  if (expect.some((e) => e.toLowerCase() !== "100-continue")) {
+    throw new ProxyError(417, `unsupported expectation "${expect.join(", ")}"`, {
+      kind: "http_request_error",
+    });
+  }
+  // The proxy answers 100-continue itself once the upstream is reached, so a client never waits
+  // on an origin that ignores Expect (curl would stall a second), and Expect is not forwarded.
+  const sendContinue = expect.length > 0 && head.minor === 1 && framing.kind !== "none";
+
+  const upstream = await openUpstream(ex, ctx, target.hostname, target.port);
+
+  const fields = endToEnd(head.fields, ["host", "expect"]);
+  fields.unshift(["Host", target.authority]);
+  addVia(fields, head.minor);
+  if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
+  fields.push(["Connection", "close"]);
+  let upstreamBroke = false;
+  try {
+    await writeAll(upstream, encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields));
+  } catch (err) {
+    throw new BadGateway(`upstream closed before the request was sent`, {
+      kind: "http_protocol_error",
+      cause: err,
+    });
+  }
+  if (sendContinue) await toClient(ex, CONTINUE);
+  if (framing.kind !== "none") upstreamBroke = await sendBody(ex, framing, config, upstream);
+
+  const upReader = new BufferedReader(upstream);
+  let response: ResponseHead;
+  for (;;) {
+    response = await readResponseHead(ex, upReader, config, target.authority);
+    if (response.status === 101) {
+      throw new BadGateway("upstream switched protocols without being asked", {
+        kind: "http_protocol_error",
+      });
+    }
+    if (response.status >= 200) break;
+    // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
+    if (response.status !== 100 && head.minor === 1) {
+      const interim = endToEnd(response.fields);
+      await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim));
+    }
+  }
+  let rframing: Framing;
+  try {
+    rframing = responseFraming(response, head.method);
+  } catch (err) {
+    throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
+      kind: "http_protocol_error",
+    });
+  }
+
+  let keep = clientWantsKeepAlive(head) && ex.requestConsumed && !upstreamBroke &&
+    !ctx.signal.aborted;
+  const out = endToEnd(response.fields);
+  addVia(out, response.minor);
+  let outFraming: "raw" | "chunked" = "raw";
+  if (rframing.kind === "chunked" || rframing.kind === "close") {
+    if (head.minor === 1) {
+      out.push(["Transfer-Encoding", "chunked"]);
+      outFraming = "chunked";
+    } else {
+      keep = false; // an HTTP/1.0 client never gets chunked: the body ends when we close
+    }
+  }
+  if (!keep) out.push(["Connection", "close"]);
+  else if (head.minor === 0) out.push(["Connection", "keep-alive"]);
+
+  ex.record.status = response.status;
+  ex.record.reason = response.reason;
+  ex.responseStarted = true;
+  await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out));
+  await receiveBody(ex, rframing, outFraming, upReader, config);
+  return keep;
+}
+
+/** Runs a parse step, turning its SyntaxError into a 400. */
+function wrap<T>(step: () => T): T {
+  try {
+    return step();
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new BadRequest(err.message);
+    throw err;
+  }
+}
+
+/** Writes to the client; a failure means the client left. */
+async function toClient(ex: Exchange, bytes: Uint8Array): Promise<void> {
+  try {
+    await writeAll(ex.client, bytes);
+  } catch (err) {
+    throw new Aborted("client closed the connection", "client_closed", { cause: err });
+  }
+}
+
+/**
+ * Streams the request body upstream.
+ *
+ * @returns true when the upstream stopped taking the body (it may still have answered).
+ */
+async function sendBody(
+  ex: Exchange,
+  framing: Framing,
+  config: Config,
+  upstream: Deno.TcpConn,
+): Promise<boolean> {
+  const options = {
+    out: framing.kind === "chunked" ? "chunked" as const : "raw" as const,
+    maxLineBytes: config.maxHeaderBytes,
+    onBytes: (n: number) => (ex.record.bytesUp += n),
+  };
+  try {
+    if (framing.kind === "length") await copyLength(ex.reader, upstream, framing.length, options);
+    else await copyChunked(ex.reader, upstream, options);
+    ex.requestConsumed = true;
+    return false;
+  } catch (err) {
+    if (!(err instanceof BodyError)) throw err;
+    if (err.side === "write") return true;
+    if (err.malformed) throw new BadRequest(err.message);
+    throw new Aborted(`client closed mid-upload: ${err.message}`, "client_closed");
+  }
+}
+
+/** Reads the upstream's response head, mapping every failure to 502 or 504. */
+async function readResponseHead(
+  ex: Exchange,
+  reader: BufferedReader,
+  config: Config,
+  authority: string,
+): Promise<ResponseHead> {
+  let bytes: Uint8Array | null;
+  try {
+    bytes = await reader.readHead({
+      maxBytes: config.maxHeaderBytes,
+      timeoutMs: config.responseTimeoutMs,
+    });
+  } catch (err) {
+    if (err instanceof HeadReadError && err.reason === "timeout") {
+      throw new GatewayTimeout(
+        `no response from upstream "${authority}" within ${config.responseTimeoutMs} ms`,
+        { kind: "http_response_timeout" },
+      );
+    }
+    if (err instanceof HeadReadError && err.reason === "too-large") {
+      throw new BadGateway(
+        `response head from upstream larger than ${config.maxHeaderBytes} bytes`,
+        {
+          kind: "http_response_header_section_size",
+        },
+      );
+    }
+    throw new BadGateway(`upstream "${authority}" closed the connection mid-head`, {
+      kind: "http_response_incomplete",
+      cause: err,
+    });
+  }
+  if (bytes === null) {
+    throw new BadGateway(`upstream "${authority}" closed the connection without a response`, {
+      kind: "http_response_incomplete",
+    });
+  }
+  ex.record.firstByteMs ??= performance.now() - ex.t0;
+  try {
+    return parseResponseHead(bytes);
+  } catch (err) {
+    throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
+      kind: "http_protocol_error",
+    });
+  }
+}
+
+/** Streams the response body to the client; once started, failures can only close. */
+async function receiveBody(
+  ex: Exchange,
+  framing: Framing,
+  out: "raw" | "chunked",
+  reader: BufferedReader,
+  config: Config,
+): Promise<void> {
+  const options = {
+    out,
+    maxLineBytes: config.maxHeaderBytes,
+    onBytes: (n: number) => (ex.record.bytesDown += n),
+  };
+  try {
+    switch (framing.kind) {
+      case "none":
+        return;
+      case "length":
+        await copyLength(reader, ex.client, framing.length, options);
+        return;
+      case "chunked":
+        await copyChunked(reader, ex.client, options);
+        return;
+      case "close":
+        await copyUntilClose(reader, ex.client, options);
+        return;
+    }
+  } catch (err) {
+    if (!(err instanceof BodyError)) throw err;
+    if (err.side === "write") {
+      throw new Aborted("client closed the connection", "client_closed", { cause: err });
+    }
+    throw new Aborted(
+      err.malformed
+        ? `malformed body from upstream: ${err.message}`
+        : `upstream closed mid-body: ${err.message}`,
+      "http_response_incomplete",
+    );
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * One client connection, read top to bottom like a checklist: read a head (size cap, deadline)
+ * → parse → CONNECT or forward → answer → next request or close. This is the one catch site:
+ * a ProxyError is answered with its status if no response byte went out yet, anything else is
+ * logged with its stack and answered 500, and every path closes the upstream socket. Only this
+ * module and `server.ts` own sockets.
+ *
+ * @module
+ */
+
+import { closeQuietly, hostPort } from "./dial.ts";
+import {
+  Aborted,
+  BadRequest,
+  HeadTooLarge,
+  ProxyError,
+  reasonPhrase,
+  RequestTimeout,
+} from "./errors.ts";
+import {
+  clientWantsKeepAlive,
+  type Exchange,
+  type ExchangeContext,
+  forward,
+  openUpstream,
+} from "./forward.ts";
+import { writeAll } from "./http1/body.ts";
+import { BufferedReader, HeadReadError } from "./http1/head.ts";
+import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
+import { checkConnectPort } from "./policy.ts";
+import { tunnel } from "./tunnel.ts";
+
+/** What the server sees of a connection: whether it sits between requests. */
+export interface ConnState {
+  /** True while waiting for the next request head. */
+  idle: boolean;
+}
+
+let lastId = 0;
+
+/**
+ * Serves one client connection until it closes, then closes it.
+ *
+ * @param conn The client socket.
+ * @param ctx Settings, logger, connect function, shutdown signal.
+ * @param state Updated with the idle flag, which the server reads at shutdown.
+ */
+export async function handleConn(
+  conn: Deno.TcpConn,
+  ctx: ExchangeContext,
+  state: ConnState = { idle: true },
+): Promise<void> {
+  const reader = new BufferedReader(conn);
+  const { config } = ctx;
+  let first = true;
+  try {
+    conn.setNoDelay(true);
+  } catch {
+    // the socket may already be gone
+  }
+  try {
+    for (;;) {
+      state.idle = true;
+      if (ctx.signal.aborted) return;
+      let bytes: Uint8Array | null = null;
+      let failure: ProxyError | undefined;
+      const waitStart = { wall: Date.now(), mono: performance.now() };
+      try {
+        bytes = await reader.readHead({
+          maxBytes: config.maxHeaderBytes,
+          timeoutMs: config.headerTimeoutMs,
+          ...(first ? {} : { idleMs: config.idleTimeoutMs }),
+        });
+      } catch (err) {
+        if (!(err instanceof HeadReadError)) return; // reset, or closed by shutdown
+        if (err.reason === "eof") return; // the client gave up mid-head: nobody to answer
+        if (err.reason === "timeout" && !first && !err.partial) return; // idle keep-alive
+        failure = err.reason === "timeout"
+          ? new RequestTimeout(`request head not received within ${config.headerTimeoutMs} ms`)
+          : new HeadTooLarge(`request head larger than ${config.maxHeaderBytes} bytes`);
+      }
+      if (bytes === null && failure === undefined) return; // clean close between requests
+      state.idle = false;
+      first = false;
+      // A failed head is timed from when the wait began; a good one from its arrival.
+      const begin = failure ? waitStart : { wall: Date.now(), mono: performance.now() };
+      const ex: Exchange = {
+        record: {
+          id: ++lastId,
+          start: begin.wall,
+          clientIp: conn.remoteAddr.hostname,
+          clientPort: conn.remoteAddr.port,
+          method: "-",
+          target: "-",
+          bytesUp: 0,
+          bytesDown: 0,
+          tunnel: false,
+          opened: false,
+        },
+        t0: begin.mono,
+        client: conn,
+        reader,
+        responseStarted: false,
+        requestConsumed: false,
+        minor: 1,
+        head: false,
+      };
+      const keep = await exchange(ex, ctx, bytes, failure);
+      if (!keep) return;
+    }
+  } finally {
+    closeQuietly(conn);
+  }
+}
+
+/** Runs one exchange and answers its failure; returns whether the connection lives on. */
+async function exchange(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  bytes: Uint8Array | null,
+  failure: ProxyError | undefined,
+): Promise<boolean> {
+  let keep = false;
+  let head: RequestHead | undefined;
+  try {
+    if (failure) throw failure;
+    try {
+      head = parseRequestHead(bytes!);
+    } catch (err) {
+      throw err instanceof SyntaxError ? new BadRequest(err.message) : err;
+    }
+    ex.record.method = head.method;
+    ex.record.target = head.target;
+    ex.minor = head.minor;
+    ex.head = head.method === "HEAD";
+    if (head.method === "CONNECT") {
+      await connect(ex, ctx, head);
+      return false;
+    }
+    keep = await forward(ex, ctx, head);
+    return keep;
+  } catch (err) {
+    keep = await answerFailure(ex, ctx, err, head);
+    return keep;
+  } finally {
+    closeQuietly(ex.upstream);
+    ex.record.totalMs = performance.now() - ex.t0;
+    ctx.logger.close(ex.record);
+  }
+}
+
+/** CONNECT: check the target, dial, answer 200, relay bytes until both sides are done. */
+async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Promise<void> {
+  ex.record.tunnel = true;
+  let target;
+  try {
+    target = parseConnectTarget(head.target);
+  } catch (err) {
+    throw new BadRequest((err as Error).message);
+  }
+  ex.record.target = hostPort(target.hostname, target.port);
+  checkConnectPort(target.port, ctx.config.connectPorts);
+  const upstream = await openUpstream(ex, ctx, target.hostname, target.port);
+  ex.record.status = 200;
+  ex.record.reason = "Connection established";
+  ex.responseStarted = true;
+  try {
+    await writeAll(ex.client, ESTABLISHED);
+  } catch (err) {
+    throw new Aborted("client closed the connection", "client_closed", { cause: err });
+  }
+  const result = await tunnel(ex.client, upstream, ex.reader.drain());
+  ex.record.bytesUp = result.up;
+  ex.record.bytesDown = result.down;
+  if (result.error !== undefined) ex.record.error = result.error;
+}
+
+const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection established\r\n\r\n");
+const encoder = new TextEncoder();
+
+/**
+ * The one catch site: answers a ProxyError with its status if nothing was sent, logs anything
+ * else with its stack and answers 500.
+ *
+ * @returns Whether the client connection may carry another request.
+ */
+async function answerFailure(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  err: unknown,
+  head: RequestHead | undefined,
+): Promise<boolean> {
+  let proxyError: ProxyError;
+  if (err instanceof ProxyError) {
+    proxyError = err;
+  } else if (err instanceof Aborted) {
+    ex.record.error = err.message;
+    return false;
+  } else {
+    ctx.logger.info(`internal error in exchange #${ex.record.id}: ${(err as Error)?.stack ?? err}`);
+    proxyError = new ProxyError(500, "internal error (see the proxy's log)", { close: true });
+  }
+  ex.record.error = proxyError.message;
+  if (ex.responseStarted) return false;
+  const keep = !proxyError.close && ex.requestConsumed && head !== undefined &&
+    !ctx.signal.aborted && clientWantsKeepAlive(head);
+  ex.record.status = proxyError.status;
+  ex.record.reason = reasonPhrase(proxyError.status);
+  ex.responseStarted = true;
+  try {
+    await writeAll(ex.client, errorResponse(proxyError, keep, ex.minor, ex.head));
+  } catch {
+    // the client already left: nothing more to do
+    return false;
+  }
+  return keep;
+}
+
+/**
+ * Builds an error answer: a one-line plain-text body naming the cause, and an RFC 9209
+ * Proxy-Status field with the error kind.
+ *
+ * @param err The error.
+ * @param keep Whether the connection stays open.
+ * @param minor The client's HTTP minor version.
+ * @param headRequest Whether the request was HEAD (no body then).
+ * @returns The response bytes.
+ */
+export function errorResponse(
+  err: ProxyError,
+  keep: boolean,
+  minor: 0 | 1,
+  headRequest: boolean,
+): Uint8Array {
+  const reason = reasonPhrase(err.status);
+  const body = encoder.encode(`${err.status} ${reason}: ${err.message}\n`);
+  const details = err.message.replace(/[^\x20-\x7e]/g, "?").replace(/["\\]/g, "\\$&");
+  const connection = keep
+    ? (minor === 0 ? "Connection: keep-alive\r\n" : "")
+    : "Connection: close\r\n";
+  const headText = `HTTP/1.1 ${err.status} ${reason}\r\n` +
+    `Content-Type: text/plain; charset=utf-8\r\n` +
+    `Content-Length: ${body.length}\r\n` +
+    `Proxy-Status: http-proxy; error=${err.kind}; details="${details}"\r\n` +
+    connection + "\r\n";
+  const headBytes = encoder.encode(headText);
+  if (headRequest) return headBytes;
+  const out = new Uint8Array(headBytes.length + body.length);
+  out.set(headBytes);
+  out.set(body, headBytes.length);
+  return out;
+}

@@ -1,0 +1,266 @@
+/**
+ * A buffered reader over a connection: it reads message heads with a size cap and a deadline,
+ * CRLF lines for chunked framing, and body bytes, always serving bytes it already holds (a
+ * pipelined request, a TLS ClientHello sent right after CONNECT) before reading the socket.
+ * It owns no socket: it only calls `read` on what it is given, and never closes it.
+ *
+ * @module
+ */
+
+/** What the reader reads from: anything with Deno.Conn's `read` (Deno.Reader is gone). */
+export type Source = Pick<Deno.Conn, "read">;
+
+/** Why a head could not be read. */
+export type HeadFailure = "eof" | "too-large" | "timeout";
+
+/** A head could not be read: the peer closed, the head is too big, or it came too slowly. */
+export class HeadReadError extends Error {
+  /** Which of the three failures it was. */
+  readonly reason: HeadFailure;
+  /** Whether any byte of the head had arrived. */
+  readonly partial: boolean;
+
+  /**
+   * @param reason Which failure.
+   * @param partial Whether any byte had arrived.
+   */
+  constructor(reason: HeadFailure, partial: boolean) {
+    super(`head read failed: ${reason}`);
+    this.name = "HeadReadError";
+    this.reason = reason;
+    this.partial = partial;
+  }
+}
+
+/** Options of {@linkcode BufferedReader.readHead}. */
+export interface ReadHeadOptions {
+  /** Largest head accepted, in bytes, including the blank line. */
+  maxBytes: number;
+  /** Deadline for the whole head, in ms; starts at the call, or at the first byte if `idleMs`. */
+  timeoutMs: number;
+  /**
+   * Wait this long for the first byte before the head deadline starts (keep-alive idle time);
+   * if it passes with nothing received, the failure is a non-partial `timeout`.
+   */
+  idleMs?: number;
+}
+
+const LF = 10;
+const CR = 13;
+const INITIAL_SIZE = 16 * 1024;
+
+/** A read buffer over one connection; see the module doc. */
+export class BufferedReader {
+  #src: Source;
+  #buf: Uint8Array;
+  #start = 0;
+  #end = 0;
+  #eof = false;
+  /** A read left running by a timeout; the reader cannot be used after that. */
+  #dead = false;
+
+  /**
+   * @param src The connection to read from.
+   * @param size Initial buffer size in bytes. @default 16384
+   */
+  constructor(src: Source, size = INITIAL_SIZE) {
+    this.#src = src;
+    this.#buf = new Uint8Array(size);
+  }
+
+  /** Bytes held but not yet consumed. */
+  get buffered(): number {
+    return this.#end - this.#start;
+  }
+
+  /** Whether the peer has closed its sending side and every held byte was consumed. */
+  get done(): boolean {
+    return this.#eof && this.#start === this.#end;
+  }
+
+  /**
+   * Reads more bytes from the source into the buffer, growing it up to `limit` if full.
+   *
+   * @returns false at end of stream.
+   */
+  async #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
+    if (this.#eof) return false;
+    if (this.#dead) throw new Error("reader used after a timed-out read");
+    if (this.#end === this.#buf.length) {
+      if (this.#start > 0) {
+        this.#buf.copyWithin(0, this.#start, this.#end);
+        this.#end -= this.#start;
+        this.#start = 0;
+      } else {
+        const grown = new Uint8Array(Math.min(Math.max(this.#buf.length * 2, 1), limit));
+        if (grown.length <= this.#buf.length) throw new RangeError("buffer limit reached");
+        grown.set(this.#buf.subarray(0, this.#end));
+        this.#buf = grown;
+      }
+    }
+    const read = this.#src.read(this.#buf.subarray(this.#end));
+    let n: number | null;
+    if (deadline) {
+      try {
+        n = await Promise.race([read, deadline]);
+      } catch (err) {
+        this.#dead = true;
+        read.catch(() => {
+          // the socket is closed by the caller after a timeout; this read then fails
+        });
+        throw err;
+      }
+    } else {
+      n = await read;
+    }
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    this.#end += n;
+    return true;
+  }
+
+  /**
+   * Reads one message head, up to and including its blank line, skipping empty lines before it
+   * (RFC 9112 §2.2). Lines may end in CRLF or a bare LF; the parser rejects a bare CR.
+   *
+   * @param options Size cap and deadlines.
+   * @returns The head bytes (a copy), or null if the peer closed before sending any byte.
+   * @throws {HeadReadError} when the head is too large, too slow, or cut short.
+   */
+  async readHead(options: ReadHeadOptions): Promise<Uint8Array | null> {
+    const { maxBytes } = options;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let deadline: Promise<never> | undefined;
+    const arm = (ms: number) => {
+      clearTimeout(timer);
+      deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new HeadReadError("timeout", false)), ms);
+      });
+      deadline.catch(() => {
+        // only observed through the race in #fill
+      });
+    };
+    arm(options.idleMs ?? options.timeoutMs);
+    let armedForHead = options.idleMs === undefined;
+    try {
+      let scan = 0;
+      for (;;) {
+        // Skip leading empty lines (a stray CRLF after a previous body).
+        while (scan === 0 && this.#start < this.#end) {
+          const b = this.#buf[this.#start];
+          if (b === LF) this.#start++;
+          else if (b === CR && this.#start + 1 < this.#end && this.#buf[this.#start + 1] === LF) {
+            this.#start += 2;
+          } else break;
+        }
+        if (!armedForHead && this.#start < this.#end) {
+          arm(options.timeoutMs);
+          armedForHead = true;
+        }
+        const end = findHeadEnd(this.#buf, this.#start + scan, this.#end);
+        if (end >= 0) {
+          if (end - this.#start > maxBytes) throw new HeadReadError("too-large", true);
+          const head = this.#buf.slice(this.#start, end);
+          this.#start = end;
+          return head;
+        }
+        const held = this.#end - this.#start;
+        if (held >= maxBytes) throw new HeadReadError("too-large", true);
+        scan = Math.max(0, held - 3);
+        const cap = Math.max(this.#buf.length, Math.min(maxBytes + 4, maxBytes * 2));
+        if (!(await this.#fill(cap, deadline))) {
+          if (this.#end - this.#start === 0) return null;
+          throw new HeadReadError("eof", true);
+        }
+      }
+    } catch (err) {
+      if (err instanceof HeadReadError && err.reason === "timeout") {
+        throw new HeadReadError("timeout", this.#end > this.#start);
+      }
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Returns up to `max` held bytes, reading the source once if none are held. The view is only
+   * valid until the next call on this reader.
+   *
+   * @param max Largest number of bytes wanted.
+   * @returns A view of the bytes, or null at end of stream.
+   */
+  async read(max: number): Promise<Uint8Array | null> {
+    if (this.#start === this.#end) {
+      this.#start = this.#end = 0;
+      if (!(await this.#fill(this.#buf.length))) return null;
+    }
+    const n = Math.min(max, this.#end - this.#start);
+    const view = this.#buf.subarray(this.#start, this.#start + n);
+    this.#start += n;
+    return view;
+  }
+
+  /**
+   * Reads one line ending in CRLF (chunked framing, RFC 9112 §7.1); a bare LF is an error.
+   *
+   * @param maxBytes Longest line accepted, CRLF included.
+   * @returns The line without its CRLF (a copy), or null at end of stream before any byte.
+   * @throws {SyntaxError} for a bare LF, a line too long, or a stream cut mid-line.
+   */
+  async readLine(maxBytes: number): Promise<Uint8Array | null> {
+    let scan = this.#start;
+    for (;;) {
+      const i = this.#buf.subarray(scan, this.#end).indexOf(LF);
+      if (i >= 0) {
+        const lf = scan + i;
+        if (lf === this.#start || this.#buf[lf - 1] !== CR) {
+          throw new SyntaxError("line ends in a bare LF");
+        }
+        if (lf + 1 - this.#start > maxBytes) throw new SyntaxError("line too long");
+        const line = this.#buf.slice(this.#start, lf - 1);
+        this.#start = lf + 1;
+        return line;
+      }
+      if (this.#end - this.#start >= maxBytes) throw new SyntaxError("line too long");
+      scan = this.#end;
+      const before = this.#start;
+      if (!(await this.#fill(Math.max(this.#buf.length, maxBytes)))) {
+        if (this.#end === this.#start) return null;
+        throw new SyntaxError("stream ended mid-line");
+      }
+      scan -= before - this.#start; // the buffer may have been compacted
+    }
+  }
+
+  /**
+   * Takes every held byte out of the reader (bytes past a CONNECT head go upstream first).
+   *
+   * @returns A copy of the held bytes, possibly empty.
+   */
+  drain(): Uint8Array {
+    const rest = this.#buf.slice(this.#start, this.#end);
+    this.#start = this.#end = 0;
+    return rest;
+  }
+}
+
+/**
+ * Finds the end of a head: the index just past an LF followed by LF or CRLF.
+ *
+ * @returns That index, or -1 if the blank line is not in `buf[from, to)`.
+ */
+function findHeadEnd(buf: Uint8Array, from: number, to: number): number {
+  let i = from;
+  for (;;) {
+    const j = buf.subarray(i, to).indexOf(LF);
+    if (j < 0) return -1;
+    const lf = i + j;
+    if (lf + 1 < to && buf[lf + 1] === LF) return lf + 2;
+    if (lf + 2 < to && buf[lf + 1] === CR && buf[lf + 2] === LF) return lf + 3;
+    if (lf + 2 >= to && lf + 1 < to && buf[lf + 1] === CR) return -1; // wait for the next byte
+    i = lf + 1;
+  }
+}

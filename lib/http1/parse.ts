@@ -1,0 +1,259 @@
+/**
+ * Pure HTTP/1.1 parsing (RFC 9112): head bytes in, values out, no I/O. Strict where leniency
+ * would let a request be read two ways (request smuggling): obs-fold, whitespace before a colon,
+ * bare CR and control bytes are all errors. Every failure is a `SyntaxError` whose message is
+ * the one-line cause shown to the client.
+ *
+ * @module
+ */
+
+import { Buffer } from "node:buffer";
+
+/** One header field line, name and value as sent (value without surrounding whitespace). */
+export type Field = [name: string, value: string];
+
+/** A parsed request head. */
+export interface RequestHead {
+  /** The method token, case-sensitive (RFC 9110 §9.1). */
+  method: string;
+  /** The request-target exactly as sent. */
+  target: string;
+  /** Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: 0 | 1;
+  /** Header fields in order, with case and repeats kept. */
+  fields: Field[];
+}
+
+/** A parsed response head. */
+export interface ResponseHead {
+  /** Minor version of the upstream's HTTP/1.x. */
+  minor: 0 | 1;
+  /** The three-digit status code. */
+  status: number;
+  /** The reason phrase as sent (may be empty). */
+  reason: string;
+  /** Header fields in order, with case and repeats kept. */
+  fields: Field[];
+}
+
+/** An absolute-form `http://` target split into its parts. */
+export interface HttpTarget {
+  /** Host for dialing: a name, an IPv4 address, or an IPv6 address without brackets. */
+  hostname: string;
+  /** TCP port. */
+  port: number;
+  /** The authority as sent (without userinfo), used for the rebuilt Host field. */
+  authority: string;
+  /** Path and query exactly as sent, `/` when the target had none. */
+  path: string;
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const TARGET_CHARS = /^[\x21-\x7e\x80-\xff]+$/;
+const REG_NAME = /^[A-Za-z0-9\-._~!$&'()*+,;=%]+$/;
+
+/**
+ * Decodes head bytes as ISO-8859-1 so every byte maps to one char and back (obs-text survives).
+ *
+ * @param bytes Head bytes.
+ * @returns A one-byte-per-char string.
+ */
+export function latin1(bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+}
+
+/** Splits a head into lines (CRLF or bare LF), rejecting a bare CR. */
+function splitLines(bytes: Uint8Array): string[] {
+  const text = latin1(bytes);
+  const lines = text.split("\n");
+  // The head ends in a blank line: drop it and the empty string after the final LF.
+  lines.length -= 2;
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!;
+    if (line.endsWith("\r")) line = line.slice(0, -1);
+    if (line.includes("\r")) throw new SyntaxError("bare CR in head");
+    lines[i] = line;
+  }
+  return lines;
+}
+
+/**
+ * Parses header field lines (RFC 9112 §5).
+ *
+ * @param lines The lines after the start line.
+ * @param maxFields Most field lines accepted.
+ * @returns The fields in order.
+ */
+export function parseFields(lines: readonly string[], maxFields = Infinity): Field[] {
+  if (lines.length > maxFields) {
+    throw new SyntaxError(`more than ${maxFields} header fields`);
+  }
+  const fields: Field[] = [];
+  for (const line of lines) {
+    if (line.startsWith(" ") || line.startsWith("\t")) {
+      throw new SyntaxError("obsolete line folding in header");
+    }
+    const colon = line.indexOf(":");
+    if (colon < 0) throw new SyntaxError(`header line without colon: ${printable(line)}`);
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) {
+      throw new SyntaxError(
+        /[ \t]$/.test(name)
+          ? `whitespace before colon in header ${printable(name.trimEnd())}`
+          : `invalid header name ${printable(name)}`,
+      );
+    }
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    if (!FIELD_VALUE.test(value)) {
+      throw new SyntaxError(`control character in header ${name}`);
+    }
+    fields.push([name, value]);
+  }
+  return fields;
+}
+
+/**
+ * Parses a request head (RFC 9112 §3).
+ *
+ * @param bytes The head, up to and including its blank line.
+ * @param maxFields Most header field lines accepted. @default Infinity
+ * @returns The request line parts and fields.
+ * @throws {SyntaxError} naming what is malformed.
+ */
+export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): RequestHead {
+  const lines = splitLines(bytes);
+  const line = lines[0] ?? "";
+  const parts = line.split(" ");
+  if (parts.length !== 3) throw new SyntaxError(`malformed request line: ${printable(line)}`);
+  const [method, target, version] = parts as [string, string, string];
+  if (!TOKEN.test(method)) throw new SyntaxError(`malformed method: ${printable(method)}`);
+  if (!TARGET_CHARS.test(target)) {
+    throw new SyntaxError(`malformed request target: ${printable(target)}`);
+  }
+  const minor = parseVersion(version);
+  if (minor === undefined) {
+    throw new SyntaxError(`unsupported HTTP version: ${printable(version)}`);
+  }
+  return { method, target, minor, fields: parseFields(lines.slice(1), maxFields) };
+}
+
+/**
+ * Parses a response head (RFC 9112 §4).
+ *
+ * @param bytes The head, up to and including its blank line.
+ * @returns The status line parts and fields.
+ * @throws {SyntaxError} naming what is malformed.
+ */
+export function parseResponseHead(bytes: Uint8Array): ResponseHead {
+  const lines = splitLines(bytes);
+  const line = lines[0] ?? "";
+  const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
+  if (!m) throw new SyntaxError(`malformed status line: ${printable(line)}`);
+  const minor = parseVersion(m[1]!);
+  if (minor === undefined) throw new SyntaxError(`unsupported HTTP version: ${m[1]}`);
+  const status = Number(m[2]);
+  if (status < 100) throw new SyntaxError(`invalid status code ${m[2]}`);
+  return { minor, status, reason: m[3] ?? "", fields: parseFields(lines.slice(1)) };
+}
+
+function parseVersion(version: string): 0 | 1 | undefined {
+  if (version === "HTTP/1.1") return 1;
+  if (version === "HTTP/1.0") return 0;
+  return undefined;
+}
+
+/**
+ * Splits an absolute-form `http://` target (RFC 9112 §3.2.2) without normalising the path:
+ * `/a/./b`, `%2F` and `;` reach the origin as sent (RFC 9110 §7.7).
+ *
+ * @param target The request-target.
+ * @returns Host, port, authority and path.
+ * @throws {SyntaxError} for another scheme, userinfo, a fragment or a bad authority.
+ */
+export function parseHttpTarget(target: string): HttpTarget {
+  const m = /^([A-Za-z][A-Za-z0-9+\-.]*):\/\/([^/?#]*)(.*)$/.exec(target);
+  if (!m) {
+    if (target.startsWith("/") || target === "*") {
+      throw new SyntaxError(
+        "this is a proxy: send absolute-form requests (GET http://host/path), e.g. with curl -x",
+      );
+    }
+    throw new SyntaxError(`malformed request target: ${printable(target)}`);
+  }
+  const scheme = m[1]!.toLowerCase();
+  const authority = m[2]!;
+  let path = m[3]!;
+  if (scheme === "https") {
+    throw new SyntaxError("https:// targets must be tunnelled with CONNECT (curl -x does this)");
+  }
+  if (scheme !== "http") throw new SyntaxError(`unsupported URL scheme "${scheme}"`);
+  if (path.includes("#")) throw new SyntaxError("fragment (#) in request target");
+  if (authority.includes("@")) {
+    throw new SyntaxError("userinfo (user@) in request target is not allowed");
+  }
+  const { hostname, port } = parseHostPort(authority, 80);
+  if (path === "") path = "/";
+  else if (path.startsWith("?")) path = "/" + path;
+  return { hostname, port, authority, path };
+}
+
+/**
+ * Parses a CONNECT authority-form target `host:port` (RFC 9112 §3.2.3); the port is required.
+ *
+ * @param target The request-target.
+ * @returns Host (IPv6 without brackets) and port.
+ * @throws {SyntaxError} for a missing port, a path, or a bad host.
+ */
+export function parseConnectTarget(target: string): { hostname: string; port: number } {
+  if (target.includes("/") || target.includes("@")) {
+    throw new SyntaxError(`CONNECT needs an authority-form target (host:port), got ${target}`);
+  }
+  const { hostname, port, hadPort } = parseHostPortParts(target);
+  if (!hadPort) throw new SyntaxError(`CONNECT target without a port: ${printable(target)}`);
+  return { hostname, port: port ?? 0 };
+}
+
+function parseHostPort(authority: string, defaultPort: number) {
+  const { hostname, port } = parseHostPortParts(authority);
+  return { hostname, port: port ?? defaultPort };
+}
+
+function parseHostPortParts(authority: string) {
+  let host: string;
+  let portText: string | undefined;
+  if (authority.startsWith("[")) {
+    const close = authority.indexOf("]");
+    if (close < 0) throw new SyntaxError(`malformed IPv6 host in ${printable(authority)}`);
+    host = authority.slice(1, close);
+    const rest = authority.slice(close + 1);
+    if (rest !== "" && !rest.startsWith(":")) {
+      throw new SyntaxError(`malformed authority ${printable(authority)}`);
+    }
+    if (rest !== "") portText = rest.slice(1);
+    if (!/^[0-9A-Fa-f:.]+$/.test(host) || !host.includes(":")) {
+      throw new SyntaxError(`malformed IPv6 host in ${printable(authority)}`);
+    }
+  } else {
+    const colon = authority.lastIndexOf(":");
+    host = colon < 0 ? authority : authority.slice(0, colon);
+    if (colon >= 0) portText = authority.slice(colon + 1);
+    if (host === "" || !REG_NAME.test(host)) {
+      throw new SyntaxError(`malformed host in ${printable(authority || "(empty)")}`);
+    }
+  }
+  let port: number | undefined;
+  if (portText !== undefined && portText !== "") {
+    if (!/^\d{1,5}$/.test(portText) || Number(portText) < 1 || Number(portText) > 65535) {
+      throw new SyntaxError(`invalid port in ${printable(authority)}`);
+    }
+    port = Number(portText);
+  }
+  return { hostname: host, port, hadPort: portText !== undefined && portText !== "" };
+}
+
+/** Quotes a string for an error message, escaping anything not printable and cutting it. */
+export function printable(text: string, max = 80): string {
+  const cut = text.length > max ? text.slice(0, max) + "…" : text;
+  return JSON.stringify(cut);
+}

@@ -1,0 +1,223 @@
+/**
+ * Traffic logging: pure formatters (text, json) over an {@linkcode ExchangeRecord}, and
+ * {@linkcode createLogger}, which takes its sinks as parameters so tests capture lines. This is
+ * the only module that writes to the console. Bodies and credentials never reach a record.
+ *
+ * @module
+ */
+
+// deno-lint-ignore-file no-console -- the one module allowed to print (STYLE.md)
+
+/** What one exchange (a request and its response, or a CONNECT tunnel) is logged with. */
+export interface ExchangeRecord {
+  /** Short exchange id, unique in this process. */
+  id: number;
+  /** Epoch ms when the request head was read. */
+  start: number;
+  /** Client address. */
+  clientIp: string;
+  /** Client port. */
+  clientPort: number;
+  /** Method, or "-" when the request line could not be parsed. */
+  method: string;
+  /** Absolute URL or CONNECT authority as sent, or "-". */
+  target: string;
+  /** The upstream IP actually connected to (read from the socket). */
+  upstreamIp?: string;
+  /** The upstream port. */
+  upstreamPort?: number;
+  /** Final status sent to the client. */
+  status?: number;
+  /** Its reason phrase. */
+  reason?: string;
+  /** Request body bytes relayed upstream (tunnel: client → upstream bytes). */
+  bytesUp: number;
+  /** Response body bytes relayed to the client (tunnel: upstream → client bytes). */
+  bytesDown: number;
+  /** ms from start until the upstream connection was open. */
+  connectMs?: number;
+  /** ms from start until the first byte of the response head arrived. */
+  firstByteMs?: number;
+  /** ms from start until the exchange ended. */
+  totalMs?: number;
+  /** One-line cause when the exchange failed. */
+  error?: string;
+  /** Whether this is a CONNECT tunnel. */
+  tunnel: boolean;
+  /** Whether the open line was already written. */
+  opened: boolean;
+}
+
+/** Access log formats. */
+export type LogFormat = "text" | "json";
+
+/** The logger the proxy writes through. */
+export interface Logger {
+  /** The upstream connection is open (text: the first line). */
+  open(ex: ExchangeRecord): void;
+  /** The exchange ended (text: the second line; json: the whole object). */
+  close(ex: ExchangeRecord): void;
+  /** A diagnostic line (startup, shutdown, internal errors), never part of the access log. */
+  info(message: string): void;
+}
+
+/** Options of {@linkcode createLogger}. */
+export interface LoggerOptions {
+  /** Access log format. @default "text" */
+  format?: LogFormat;
+  /** Print times in UTC instead of local time. @default false */
+  utc?: boolean;
+  /** Turn the access log off (diagnostics still go out). @default false */
+  quiet?: boolean;
+  /** Where access log lines go. @default console.log */
+  sink?: (line: string) => void;
+  /** Where diagnostic lines go. @default console.error */
+  diag?: (line: string) => void;
+}
+
+function pad(n: number, width = 2): string {
+  return String(n).padStart(width, "0");
+}
+
+/**
+ * Formats a clock time as `HH:MM:SS`.
+ *
+ * @param epochMs The time.
+ * @param utc UTC instead of local time.
+ * @returns The clock time.
+ */
+export function clock(epochMs: number, utc: boolean): string {
+  const d = new Date(epochMs);
+  return utc
+    ? `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`
+    : `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+}
+
+function ms(value: number | undefined): number | null {
+  return value === undefined ? null : Math.round(value * 10) / 10;
+}
+
+function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
+  const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}`;
+  return `[${clock(at, utc)}] ${ex.method} ${ex.target} from ${ex.clientIp}${to} #${ex.id}`;
+}
+
+/**
+ * Text format, first line: `[14:10:02] GET http://example.com/ from 192.168.1.12 ->
+ * 93.184.216.34 #7`.
+ *
+ * @param ex The exchange.
+ * @param utc UTC times.
+ * @returns The line.
+ */
+export function formatTextOpen(ex: ExchangeRecord, utc = false): string {
+  return requestLine(ex, ex.start + (ex.connectMs ?? 0), utc);
+}
+
+/**
+ * Text format, last line: `[14:10:03] 200 OK 1256 bytes 12 ms #7`, with the cause in
+ * parentheses after the bytes on failure; a tunnel logs bytes each way. When the open line was
+ * never written (nothing was dialed), the request line comes first, without `->`.
+ *
+ * @param ex The exchange.
+ * @param utc UTC times.
+ * @returns One or two lines.
+ */
+export function formatTextClose(ex: ExchangeRecord, utc = false): string {
+  const end = ex.start + (ex.totalMs ?? 0);
+  const cause = ex.error === undefined ? "" : ` (${ex.error})`;
+  const tail = ` ${Math.round(ex.totalMs ?? 0)} ms #${ex.id}`;
+  const stamp = `[${clock(end, utc)}]`;
+  const last = ex.tunnel && ex.status === 200
+    ? `${stamp} tunnel closed ${ex.bytesUp} bytes up ${ex.bytesDown} bytes down${cause}${tail}`
+    : `${stamp} ${ex.status ?? 0} ${ex.reason ?? ""} ${ex.bytesDown} bytes${cause}${tail}`;
+  return ex.opened ? last : `${requestLine(ex, ex.start, utc)}\n${last}`;
+}
+
+/**
+ * JSON format: one object per exchange, fields in a stable order.
+ *
+ * @param ex The exchange.
+ * @returns The JSON line.
+ */
+export function formatJson(ex: ExchangeRecord): string {
+  return JSON.stringify({
+    time: new Date(ex.start).toISOString(),
+    id: ex.id,
+    client: `${bracket(ex.clientIp)}:${ex.clientPort}`,
+    method: ex.method,
+    url: ex.target,
+    upstream: ex.upstreamIp === undefined ? null : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,
+    status: ex.status ?? null,
+    reason: ex.reason ?? null,
+    bytes_up: ex.bytesUp,
+    bytes_down: ex.bytesDown,
+    connect_ms: ms(ex.connectMs),
+    first_byte_ms: ms(ex.firstByteMs),
+    total_ms: ms(ex.totalMs),
+    error: ex.error ?? null,
+  });
+}
+
+function bracket(ip: string): string {
+  return ip.includes(":") ? `[${ip}]` : ip;
+}
+
+/**
+ * Makes the proxy's logger.
+ *
+ * @param options Format, clock, sinks.
+ * @returns The logger.
+ */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  const format = options.format ?? "text";
+  const utc = options.utc ?? false;
+  const quiet = options.quiet ?? false;
+  const sink = options.sink ?? ((line: string) => console.log(line));
+  const diag = options.diag ?? ((line: string) => console.error(line));
+  return {
+    open(ex) {
+      ex.opened = true;
+      if (!quiet && format === "text") sink(formatTextOpen(ex, utc));
+    },
+    close(ex) {
+      if (quiet) return;
+      sink(format === "json" ? formatJson(ex) : formatTextClose(ex, utc));
+    },
+    info(message) {
+      diag(message);
+    },
+  };
+}
+
+/**
+ * Makes a sink that appends lines to a file, opened once.
+ *
+ * @param path The log file.
+ * @returns The sink and a close function.
+ */
+export function fileSink(path: string): { sink: (line: string) => void; close: () => void } {
+  const file = Deno.openSync(path, { append: true, create: true, write: true });
+  const encoder = new TextEncoder();
+  return {
+    sink(line) {
+      const bytes = encoder.encode(line + "\n");
+      let off = 0;
+      while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
+    },
+    close() {
+      file.close();
+    },
+  };
+}
+
+/**
+ * Prints one line (help, version, a CLI error) to stdout or stderr.
+ *
+ * @param text The text.
+ * @param stream Where to. @default "stdout"
+ */
+export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"): void {
+  if (stream === "stderr") console.error(text);
+  else console.log(text);
+}

@@ -1,0 +1,118 @@
+/**
+ * The accept loop: one per listener, a set of live connections, and a graceful close (stop
+ * accepting, close idle keep-alive connections, let exchanges in flight finish for the grace
+ * period, then close what is left). It owns the listeners and the client sockets' lifetime.
+ *
+ * @module
+ */
+
+import type { Config } from "./config.ts";
+import { closeQuietly, type ConnectFn } from "./dial.ts";
+import { type ConnState, handleConn } from "./handle_conn.ts";
+import type { Logger } from "./log.ts";
+
+/** Options of {@linkcode ProxyServer}. */
+export interface ServerOptions {
+  /** The configuration. */
+  config: Config;
+  /** The logger. */
+  logger: Logger;
+  /** How upstream connections are opened. @default Deno.connect */
+  connect?: ConnectFn;
+}
+
+/** A running proxy over one or more listeners. */
+export class ProxyServer {
+  #listeners: Deno.TcpListener[];
+  #options: ServerOptions;
+  #abort = new AbortController();
+  #conns = new Map<Deno.TcpConn, ConnState>();
+  #handlers = new Set<Promise<void>>();
+  #loops: Promise<void>[];
+  #closed: Promise<void> | undefined;
+
+  /**
+   * Starts accepting on every listener.
+   *
+   * @param listeners Bound TCP listeners; the server closes them at shutdown.
+   * @param options Config, logger and connect function.
+   */
+  constructor(listeners: Deno.TcpListener[], options: ServerOptions) {
+    this.#listeners = listeners;
+    this.#options = options;
+    this.#loops = listeners.map((l) => this.#accept(l));
+  }
+
+  /** The bound addresses (port 0 resolved to the real port). */
+  get addrs(): Deno.NetAddr[] {
+    return this.#listeners.map((l) => l.addr);
+  }
+
+  /** Client connections open now. */
+  get connections(): number {
+    return this.#conns.size;
+  }
+
+  async #accept(listener: Deno.TcpListener): Promise<void> {
+    for (;;) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (err) {
+        if (this.#abort.signal.aborted || err instanceof Deno.errors.BadResource) return;
+        // EMFILE and the like: say so, breathe, and keep serving the connections we have.
+        this.#options.logger.info(`accept failed: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      if (this.#abort.signal.aborted) {
+        closeQuietly(conn);
+        continue;
+      }
+      const state: ConnState = { idle: true };
+      this.#conns.set(conn, state);
+      const handler = handleConn(conn, {
+        config: this.#options.config,
+        logger: this.#options.logger,
+        signal: this.#abort.signal,
+        ...(this.#options.connect ? { connect: this.#options.connect } : {}),
+      }, state).catch((err) => {
+        this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
+      }).finally(() => {
+        this.#conns.delete(conn);
+        this.#handlers.delete(handler);
+      });
+      this.#handlers.add(handler);
+    }
+  }
+
+  /**
+   * Stops accepting, closes idle connections, waits up to `graceMs` for exchanges in flight,
+   * then closes every connection that is left. Safe to call more than once.
+   *
+   * @param graceMs How long exchanges in flight may take. @default config.graceMs
+   * @returns When every connection is closed.
+   */
+  shutdown(graceMs = this.#options.config.graceMs): Promise<void> {
+    this.#closed ??= this.#shutdown(graceMs);
+    return this.#closed;
+  }
+
+  async #shutdown(graceMs: number): Promise<void> {
+    this.#abort.abort();
+    for (const l of this.#listeners) closeQuietly(l);
+    await Promise.all(this.#loops);
+    for (const [conn, state] of this.#conns) if (state.idle) closeQuietly(conn);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+    await Promise.race([Promise.all(this.#handlers), grace]);
+    clearTimeout(timer);
+    for (const conn of this.#conns.keys()) closeQuietly(conn);
+    await Promise.all(this.#handlers);
+  }
+
+  /** Shuts down with no grace period (for `await using`). */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.shutdown(0);
+  }
+}
