@@ -262,10 +262,17 @@ function usageMessage(err: unknown): string {
   switch (e.code) {
     case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
       return `unknown flag ${flag ?? ""} ${HINT}`;
-    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
-      return `${flag ?? "a flag"}: ${
-        /argument missing/.test(e.message ?? "") ? "needs a value" : "takes no value"
-      } ${HINT}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
+      const m = e.message ?? "";
+      const why = /argument missing/.test(m)
+        ? "needs a value"
+        : /ambiguous/.test(m)
+        ? `needs a value; for one starting with "-" write ${flag}=VALUE`
+        : /does not take/.test(m)
+        ? "takes no value"
+        : m.split("\n")[0];
+      return `${flag ?? "a flag"}: ${why} ${HINT}`;
+    }
     case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
       return `unexpected argument ${/'([^']*)'/.exec(e.message ?? "")?.[1] ?? ""} ${HINT}`;
     default:

@@ -1,0 +1,95 @@
+import assert from "node:assert/strict";
+import { DEFAULTS, parseCommand, parseDuration, parseSize, UsageError } from "../lib/config.ts";
+
+function run(args: string[]) {
+  const cmd = parseCommand(args);
+  assert.equal(cmd.kind, "run");
+  return (cmd as { config: typeof DEFAULTS }).config;
+}
+
+Deno.test("parseCommand() gives the defaults with no flags", () => {
+  assert.deepEqual(run([]), DEFAULTS);
+  assert.deepEqual(parseCommand(["--help"]), { kind: "help" });
+  assert.deepEqual(parseCommand(["-V"]), { kind: "version" });
+});
+
+Deno.test("parseCommand() reads every flag", () => {
+  const c = run([
+    "--listen",
+    "127.0.0.1:0",
+    "--listen",
+    "[::1]:9000",
+    "--connect-ports",
+    "443, 8443",
+    "--max-header-bytes",
+    "32KiB",
+    "--header-timeout",
+    "500ms",
+    "--idle-timeout",
+    "2m",
+    "--connect-timeout",
+    "3",
+    "--response-timeout",
+    "1.5s",
+    "--grace",
+    "0",
+    "--log-format",
+    "json",
+    "--log-file",
+    "a.log",
+    "--quiet",
+    "--utc",
+  ]);
+  assert.deepEqual(c.listen, [{ hostname: "127.0.0.1", port: 0 }, { hostname: "::1", port: 9000 }]);
+  assert.deepEqual(c.connectPorts, new Set([443, 8443]));
+  assert.equal(c.maxHeaderBytes, 32768);
+  assert.equal(c.headerTimeoutMs, 500);
+  assert.equal(c.idleTimeoutMs, 120_000);
+  assert.equal(c.connectTimeoutMs, 3000);
+  assert.equal(c.responseTimeoutMs, 1500);
+  assert.equal(c.graceMs, 0);
+  assert.equal(c.logFormat, "json");
+  assert.equal(c.logFile, "a.log");
+  assert.equal(c.quiet, true);
+  assert.equal(c.utc, true);
+  assert.equal(run(["--connect-ports", "any"]).connectPorts, "any");
+});
+
+Deno.test("parseCommand() names the flag in a one-line error", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [["--nope"], /^unknown flag --nope \(see --help\)$/],
+    [["--listen"], /^--listen: needs a value/],
+    [["--quiet=yes"], /^--quiet: takes no value/],
+    [["extra"], /^unexpected argument extra/],
+    [["--listen", "8081"], /^--listen: bad address "8081"/],
+    [["--listen", "127.0.0.1:70000"], /^--listen: bad address/],
+    [["--listen", "::1:80"], /^--listen: bad address/],
+    [["--header-timeout", "soon"], /^--header-timeout: bad duration "soon"/],
+    [["--connect-timeout", "0"], /^--connect-timeout: bad duration "0"/],
+    [["--grace", "-1s"], /^--grace: needs a value; for one starting with "-" write --grace=VALUE/],
+    [["--grace=-1s"], /^--grace: bad duration "-1s"/],
+    [["--max-header-bytes", "12"], /^--max-header-bytes: bad size "12"/],
+    [["--max-header-bytes", "1GiB"], /^--max-header-bytes: bad size/],
+    [["--connect-ports", "443,x"], /^--connect-ports: bad port "x"/],
+    [["--connect-ports", "0"], /^--connect-ports: bad port "0"/],
+    [["--log-format", "xml"], /^--log-format: unknown format "xml"/],
+    [["--log-file", ""], /^--log-file: empty path/],
+  ];
+  for (const [args, re] of cases) {
+    await t.step(args.join(" "), () => {
+      assert.throws(
+        () => parseCommand(args),
+        (e) => e instanceof UsageError && re.test(e.message) && !e.message.includes("\n"),
+      );
+    });
+  }
+});
+
+Deno.test("parseDuration() and parseSize() know their units", () => {
+  assert.equal(parseDuration("x", "250ms"), 250);
+  assert.equal(parseDuration("x", "10"), 10_000);
+  assert.equal(parseDuration("x", "1h"), 3_600_000);
+  assert.equal(parseSize("x", "65536"), 65536);
+  assert.equal(parseSize("x", "64k"), 65536);
+  assert.equal(parseSize("x", "1MiB"), 1 << 20);
+});

@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { BufferedReader, HeadReadError, type Source } from "../../lib/http1/head.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A source that hands out the given pieces one read at a time, then EOF (or hangs). */
+function pieces(parts: string[], hang = false): Source & { reads: number } {
+  const queue = parts.map((p) => enc.encode(p));
+  const src = {
+    reads: 0,
+    read(buf: Uint8Array): Promise<number | null> {
+      src.reads++;
+      const next = queue.shift();
+      if (next === undefined) return hang ? new Promise(() => {}) : Promise.resolve(null);
+      if (next.length > buf.length) {
+        buf.set(next.subarray(0, buf.length));
+        queue.unshift(next.subarray(buf.length));
+        return Promise.resolve(buf.length);
+      }
+      buf.set(next);
+      return Promise.resolve(next.length);
+    },
+  };
+  return src;
+}
+
+const opts = { maxBytes: 1024, timeoutMs: 1000 };
+
+Deno.test("readHead() assembles a head split across reads, byte by byte", async () => {
+  const text = "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n";
+  const r = new BufferedReader(pieces([...text]));
+  assert.equal(dec.decode((await r.readHead(opts))!), text);
+  assert.equal(await r.readHead(opts), null);
+});
+
+Deno.test("readHead() returns pipelined heads one by one and keeps the body bytes", async () => {
+  const r = new BufferedReader(
+    pieces([
+      "GET a HTTP/1.1\r\n\r\nPOST b HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET c HTTP/1.1\n\n",
+    ]),
+  );
+  assert.equal(dec.decode((await r.readHead(opts))!), "GET a HTTP/1.1\r\n\r\n");
+  assert.match(dec.decode((await r.readHead(opts))!), /^POST b/);
+  assert.equal(dec.decode((await r.read(3))!), "abc");
+  assert.equal(dec.decode((await r.readHead(opts))!), "GET c HTTP/1.1\n\n");
+});
+
+Deno.test("readHead() skips empty lines before a request line", async () => {
+  const r = new BufferedReader(pieces(["\r\n\r\n\nGET a HTTP/1.1\r\n\r\n"]));
+  assert.equal(dec.decode((await r.readHead(opts))!), "GET a HTTP/1.1\r\n\r\n");
+});
+
+Deno.test("readHead() fails with too-large, eof and timeout", async () => {
+  const big = new BufferedReader(pieces(["GET a HTTP/1.1\r\nX: " + "a".repeat(2000) + "\r\n\r\n"]));
+  await assert.rejects(
+    big.readHead(opts),
+    (e) => e instanceof HeadReadError && e.reason === "too-large",
+  );
+  const cut = new BufferedReader(pieces(["GET a HTTP/1.1\r\n"]));
+  await assert.rejects(
+    cut.readHead(opts),
+    (e) => e instanceof HeadReadError && e.reason === "eof" && e.partial,
+  );
+  const slow = new BufferedReader(pieces(["GET a"], true));
+  await assert.rejects(
+    slow.readHead({ maxBytes: 1024, timeoutMs: 50 }),
+    (e) => e instanceof HeadReadError && e.reason === "timeout" && e.partial,
+  );
+  const idle = new BufferedReader(pieces([], true));
+  await assert.rejects(
+    idle.readHead({ maxBytes: 1024, timeoutMs: 1000, idleMs: 50 }),
+    (e) => e instanceof HeadReadError && e.reason === "timeout" && !e.partial,
+  );
+});
+
+Deno.test("readHead() grows its buffer for a head larger than the first read buffer", async () => {
+  const text = "GET a HTTP/1.1\r\nX: " + "b".repeat(40_000) + "\r\n\r\n";
+  const r = new BufferedReader(pieces([text]), 1024);
+  assert.equal((await r.readHead({ maxBytes: 65536, timeoutMs: 1000 }))!.length, text.length);
+});
+
+Deno.test("readLine() wants CRLF and caps the length", async () => {
+  const r = new BufferedReader(pieces(["5;a=b\r", "\nrest\n"]));
+  assert.equal(dec.decode((await r.readLine(100))!), "5;a=b");
+  await assert.rejects(r.readLine(100), /bare LF/);
+  const long = new BufferedReader(pieces(["x".repeat(200) + "\r\n"]));
+  await assert.rejects(long.readLine(100), /line too long/);
+  const cut = new BufferedReader(pieces(["abc"]));
+  await assert.rejects(cut.readLine(100), /ended mid-line/);
+});
+
+Deno.test("drain() hands over the bytes read past a head", async () => {
+  const r = new BufferedReader(pieces(["CONNECT h:443 HTTP/1.1\r\n\r\n\x16\x03\x01"]));
+  await r.readHead(opts);
+  assert.deepEqual(r.drain(), new Uint8Array([0x16, 3, 1]));
+  assert.deepEqual(r.drain(), new Uint8Array(0));
+});
