@@ -30,10 +30,12 @@ import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/
 import { checkConnectPort } from "./policy.ts";
 import { tunnel } from "./tunnel.ts";
 
-/** What the server sees of a connection: whether it sits between requests. */
+/** What the server sees of a connection: whether it sits between requests, and a way to end it. */
 export interface ConnState {
   /** True while waiting for the next request head. */
   idle: boolean;
+  /** Closes the client socket and the current upstream socket (set by handleConn). */
+  abort?: () => void;
 }
 
 let lastId = 0;
@@ -53,6 +55,12 @@ export async function handleConn(
   const reader = new BufferedReader(conn);
   const { config } = ctx;
   let first = true;
+  let current: Exchange | undefined;
+  // Closing only the client would leave an exchange blocked on an upstream read.
+  state.abort = () => {
+    closeQuietly(conn);
+    closeQuietly(current?.upstream);
+  };
   try {
     conn.setNoDelay(true);
   } catch {
@@ -105,7 +113,9 @@ export async function handleConn(
         minor: 1,
         head: false,
       };
+      current = ex;
       const keep = await exchange(ex, ctx, bytes, failure);
+      current = undefined;
       if (!keep) return;
     }
   } finally {

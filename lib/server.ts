@@ -107,7 +107,10 @@ export class ProxyServer {
     const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
     await Promise.race([Promise.all(this.#handlers), grace]);
     clearTimeout(timer);
-    for (const conn of this.#conns.keys()) closeQuietly(conn);
+    for (const [conn, state] of this.#conns) {
+      if (state.abort) state.abort();
+      else closeQuietly(conn);
+    }
     await Promise.all(this.#handlers);
   }
 

@@ -1,0 +1,138 @@
+/**
+ * Runs the `http-proxy` CLI as a subprocess (the same `deno` that runs the tests) and collects
+ * its stdout and stderr as they arrive.
+ *
+ * @module
+ */
+
+const root = new URL("../../", import.meta.url).pathname;
+
+/** Text collected from a stream, with a way to wait for a line. */
+export class Collector {
+  text = "";
+  #done: Promise<void>;
+
+  /**
+   * @param stream The stream to drain.
+   */
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.#done = (async () => {
+      const decoder = new TextDecoder();
+      for await (const chunk of stream) this.text += decoder.decode(chunk, { stream: true });
+    })();
+  }
+
+  /** Resolves when the stream has ended. */
+  get done(): Promise<void> {
+    return this.#done;
+  }
+
+  /**
+   * Waits until the collected text matches `re`.
+   *
+   * @param re The pattern.
+   * @param timeoutMs Longest wait.
+   * @returns The match.
+   */
+  async waitFor(re: RegExp, timeoutMs = 10_000): Promise<RegExpMatchArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = this.text.match(re);
+      if (m) return m;
+      if (Date.now() > deadline) {
+        throw new Error(`no ${re} within ${timeoutMs} ms in:\n${this.text}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+/** A running CLI process. */
+export interface Cli extends AsyncDisposable {
+  /** The process. */
+  child: Deno.ChildProcess;
+  /** Its stdout so far. */
+  stdout: Collector;
+  /** Its stderr so far. */
+  stderr: Collector;
+  /** The bound addresses from the startup line. */
+  addrs: string[];
+  /** Sends a signal and waits for the exit code. */
+  stop(signal?: Deno.Signal): Promise<number>;
+}
+
+/** Deno permissions the CLI runs with in tests, as the README says. */
+export const RUN_FLAGS = ["run", "--allow-net"];
+
+/**
+ * Starts the CLI and waits for its startup line.
+ *
+ * @param args Flags for http-proxy.
+ * @param options Extra deno flags (permissions) and the script to run.
+ */
+export async function startCli(
+  args: string[],
+  options: { denoFlags?: string[]; script?: string } = {},
+): Promise<Cli> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [...RUN_FLAGS, ...(options.denoFlags ?? []), options.script ?? `${root}main.ts`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    cwd: root,
+  }).spawn();
+  const stdout = new Collector(child.stdout);
+  const stderr = new Collector(child.stderr);
+  const cli: Cli = {
+    child,
+    stdout,
+    stderr,
+    addrs: [],
+    async stop(signal = "SIGTERM") {
+      try {
+        child.kill(signal);
+      } catch {
+        // already exited
+      }
+      const status = await child.status;
+      await Promise.all([stdout.done, stderr.done]);
+      return status.code;
+    },
+    async [Symbol.asyncDispose]() {
+      await cli.stop("SIGKILL");
+    },
+  };
+  try {
+    const m = await stderr.waitFor(/listening on (.+)\n/);
+    cli.addrs = m[1]!.split(", ");
+  } catch (err) {
+    await cli.stop("SIGKILL");
+    throw err;
+  }
+  return cli;
+}
+
+/**
+ * Runs the CLI to completion.
+ *
+ * @param args Flags for http-proxy.
+ * @param denoFlags Extra deno flags.
+ * @returns Exit code and output.
+ */
+export async function runCli(
+  args: string[],
+  denoFlags: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [...RUN_FLAGS, ...denoFlags, `${root}main.ts`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    stdin: "null",
+    cwd: root,
+  }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** The project root. */
+export const ROOT = root;

@@ -1,0 +1,189 @@
+import assert from "node:assert/strict";
+import { runCli, startCli } from "./_fixtures/cli.ts";
+import { curl, readAll, startHttpOrigin, startOrigin } from "./_fixtures/servers.ts";
+
+Deno.test("--help lists every flag with its default; --version prints the version", async () => {
+  const help = await runCli(["--help"]);
+  assert.equal(help.code, 0);
+  for (
+    const flag of [
+      "--listen ADDR",
+      "--connect-ports",
+      "--max-header-bytes",
+      "--header-timeout",
+      "--idle-timeout",
+      "--connect-timeout",
+      "--response-timeout",
+      "--grace",
+      "--log-format",
+      "--log-file",
+      "--quiet",
+      "--utc",
+      "--help",
+      "--version",
+    ]
+  ) assert.ok(help.stdout.includes(flag), `${flag} missing from --help`);
+  for (const def of ["[127.0.0.1:8081]", "[443]", "[64KiB]", "[10s]", "[60s]", "[5s]", "[text]"]) {
+    assert.ok(help.stdout.includes(def), `${def} missing from --help`);
+  }
+  const version = await runCli(["--version"]);
+  assert.equal(version.code, 0);
+  assert.match(version.stdout, /^http-proxy \d+\.\d+\.\d+\n$/);
+});
+
+Deno.test("a bad command line exits 2 with one line naming the flag", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [["--bogus"], /^http-proxy: unknown flag --bogus \(see --help\)\n$/],
+    [["--listen", "nonsense"], /^http-proxy: --listen: bad address "nonsense"/],
+    [["--header-timeout", "10 parsecs"], /^http-proxy: --header-timeout: bad duration/],
+    [["--log-format", "yaml"], /^http-proxy: --log-format: unknown format "yaml"/],
+  ];
+  for (const [args, re] of cases) {
+    await t.step(args.join(" "), async () => {
+      const res = await runCli(args);
+      assert.equal(res.code, 2);
+      assert.match(res.stderr, re);
+      assert.equal(res.stderr.trimEnd().split("\n").length, 1, res.stderr);
+      assert.equal(res.stdout, "");
+    });
+  }
+});
+
+Deno.test("an address already in use exits 1 with one line", async () => {
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const res = await runCli(["--listen", `127.0.0.1:${taken.addr.port}`]);
+  assert.equal(res.code, 1);
+  assert.equal(
+    res.stderr,
+    `http-proxy: cannot listen on 127.0.0.1:${taken.addr.port}: address already in use\n`,
+  );
+});
+
+Deno.test("--log-file without write permission exits 2 with a hint", async () => {
+  const res = await runCli(["--log-file", "/tmp/nowhere.log"]);
+  assert.equal(res.code, 2);
+  assert.match(
+    res.stderr,
+    /--log-file: no permission to write "\/tmp\/nowhere\.log"; run with --allow-write=\/tmp\/nowhere\.log/,
+  );
+});
+
+Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and stops on SIGTERM", async () => {
+  await using origin = startHttpOrigin(() => new Response("smoke"));
+  await using cli = await startCli(["--listen", "127.0.0.1:0", "--listen", "[::1]:0", "--utc"]);
+  assert.equal(cli.addrs.length, 2);
+  assert.match(cli.addrs[0]!, /^127\.0\.0\.1:\d+$/);
+  assert.match(cli.addrs[1]!, /^\[::1\]:\d+$/);
+  for (const addr of cli.addrs) {
+    const res = await curl(["-x", `http://${addr}`, `http://127.0.0.1:${origin.port}/smoke`]);
+    assert.equal(res.stdout, "smoke");
+  }
+  await cli.stdout.waitFor(
+    new RegExp(
+      `\\] GET http://127\\.0\\.0\\.1:${origin.port}/smoke from ::1 -> 127\\.0\\.0\\.1 #2\\n`,
+    ),
+  );
+  await cli.stdout.waitFor(/\] 200 OK 5 bytes \d+ ms #2\n/);
+  assert.equal(await cli.stop("SIGTERM"), 0);
+  assert.match(cli.stderr.text, /SIGTERM: shutting down/);
+});
+
+Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async () => {
+  await using origin = startHttpOrigin(() => new Response("to file"));
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/access.log`;
+  await Deno.writeTextFile(file, "existing line\n");
+  try {
+    await using cli = await startCli([
+      "--listen",
+      "127.0.0.1:0",
+      "--log-format",
+      "json",
+      "--log-file",
+      file,
+    ], {
+      denoFlags: [`--allow-write=${dir}`],
+    });
+    const res = await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/f`]);
+    assert.equal(res.stdout, "to file");
+    assert.equal(await cli.stop("SIGINT"), 0);
+    const lines = (await Deno.readTextFile(file)).trimEnd().split("\n");
+    assert.equal(lines[0], "existing line");
+    assert.equal(lines.length, 2);
+    const entry = JSON.parse(lines[1]!);
+    assert.deepEqual(Object.keys(entry), [
+      "time",
+      "id",
+      "client",
+      "method",
+      "url",
+      "upstream",
+      "status",
+      "reason",
+      "bytes_up",
+      "bytes_down",
+      "connect_ms",
+      "first_byte_ms",
+      "total_ms",
+      "error",
+    ]);
+    assert.equal(entry.url, `http://127.0.0.1:${origin.port}/f`);
+    assert.equal(entry.upstream, `127.0.0.1:${origin.port}`);
+    assert.equal(entry.status, 200);
+    assert.equal(entry.bytes_down, 7);
+    assert.match(entry.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    assert.match(entry.client, /^127\.0\.0\.1:\d+$/);
+    assert.equal(cli.stdout.text, "");
+
+    await using quiet = await startCli(["--listen", "127.0.0.1:0", "--quiet"]);
+    await curl(["-x", quiet.addrs[0]!, `http://127.0.0.1:${origin.port}/q`]);
+    assert.equal(await quiet.stop(), 0);
+    assert.equal(quiet.stdout.text, "");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGINT lets an exchange in flight finish within --grace, then exits 0", async () => {
+  const { promise: gotRequest, resolve } = Promise.withResolvers<void>();
+  await using origin = startOrigin(async (c) => {
+    await c.readHead();
+    resolve();
+    await new Promise((r) => setTimeout(r, 300));
+    await c.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+  });
+  await using cli = await startCli(["--listen", "127.0.0.1:0", "--grace", "5s"]);
+  const [host, port] = cli.addrs[0]!.split(":");
+  using conn = await Deno.connect({ hostname: host!, port: Number(port) });
+  await conn.write(
+    new TextEncoder().encode(`GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`),
+  );
+  await gotRequest;
+  // An idle keep-alive connection is closed at once, not waited for.
+  using idle = await Deno.connect({ hostname: host!, port: Number(port) });
+  cli.child.kill("SIGINT");
+  assert.equal(await readAll(idle), "");
+  const text = await readAll(conn);
+  assert.match(text, /^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n\r\nlate$/);
+  assert.equal(await cli.stop("SIGINT"), 0);
+  assert.match(cli.stdout.text, / 200 OK 4 bytes /);
+});
+
+Deno.test("--grace cuts off an exchange that takes longer", async () => {
+  await using origin = startOrigin(async (c) => {
+    await c.readHead();
+    await c.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nslow");
+    await c.reader.read(1); // until the proxy closes
+  });
+  await using cli = await startCli(["--listen", "127.0.0.1:0", "--grace", "200ms"]);
+  const [host, port] = cli.addrs[0]!.split(":");
+  using conn = await Deno.connect({ hostname: host!, port: Number(port) });
+  await conn.write(
+    new TextEncoder().encode(`GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`),
+  );
+  await cli.stdout.waitFor(/ GET /);
+  const started = Date.now();
+  assert.equal(await cli.stop("SIGTERM"), 0);
+  assert.ok(Date.now() - started < 4000, "exited within the grace period and some slack");
+  assert.match(await readAll(conn), /\r\n\r\nslow$/);
+});
