@@ -38,6 +38,10 @@ export interface Config {
   responseTimeoutMs: number;
   /** Time exchanges in flight get to finish at shutdown. @default 5000 */
   graceMs: number;
+  /** Idle upstream connections kept per (host, port); 0 turns reuse off. @default 16 */
+  maxIdlePerHost: number;
+  /** How long an idle upstream connection is kept. @default 15000 */
+  upstreamIdleTimeoutMs: number;
   /** Access log format. @default "text" */
   logFormat: LogFormat;
   /** Append the access log to this file instead of stdout. */
@@ -58,6 +62,8 @@ export const DEFAULTS: Config = {
   connectTimeoutMs: 10_000,
   responseTimeoutMs: 60_000,
   graceMs: 5_000,
+  maxIdlePerHost: 16,
+  upstreamIdleTimeoutMs: 15_000,
   logFormat: "text",
   quiet: false,
   utc: false,
@@ -86,6 +92,8 @@ const FLAGS = {
   "connect-timeout": { type: "string" },
   "response-timeout": { type: "string" },
   grace: { type: "string" },
+  "max-idle-per-host": { type: "string" },
+  "upstream-idle-timeout": { type: "string" },
   "log-format": { type: "string" },
   "log-file": { type: "string" },
   quiet: { type: "boolean" },
@@ -110,6 +118,9 @@ Flags (defaults in brackets):
   --connect-timeout DUR    time to open an upstream connection      [10s]
   --response-timeout DUR   time for the upstream's response head    [60s]
   --grace DUR              time in-flight exchanges get at shutdown [5s]
+  --max-idle-per-host N    idle upstream connections kept per host:port for reuse;
+                           0 opens a new one for every request      [16]
+  --upstream-idle-timeout DUR  how long an idle upstream connection is kept [15s]
   --log-format FORMAT      access log format: text or json          [text]
   --log-file PATH          append the access log to PATH            [stdout]
   --quiet                  no access log                            [off]
@@ -161,6 +172,22 @@ export function parseSize(flag: string, text: string): number {
     throw new UsageError(
       `--${flag}: bad size "${text}", expected 1KiB to 16MiB, e.g. 64KiB ${HINT}`,
     );
+  }
+  return value;
+}
+
+/**
+ * Parses a count flag: a whole number from 0 to 100000.
+ *
+ * @param flag The flag name for the error message.
+ * @param text The value.
+ * @returns The number.
+ * @throws {UsageError} for anything else.
+ */
+export function parseCount(flag: string, text: string): number {
+  const value = /^\d{1,6}$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(value <= 100_000)) {
+    throw new UsageError(`--${flag}: bad number "${text}", expected 0 to 100000 ${HINT}`);
   }
   return value;
 }
@@ -239,6 +266,14 @@ export function parseCommand(args: string[]): Command {
     idleTimeoutMs: duration(values, "idle-timeout", DEFAULTS.idleTimeoutMs),
     connectTimeoutMs: duration(values, "connect-timeout", DEFAULTS.connectTimeoutMs),
     responseTimeoutMs: duration(values, "response-timeout", DEFAULTS.responseTimeoutMs),
+    maxIdlePerHost: values["max-idle-per-host"] === undefined
+      ? DEFAULTS.maxIdlePerHost
+      : parseCount("max-idle-per-host", values["max-idle-per-host"]),
+    upstreamIdleTimeoutMs: duration(
+      values,
+      "upstream-idle-timeout",
+      DEFAULTS.upstreamIdleTimeoutMs,
+    ),
     graceMs: values.grace === undefined
       ? DEFAULTS.graceMs
       : parseDuration("grace", values.grace, true),

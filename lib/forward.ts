@@ -9,7 +9,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { type ConnectFn, dial } from "./dial.ts";
+import { closeQuietly, type ConnectFn, dial } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
 import { BodyError, copyChunked, copyLength, copyUntilClose, writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
@@ -29,7 +29,8 @@ import {
   type RequestHead,
   type ResponseHead,
 } from "./http1/parse.ts";
-import type { ExchangeRecord, Logger } from "./log.ts";
+import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
+import type { Upstream, UpstreamPool } from "./pool.ts";
 
 /** What an exchange needs from the connection that carries it. */
 export interface Exchange {
@@ -42,7 +43,7 @@ export interface Exchange {
   /** The reader over the client socket. */
   reader: BufferedReader;
   /** The upstream socket once dialed; the caller closes it. */
-  upstream?: Deno.TcpConn;
+  upstream?: Deno.TcpConn | undefined;
   /** Whether any byte of the final response went to the client. */
   responseStarted: boolean;
   /** Whether the whole request (head and body) was read from the client. */
@@ -61,6 +62,8 @@ export interface ExchangeContext {
   logger: Logger;
   /** How upstream connections are opened. @default Deno.connect */
   connect?: ConnectFn;
+  /** Idle upstream connections for reuse; without one, each request gets a new connection. */
+  pool?: UpstreamPool;
   /** Aborted when the proxy shuts down: no more keep-alive. */
   signal: AbortSignal;
 }
@@ -83,12 +86,13 @@ export function clientWantsKeepAlive(head: RequestHead): boolean {
 }
 
 /**
- * Opens the upstream connection and records where it went (the IP read from the socket).
+ * Opens a new upstream connection and records where it went (the IP read from the socket).
  *
  * @param ex The exchange; `upstream`, `connectMs` and the upstream address are set.
  * @param ctx Settings, logger and connect function.
  * @param hostname Target host.
  * @param port Target port.
+ * @param retry Whether this replaces a reused connection that turned out closed.
  * @returns The connection.
  */
 export async function openUpstream(
@@ -96,6 +100,7 @@ export async function openUpstream(
   ctx: ExchangeContext,
   hostname: string,
   port: number,
+  retry = false,
 ): Promise<Deno.TcpConn> {
   const conn = await dial(hostname, port, {
     timeoutMs: ctx.config.connectTimeoutMs,
@@ -107,19 +112,57 @@ export async function openUpstream(
   } catch {
     // not a TCP socket (an injected test connection): nothing to tune
   }
+  ex.record.connectMs = performance.now() - ex.t0;
+  opened(ex, ctx, conn, retry ? "retry" : "new");
+  return conn;
+}
+
+/** Records the upstream address actually used and writes the log's first line. */
+function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: UpstreamUse): void {
   const remote = conn.remoteAddr;
   ex.record.upstreamIp = remote.hostname;
   ex.record.upstreamPort = remote.port;
-  ex.record.connectMs = performance.now() - ex.t0;
+  ex.record.upstreamUse = how;
   ctx.logger.open(ex.record);
-  return conn;
+}
+
+/** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+/**
+ * A reused connection turned out closed before any byte of the response: the stale keep-alive
+ * race (RFC 9112 §9.3.1). Retried once on a new connection when the request allows it.
+ */
+class StaleConnection extends BadGateway {}
+
+/**
+ * Takes an idle connection to the target from the pool, or dials a new one.
+ *
+ * @returns The upstream, with `reused` telling which.
+ */
+async function acquire(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  hostname: string,
+  port: number,
+  key: string,
+): Promise<Upstream> {
+  const pooled = ctx.pool?.take(key);
+  if (pooled) {
+    ex.upstream = pooled.conn;
+    ex.record.connectMs = performance.now() - ex.t0;
+    opened(ex, ctx, pooled.conn, "reused");
+    return pooled;
+  }
+  const conn = await openUpstream(ex, ctx, hostname, port);
+  return { conn, reader: new BufferedReader(conn), key, reused: false };
 }
 
 /**
  * Relays one absolute-form request and its response.
  *
  * @param ex The exchange (client socket, reader, record).
- * @param ctx Settings, logger, connect function, shutdown signal.
+ * @param ctx Settings, logger, connect function, pool, shutdown signal.
  * @param head The parsed request head.
  * @returns Whether the client connection may carry another request.
  */
@@ -142,39 +185,39 @@ export async function forward(
   // on an origin that ignores Expect (curl would stall a second), and Expect is not forwarded.
   const sendContinue = expect.length > 0 && head.minor === 1 && framing.kind !== "none";
 
-  const upstream = await openUpstream(ex, ctx, target.hostname, target.port);
-
   const fields = endToEnd(head.fields, ["host", "expect"]);
   fields.unshift(["Host", target.authority]);
   addVia(fields, head.minor);
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
-  fields.push(["Connection", "close"]);
-  let upstreamBroke = false;
-  try {
-    await writeAll(upstream, encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields));
-  } catch (err) {
-    throw new BadGateway(`upstream closed before the request was sent`, {
-      kind: "http_protocol_error",
-      cause: err,
-    });
-  }
-  if (sendContinue) await toClient(ex, CONTINUE);
-  if (framing.kind !== "none") upstreamBroke = await sendBody(ex, framing, config, upstream);
+  if (!ctx.pool) fields.push(["Connection", "close"]);
+  const requestHead = encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields);
 
-  const upReader = new BufferedReader(upstream);
+  const key = `${target.hostname.toLowerCase()}:${target.port}`;
+  // Only a request without a body can be sent again: its bytes are all in requestHead.
+  const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
+  let up = await acquire(ex, ctx, target.hostname, target.port, key);
+  let upstreamBroke = false;
   let response: ResponseHead;
   for (;;) {
-    response = await readResponseHead(ex, upReader, config, target.authority);
-    if (response.status === 101) {
-      throw new BadGateway("upstream switched protocols without being asked", {
-        kind: "http_protocol_error",
-      });
-    }
-    if (response.status >= 200) break;
-    // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
-    if (response.status !== 100 && head.minor === 1) {
-      const interim = endToEnd(response.fields);
-      await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim));
+    try {
+      try {
+        await writeAll(up.conn, requestHead);
+      } catch (err) {
+        throw new StaleConnection(`upstream closed before the request was sent`, {
+          kind: "http_protocol_error",
+          cause: err,
+        });
+      }
+      if (sendContinue) await toClient(ex, CONTINUE);
+      if (framing.kind !== "none") upstreamBroke = await sendBody(ex, framing, config, up.conn);
+      response = await readFinalResponse(ex, up, config, target.authority, head.minor);
+      break;
+    } catch (err) {
+      if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
+      closeQuietly(up.conn);
+      ex.upstream = undefined;
+      const conn = await openUpstream(ex, ctx, target.hostname, target.port, true);
+      up = { conn, reader: new BufferedReader(conn), key, reused: false };
     }
   }
   let rframing: Framing;
@@ -185,6 +228,10 @@ export async function forward(
       kind: "http_protocol_error",
     });
   }
+  // Reuse only after a response whose end is certain, from an HTTP/1.1 upstream that keeps the
+  // connection, once the whole request went up.
+  const reusable = ctx.pool !== undefined && rframing.kind !== "close" && response.minor === 1 &&
+    !hasToken(response.fields, "connection", "close") && ex.requestConsumed && !upstreamBroke;
 
   let keep = clientWantsKeepAlive(head) && ex.requestConsumed && !upstreamBroke &&
     !ctx.signal.aborted;
@@ -206,8 +253,36 @@ export async function forward(
   ex.record.reason = response.reason;
   ex.responseStarted = true;
   await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out));
-  await receiveBody(ex, rframing, outFraming, upReader, config);
+  await receiveBody(ex, rframing, outFraming, up.reader, config);
+  if (reusable) {
+    ex.upstream = undefined; // the pool owns it now
+    ctx.pool!.release(up);
+  }
   return keep;
+}
+
+/** Reads response heads until a final one, relaying interim ones; maps failures to 502/504. */
+async function readFinalResponse(
+  ex: Exchange,
+  up: Upstream,
+  config: Config,
+  authority: string,
+  clientMinor: 0 | 1,
+): Promise<ResponseHead> {
+  for (let first = true;; first = false) {
+    const response = await readResponseHead(ex, up, config, authority, first);
+    if (response.status === 101) {
+      throw new BadGateway("upstream switched protocols without being asked", {
+        kind: "http_protocol_error",
+      });
+    }
+    if (response.status >= 200) return response;
+    // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
+    if (response.status !== 100 && clientMinor === 1) {
+      const interim = endToEnd(response.fields);
+      await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim));
+    }
+  }
 }
 
 /** Runs a parse step, turning its SyntaxError into a 400. */
@@ -258,16 +333,21 @@ async function sendBody(
   }
 }
 
-/** Reads the upstream's response head, mapping every failure to 502 or 504. */
+/**
+ * Reads the upstream's response head, mapping every failure to 502 or 504; on a reused
+ * connection, a close before any byte of the first head is a StaleConnection.
+ */
 async function readResponseHead(
   ex: Exchange,
-  reader: BufferedReader,
+  up: Upstream,
   config: Config,
   authority: string,
+  first: boolean,
 ): Promise<ResponseHead> {
   let bytes: Uint8Array | null;
+  const stale = first && up.reused;
   try {
-    bytes = await reader.readHead({
+    bytes = await up.reader.readHead({
       maxBytes: config.maxHeaderBytes,
       timeoutMs: config.responseTimeoutMs,
     });
@@ -286,15 +366,19 @@ async function readResponseHead(
         },
       );
     }
-    throw new BadGateway(`upstream "${authority}" closed the connection mid-head`, {
-      kind: "http_response_incomplete",
-      cause: err,
-    });
+    const partial = err instanceof HeadReadError && err.partial;
+    throw new (stale && !partial ? StaleConnection : BadGateway)(
+      `upstream "${authority}" closed the connection ${
+        partial ? "mid-head" : "without a response"
+      }`,
+      { kind: "http_response_incomplete", cause: err },
+    );
   }
   if (bytes === null) {
-    throw new BadGateway(`upstream "${authority}" closed the connection without a response`, {
-      kind: "http_response_incomplete",
-    });
+    throw new (stale ? StaleConnection : BadGateway)(
+      `upstream "${authority}" closed the connection without a response`,
+      { kind: "http_response_incomplete" },
+    );
   }
   ex.record.firstByteMs ??= performance.now() - ex.t0;
   try {

@@ -26,6 +26,8 @@ export interface ExchangeRecord {
   upstreamIp?: string;
   /** The upstream port. */
   upstreamPort?: number;
+  /** Whether the upstream connection was new, reused from the pool, or a retry after a stale one. */
+  upstreamUse?: UpstreamUse;
   /** Final status sent to the client. */
   status?: number;
   /** Its reason phrase. */
@@ -47,6 +49,9 @@ export interface ExchangeRecord {
   /** Whether the open line was already written. */
   opened: boolean;
 }
+
+/** How the upstream connection of an exchange came about. */
+export type UpstreamUse = "new" | "reused" | "retry";
 
 /** Access log formats. */
 export type LogFormat = "text" | "json";
@@ -98,7 +103,10 @@ function ms(value: number | undefined): number | null {
 }
 
 function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
-  const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}`;
+  const how = ex.upstreamUse === "reused" || ex.upstreamUse === "retry"
+    ? ` (${ex.upstreamUse})`
+    : "";
+  const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}${how}`;
   return `[${clock(at, utc)}] ${ex.method} ${ex.target} from ${ex.clientIp}${to} #${ex.id}`;
 }
 
@@ -148,6 +156,7 @@ export function formatJson(ex: ExchangeRecord): string {
     method: ex.method,
     url: ex.target,
     upstream: ex.upstreamIp === undefined ? null : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,
+    upstream_conn: ex.upstreamUse ?? null,
     status: ex.status ?? null,
     reason: ex.reason ?? null,
     bytes_up: ex.bytesUp,

@@ -10,6 +10,7 @@ import type { Config } from "./config.ts";
 import { closeQuietly, type ConnectFn } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
+import { UpstreamPool } from "./pool.ts";
 
 /** Options of {@linkcode ProxyServer}. */
 export interface ServerOptions {
@@ -30,6 +31,7 @@ export class ProxyServer {
   #handlers = new Set<Promise<void>>();
   #loops: Promise<void>[];
   #closed: Promise<void> | undefined;
+  #pool: UpstreamPool | undefined;
 
   /**
    * Starts accepting on every listener.
@@ -40,12 +42,21 @@ export class ProxyServer {
   constructor(listeners: Deno.TcpListener[], options: ServerOptions) {
     this.#listeners = listeners;
     this.#options = options;
+    const { maxIdlePerHost, upstreamIdleTimeoutMs } = options.config;
+    if (maxIdlePerHost > 0) {
+      this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
+    }
     this.#loops = listeners.map((l) => this.#accept(l));
   }
 
   /** The bound addresses (port 0 resolved to the real port). */
   get addrs(): Deno.NetAddr[] {
     return this.#listeners.map((l) => l.addr);
+  }
+
+  /** Idle upstream connections held for reuse now. */
+  get idleUpstreams(): number {
+    return this.#pool?.idle ?? 0;
   }
 
   /** Client connections open now. */
@@ -75,6 +86,7 @@ export class ProxyServer {
         config: this.#options.config,
         logger: this.#options.logger,
         signal: this.#abort.signal,
+        ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
@@ -112,6 +124,7 @@ export class ProxyServer {
       else closeQuietly(conn);
     }
     await Promise.all(this.#handlers);
+    this.#pool?.closeAll();
   }
 
   /** Shuts down with no grace period (for `await using`). */

@@ -17,6 +17,7 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
     target: "http://example.com/",
     upstreamIp: "93.184.216.34",
     upstreamPort: 80,
+    upstreamUse: "new",
     status: 200,
     reason: "OK",
     bytesUp: 0,
@@ -78,7 +79,7 @@ Deno.test("json format has every field in a stable order", () => {
   assert.equal(
     line,
     '{"time":"2026-11-27T14:10:02.500Z","id":7,"client":"[::1]:50123","method":"GET",' +
-      '"url":"http://example.com/","upstream":"[::1]:80","status":200,"reason":"OK",' +
+      '"url":"http://example.com/","upstream":"[::1]:80","upstream_conn":"new","status":200,"reason":"OK",' +
       '"bytes_up":0,"bytes_down":1256,"connect_ms":12.3,"first_byte_ms":40.1,"total_ms":812.4,' +
       '"error":null}',
   );

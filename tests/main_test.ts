@@ -80,7 +80,7 @@ Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and
   }
   await cli.stdout.waitFor(
     new RegExp(
-      `\\] GET http://127\\.0\\.0\\.1:${origin.port}/smoke from ::1 -> 127\\.0\\.0\\.1 #2\\n`,
+      `\\] GET http://127\\.0\\.0\\.1:${origin.port}/smoke from ::1 -> 127\\.0\\.0\\.1 \\(reused\\) #2\\n`,
     ),
   );
   await cli.stdout.waitFor(/\] 200 OK 5 bytes \d+ ms #2\n/);
@@ -118,6 +118,7 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "method",
       "url",
       "upstream",
+      "upstream_conn",
       "status",
       "reason",
       "bytes_up",

@@ -58,6 +58,8 @@ export class BufferedReader {
   #eof = false;
   /** A read left running by a timeout; the reader cannot be used after that. */
   #dead = false;
+  /** The read in flight, if any (see #begin). */
+  #pending: Promise<boolean> | undefined;
 
   /**
    * @param src The connection to read from.
@@ -79,13 +81,12 @@ export class BufferedReader {
   }
 
   /**
-   * Reads more bytes from the source into the buffer, growing it up to `limit` if full.
-   *
-   * @returns false at end of stream.
+   * Starts one read into the free end of the buffer (growing or compacting it first, up to
+   * `limit`). The read applies its own result, so whoever awaits it — `#fill` or a `watch` —
+   * sees the same outcome, and no second read is ever started while one is in flight (the
+   * buffer must not move under a read either).
    */
-  async #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
-    if (this.#eof) return false;
-    if (this.#dead) throw new Error("reader used after a timed-out read");
+  #begin(limit: number): Promise<boolean> {
     if (this.#end === this.#buf.length) {
       if (this.#start > 0) {
         this.#buf.copyWithin(0, this.#start, this.#end);
@@ -98,27 +99,54 @@ export class BufferedReader {
         this.#buf = grown;
       }
     }
-    const read = this.#src.read(this.#buf.subarray(this.#end));
-    let n: number | null;
-    if (deadline) {
-      try {
-        n = await Promise.race([read, deadline]);
-      } catch (err) {
-        this.#dead = true;
-        read.catch(() => {
-          // the socket is closed by the caller after a timeout; this read then fails
-        });
-        throw err;
+    const pending = this.#src.read(this.#buf.subarray(this.#end)).then((n) => {
+      this.#pending = undefined;
+      if (n === null) {
+        this.#eof = true;
+        return false;
       }
-    } else {
-      n = await read;
+      this.#end += n;
+      return true;
+    }, (err) => {
+      this.#pending = undefined;
+      throw err;
+    });
+    this.#pending = pending;
+    return pending;
+  }
+
+  /**
+   * Reads more bytes from the source into the buffer (or waits for the read already in flight).
+   *
+   * @returns false at end of stream.
+   */
+  async #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
+    if (this.#eof) return false;
+    if (this.#dead) throw new Error("reader used after a timed-out read");
+    const read = this.#pending ?? this.#begin(limit);
+    if (!deadline) return await read;
+    try {
+      return await Promise.race([read, deadline]);
+    } catch (err) {
+      this.#dead = true;
+      read.catch(() => {
+        // the socket is closed by the caller after a timeout; this read then fails
+      });
+      throw err;
     }
-    if (n === null) {
-      this.#eof = true;
-      return false;
-    }
-    this.#end += n;
-    return true;
+  }
+
+  /**
+   * Starts a read (if none is in flight) and resolves when it completes: bytes arrived, the
+   * peer closed, or the read failed. The bytes stay buffered for the next caller. The upstream
+   * pool uses this to notice an idle connection closing or sending unasked-for bytes.
+   *
+   * @returns A promise that never rejects.
+   */
+  watch(): Promise<void> {
+    if (this.#eof || this.#dead) return Promise.resolve();
+    const read = this.#pending ?? this.#begin(this.#buf.length);
+    return read.then(() => {}, () => {});
   }
 
   /**
@@ -194,7 +222,7 @@ export class BufferedReader {
    */
   async read(max: number): Promise<Uint8Array | null> {
     if (this.#start === this.#end) {
-      this.#start = this.#end = 0;
+      if (!this.#pending) this.#start = this.#end = 0;
       if (!(await this.#fill(this.#buf.length))) return null;
     }
     const n = Math.min(max, this.#end - this.#start);
@@ -242,7 +270,7 @@ export class BufferedReader {
    */
   drain(): Uint8Array {
     const rest = this.#buf.slice(this.#start, this.#end);
-    this.#start = this.#end = 0;
+    this.#start = this.#end;
     return rest;
   }
 }

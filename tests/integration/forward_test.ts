@@ -64,8 +64,7 @@ Deno.test("forward() rebuilds Host, drops hop-by-hop fields, keeps order, case a
       `x-lower: a\r\n` +
       `X-Repeat: 1\r\n` +
       `X-Repeat: 2\r\n` +
-      `Via: 1.0 other, 1.1 http-proxy\r\n` +
-      `Connection: close\r\n\r\n`,
+      `Via: 1.0 other, 1.1 http-proxy\r\n\r\n`,
   );
 });
 

@@ -1,0 +1,116 @@
+/**
+ * Idle upstream connections kept for reuse, per (host, port). A connection comes back only after
+ * a response whose framing was certain and complete; while idle, a read is kept in flight on it,
+ * so a connection the origin closes (or one that sends bytes nobody asked for) is dropped at
+ * once. Per host at most `maxIdlePerHost` are kept (the least recently used go first), each at
+ * most `idleTimeoutMs`. The pool closes what it drops; a connection taken out is the taker's.
+ *
+ * @module
+ */
+
+import { closeQuietly } from "./dial.ts";
+import type { BufferedReader } from "./http1/head.ts";
+
+/** An upstream connection with its reader (bytes already read from it live there). */
+export interface Upstream {
+  /** The socket. */
+  conn: Deno.TcpConn;
+  /** Its buffered reader. */
+  reader: BufferedReader;
+  /** Pool key: `host:port` as dialed. */
+  key: string;
+  /** Whether this connection carried an earlier exchange. */
+  reused: boolean;
+}
+
+interface Idle {
+  upstream: Upstream;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+/** Options of {@linkcode UpstreamPool}. */
+export interface PoolOptions {
+  /** Idle connections kept per (host, port); 0 turns reuse off. @default 16 */
+  maxIdlePerHost?: number;
+  /** How long a connection may stay idle. @default 15000 */
+  idleTimeoutMs?: number;
+}
+
+/** The pool; see the module doc. */
+export class UpstreamPool {
+  #idle = new Map<string, Idle[]>();
+  #max: number;
+  #idleTimeoutMs: number;
+  #count = 0;
+
+  /**
+   * @param options Limits.
+   */
+  constructor(options: PoolOptions = {}) {
+    this.#max = options.maxIdlePerHost ?? 16;
+    this.#idleTimeoutMs = options.idleTimeoutMs ?? 15_000;
+  }
+
+  /** Idle connections held now. */
+  get idle(): number {
+    return this.#count;
+  }
+
+  /**
+   * Takes the most recently used idle connection to `key`, if any.
+   *
+   * @param key `host:port`.
+   * @returns The connection (marked reused), or undefined.
+   */
+  take(key: string): Upstream | undefined {
+    const list = this.#idle.get(key);
+    const entry = list?.pop();
+    if (!entry) return undefined;
+    if (list!.length === 0) this.#idle.delete(key);
+    this.#count--;
+    clearTimeout(entry.timer);
+    entry.upstream.reused = true;
+    return entry.upstream;
+  }
+
+  /**
+   * Keeps a connection for reuse (the caller vouches that its last exchange ended cleanly).
+   *
+   * @param upstream The connection; the pool owns it from now on.
+   */
+  release(upstream: Upstream): void {
+    if (this.#max <= 0 || upstream.reader.buffered > 0) {
+      closeQuietly(upstream.conn);
+      return;
+    }
+    let list = this.#idle.get(upstream.key);
+    if (!list) this.#idle.set(upstream.key, list = []);
+    if (list.length >= this.#max) this.#drop(list[0]!);
+    const entry: Idle = {
+      upstream,
+      timer: setTimeout(() => this.#drop(entry), this.#idleTimeoutMs),
+    };
+    list.push(entry);
+    this.#count++;
+    // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
+    upstream.reader.watch().then(() => this.#drop(entry));
+  }
+
+  #drop(entry: Idle): void {
+    const list = this.#idle.get(entry.upstream.key);
+    const i = list?.indexOf(entry) ?? -1;
+    if (i < 0) return; // taken before the read completed: the taker owns it
+    list!.splice(i, 1);
+    if (list!.length === 0) this.#idle.delete(entry.upstream.key);
+    this.#count--;
+    clearTimeout(entry.timer);
+    closeQuietly(entry.upstream.conn);
+  }
+
+  /** Closes every idle connection. */
+  closeAll(): void {
+    for (const list of [...this.#idle.values()]) {
+      for (const entry of [...list]) this.#drop(entry);
+    }
+  }
+}

@@ -1,0 +1,148 @@
+import assert from "node:assert/strict";
+import { curl, rawExchange, sleep, startOrigin, startProxy } from "../_fixtures/servers.ts";
+
+/** An origin that serves keep-alive responses on each connection until the peer closes. */
+function keepAliveOrigin(
+  response = (n: number) => `HTTP/1.1 200 OK\r\nContent-Length: ${String(n).length}\r\n\r\n${n}`,
+) {
+  let served = 0;
+  return startOrigin(async (c) => {
+    for (;;) {
+      const head = await c.readHead();
+      if (head === null) return;
+      await c.write(response(++served));
+    }
+  });
+}
+
+const get = (port: number, path = "/") =>
+  `GET http://127.0.0.1:${port}${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+
+Deno.test("the pool reuses an upstream connection across client connections and logs it", async () => {
+  await using origin = keepAliveOrigin();
+  await using proxy = startProxy();
+  for (let i = 1; i <= 3; i++) {
+    const res = await rawExchange(proxy.port, get(origin.port));
+    assert.match(res, new RegExp(`\\r\\n\\r\\n${i}$`));
+  }
+  assert.equal(origin.accepted, 1);
+  assert.equal(proxy.lines.filter((l) => / -> 127\.0\.0\.1 #\d+$/.test(l)).length, 1);
+  assert.equal(proxy.lines.filter((l) => / -> 127\.0\.0\.1 \(reused\) #\d+$/.test(l)).length, 2);
+  assert.equal(proxy.server.idleUpstreams, 1);
+});
+
+Deno.test("a reused connection found closed is retried once on a new one for an idempotent request", async () => {
+  let conns = 0;
+  await using origin = startOrigin(async (c) => {
+    const mine = ++conns;
+    for (let n = 0;; n++) {
+      const head = await c.readHead();
+      if (head === null) return;
+      // The first connection serves one response, then "times out" as the second arrives.
+      if (mine === 1 && n === 1) return;
+      await c.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc${mine}`);
+    }
+  });
+  await using proxy = startProxy();
+  assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc1$/);
+  assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc2$/);
+  assert.equal(origin.accepted, 2);
+  const reused = await proxy.waitForLine(/ -> 127\.0\.0\.1 \(reused\) #\d+$/);
+  const id = reused.slice(reused.lastIndexOf("#"));
+  assert.ok((await proxy.waitForLine(/ -> 127\.0\.0\.1 \(retry\) #\d+$/)).endsWith(id));
+  assert.ok((await proxy.waitForLine(/\] 200 OK 2 bytes \d+ ms #\d+$/, 2)).endsWith(id));
+});
+
+Deno.test("a request with a body is never retried: the stale connection is a 502", async () => {
+  let conns = 0;
+  await using origin = startOrigin(async (c) => {
+    const mine = ++conns;
+    for (let n = 0;; n++) {
+      const head = await c.readHead();
+      if (head === null) return;
+      if (mine === 1 && n === 1) return;
+      await c.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc${mine}`);
+    }
+  });
+  await using proxy = startProxy();
+  await rawExchange(proxy.port, get(origin.port));
+  const res = await rawExchange(
+    proxy.port,
+    `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`,
+  );
+  assert.match(
+    res,
+    /^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*closed the connection without a response\n$/,
+  );
+  assert.equal(origin.accepted, 1);
+});
+
+Deno.test("connections are not reused after a close-delimited, Connection: close or HTTP/1.0 response", async (t) => {
+  const cases: [string, string][] = [
+    ["until close", "HTTP/1.1 200 OK\r\n\r\nbody"],
+    ["Connection: close", "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"],
+    ["HTTP/1.0", "HTTP/1.0 200 OK\r\nContent-Length: 4\r\n\r\nbody"],
+  ];
+  for (const [name, response] of cases) {
+    await t.step(name, async () => {
+      await using origin = startOrigin(async (c) => {
+        // Keep the socket open after answering (except where that is the framing), so only
+        // the proxy's choice decides reuse.
+        if ((await c.readHead()) === null) return;
+        await c.write(response);
+        if (name !== "until close") await c.reader.read(1);
+      });
+      await using proxy = startProxy();
+      for (let i = 0; i < 2; i++) {
+        assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\n(4\r\n)?body/);
+      }
+      assert.equal(origin.accepted, 2);
+      assert.equal(proxy.server.idleUpstreams, 0);
+    });
+  }
+});
+
+Deno.test("an idle upstream connection the origin closes leaves the pool at once", async () => {
+  await using origin = startOrigin(async (c) => {
+    await c.readHead();
+    await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    await sleep(50); // then close, without having said so
+  });
+  await using proxy = startProxy();
+  await rawExchange(proxy.port, get(origin.port));
+  for (let i = 0; i < 100 && proxy.server.idleUpstreams > 0; i++) await sleep(10);
+  assert.equal(proxy.server.idleUpstreams, 0);
+  assert.match(await rawExchange(proxy.port, get(origin.port)), /ok$/);
+  assert.equal(
+    proxy.lines.filter((l) => l.includes("(reused)") || l.includes("(retry)")).length,
+    0,
+  );
+});
+
+Deno.test("--upstream-idle-timeout drops idle connections and --max-idle-per-host caps them", async () => {
+  await using origin = keepAliveOrigin();
+  await using proxy = startProxy({ upstreamIdleTimeoutMs: 100, maxIdlePerHost: 2 });
+  // Three requests in flight at once need three connections; only two stay.
+  const slow = (n: number) => curl(["-x", proxy.addr, `http://127.0.0.1:${origin.port}/${n}`]);
+  await Promise.all([slow(1), slow(2), slow(3)]);
+  assert.ok(proxy.server.idleUpstreams <= 2);
+  for (let i = 0; i < 100 && proxy.server.idleUpstreams > 0; i++) await sleep(10);
+  assert.equal(proxy.server.idleUpstreams, 0);
+});
+
+Deno.test("--max-idle-per-host 0 sends Connection: close upstream and never reuses", async () => {
+  const heads: string[] = [];
+  await using origin = startOrigin(async (c) => {
+    for (;;) {
+      const head = await c.readHead();
+      if (head === null) return;
+      heads.push(head);
+      await c.write("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+    }
+  });
+  await using proxy = startProxy({ maxIdlePerHost: 0 });
+  await rawExchange(proxy.port, get(origin.port));
+  await rawExchange(proxy.port, get(origin.port));
+  assert.equal(origin.accepted, 2);
+  assert.ok(heads.every((h) => h.endsWith("Connection: close\r\n\r\n")));
+});
