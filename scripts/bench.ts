@@ -1,0 +1,434 @@
+/**
+ * `deno task bench`: http-proxy against squid (cache off) and tinyproxy in one run, all on
+ * 127.0.0.1, as ratios to a direct connection to the origin. It installs wrk, nginx, squid,
+ * tinyproxy and curl from Debian if missing, starts nginx serving 1 KiB, 100 KiB and 100 MiB
+ * files plus the three proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
+ * p50/p99 (50 connections), wrk with `Connection: close`, wrk with 1000 connections, a 100 MiB
+ * download through `curl -x`, the same through a CONNECT tunnel (`curl -p`), the latency added
+ * at one connection, and each proxy's memory. It prints a table of medians and writes JSON under
+ * bench/results/. Every load is bounded in time; every process it starts is stopped.
+ *
+ * Flags: --rounds N (3), --duration S (5), --workers N (1), --only ka,close,c1000,dl,tunnel,lat
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { printLine } from "../lib/log.ts";
+
+const { values: flags } = parseArgs({
+  args: Deno.args,
+  options: {
+    rounds: { type: "string", default: "3" },
+    duration: { type: "string", default: "5" },
+    workers: { type: "string", default: "1" },
+    only: { type: "string" },
+  },
+});
+const ROUNDS = Number(flags.rounds);
+const DURATION = Number(flags.duration);
+const ONLY = flags.only?.split(",");
+const root = new URL("../", import.meta.url).pathname;
+const dec = new TextDecoder();
+
+function say(text: string) {
+  printLine(text, "stderr");
+}
+
+async function sh(cmd: string, args: string[], options: { env?: Record<string, string> } = {}) {
+  const out = await new Deno.Command(cmd, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    ...(options.env ? { env: options.env } : {}),
+  }).output();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function which(cmd: string): Promise<boolean> {
+  return (await sh("bash", ["-c", `command -v ${cmd}`])).code === 0;
+}
+
+async function ensurePackages() {
+  const wanted: [string, string][] = [
+    ["wrk", "wrk"],
+    ["nginx", "nginx"],
+    ["squid", "squid"],
+    ["tinyproxy", "tinyproxy"],
+    ["curl", "curl"],
+  ];
+  const missing: string[] = [];
+  for (const [cmd, pkg] of wanted) if (!(await which(cmd))) missing.push(pkg);
+  if (missing.length === 0) return;
+  say(`installing ${missing.join(" ")} from Debian…`);
+  const res = await sh("bash", [
+    "-c",
+    `apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${
+      missing.join(" ")
+    }`,
+  ]);
+  if (res.code !== 0) throw new Error(`apt-get failed: ${res.stderr.slice(-500)}`);
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  return port;
+}
+
+async function waitForPort(port: number, name: string) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error(`${name} did not start listening on 127.0.0.1:${port}`);
+}
+
+const children: Deno.ChildProcess[] = [];
+
+function spawn(cmd: string, args: string[]): Deno.ChildProcess {
+  const child = new Deno.Command(cmd, {
+    args,
+    stdout: "null",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  children.push(child);
+  return child;
+}
+
+function rssMiB(pid: number, field = "VmRSS"): number {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/status`);
+    return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN) / 1024;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The processes of a target: the pid and its children (squid forks workers, nginx too). */
+function treeRss(pid: number, field = "VmRSS"): number {
+  let total = rssMiB(pid, field);
+  try {
+    for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const kids = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/children`).trim();
+      for (const kid of kids ? kids.split(" ") : []) total += treeRss(Number(kid), field);
+    }
+  } catch {
+    // the process is gone
+  }
+  return total;
+}
+
+interface Target {
+  name: string;
+  /** wrk URL and path, curl proxy args. */
+  wrkUrl: string;
+  path: (file: string) => string;
+  curl: string[];
+  tunnel: string[];
+  pid?: number;
+}
+
+async function setup(dir: string) {
+  await ensurePackages();
+  await Deno.mkdir(`${dir}/www`, { recursive: true });
+  await Deno.mkdir(`${dir}/tmp`, { recursive: true });
+  await Deno.writeFile(`${dir}/www/1k.bin`, new Uint8Array(1024).fill(97));
+  await Deno.writeFile(`${dir}/www/100k.bin`, new Uint8Array(100 * 1024).fill(98));
+  await Deno.writeFile(`${dir}/www/100m.bin`, new Uint8Array(100 * 1024 * 1024).fill(99));
+  await Deno.chmod(dir, 0o777);
+  await Deno.chmod(`${dir}/tmp`, 0o777);
+
+  const originPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/nginx.conf`,
+    `daemon off; master_process off; worker_processes 1; user root;
+pid ${dir}/nginx.pid; error_log ${dir}/nginx-error.log;
+events { worker_connections 8192; }
+http {
+  access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 100000000; keepalive_timeout 120s;
+  client_body_temp_path ${dir}/tmp/b; proxy_temp_path ${dir}/tmp/p; fastcgi_temp_path ${dir}/tmp/f;
+  uwsgi_temp_path ${dir}/tmp/u; scgi_temp_path ${dir}/tmp/s;
+  server { listen 127.0.0.1:${originPort} backlog=4096; root ${dir}/www; }
+}
+`,
+  );
+  const nginx = spawn("nginx", ["-c", `${dir}/nginx.conf`, "-p", dir]);
+  await waitForPort(originPort, "nginx");
+
+  const squidPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/squid.conf`,
+    `http_port 127.0.0.1:${squidPort}
+http_access allow all
+cache deny all
+cache_mem 8 MB
+access_log none
+cache_store_log none
+cache_log ${dir}/squid-cache.log
+pid_filename ${dir}/squid.pid
+coredump_dir ${dir}
+shutdown_lifetime 1 seconds
+max_filedescriptors 16384
+client_persistent_connections on
+server_persistent_connections on
+`,
+  );
+  const squid = spawn("squid", ["-N", "-f", `${dir}/squid.conf`]);
+  await waitForPort(squidPort, "squid");
+
+  const tinyPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/tinyproxy.conf`,
+    `User nobody
+Group nogroup
+Port ${tinyPort}
+Listen 127.0.0.1
+Timeout 600
+MaxClients 4000
+LogLevel Critical
+PidFile "${dir}/tinyproxy.pid"
+`,
+  );
+  const tiny = spawn("tinyproxy", ["-d", "-c", `${dir}/tinyproxy.conf`]);
+  await waitForPort(tinyPort, "tinyproxy");
+
+  const oursPort = freePort();
+  const ours = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-sys",
+    `${root}main.ts`,
+    "--listen",
+    `127.0.0.1:${oursPort}`,
+    "--quiet",
+    "--connect-ports",
+    "any",
+    ...(flags.workers !== "1" ? ["--workers", flags.workers] : []),
+  ]);
+  await waitForPort(oursPort, "http-proxy");
+
+  const origin = `127.0.0.1:${originPort}`;
+  const viaProxy = (port: number, pid: number, name: string): Target => ({
+    name,
+    wrkUrl: `http://127.0.0.1:${port}`,
+    path: (file) => `http://${origin}/${file}`,
+    curl: ["-x", `127.0.0.1:${port}`],
+    tunnel: ["-p", "-x", `127.0.0.1:${port}`],
+    pid,
+  });
+  const targets: Target[] = [
+    {
+      name: "direct",
+      wrkUrl: `http://${origin}`,
+      path: (file) => `/${file}`,
+      curl: [],
+      tunnel: [],
+      pid: nginx.pid,
+    },
+    viaProxy(squidPort, squid.pid, "squid"),
+    viaProxy(tinyPort, tiny.pid, "tinyproxy"),
+    viaProxy(oursPort, ours.pid, "http-proxy"),
+  ];
+  return { targets, origin };
+}
+
+interface WrkResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  timeouts: number;
+  requests: number;
+}
+
+function ms(text: string): number {
+  const m = /([\d.]+)(us|ms|s)/.exec(text);
+  if (!m) return NaN;
+  return Number(m[1]) * (m[2] === "us" ? 0.001 : m[2] === "s" ? 1000 : 1);
+}
+
+async function wrk(
+  target: Target,
+  file: string,
+  conns: number,
+  seconds: number,
+  close = false,
+  threads = 2,
+): Promise<WrkResult> {
+  const script = `${Deno.makeTempDirSync()}/bench.lua`;
+  await Deno.writeTextFile(
+    script,
+    `wrk.path = ${JSON.stringify(target.path(file))}\n` +
+      (close ? `wrk.headers["Connection"] = "close"\n` : ""),
+  );
+  const res = await sh("bash", [
+    "-c",
+    `ulimit -n 20000; exec timeout ${seconds + 30} wrk -t${threads} -c${conns} -d${seconds}s ` +
+    `--timeout 5s --latency -s ${script} ${target.wrkUrl}`,
+  ]);
+  const out = res.stdout;
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(out)?.[1] ?? 0);
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? NaN),
+    p50: ms(/\s50%\s+(\S+)/.exec(out)?.[1] ?? ""),
+    p99: ms(/\s99%\s+(\S+)/.exec(out)?.[1] ?? ""),
+    errors: non2xx + (socket ? Number(socket[1]) + Number(socket[2]) + Number(socket[3]) : 0),
+    timeouts: socket ? Number(socket[4]) : 0,
+    requests: Number(/(\d+) requests in/.exec(out)?.[1] ?? 0),
+  };
+}
+
+async function download(args: string[], url: string): Promise<number> {
+  const res = await sh("curl", [
+    "-sS",
+    "--noproxy",
+    "",
+    "--max-time",
+    "60",
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{speed_download} %{size_download}",
+    ...args,
+    url,
+  ]);
+  const [speed, size] = res.stdout.split(" ").map(Number);
+  if (res.code !== 0 || size !== 100 * 1024 * 1024) return NaN;
+  return speed! / 1e6; // MB/s
+}
+
+function median(xs: number[]): number {
+  const v = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  if (v.length === 0) return NaN;
+  const mid = Math.floor(v.length / 2);
+  return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+}
+
+async function main() {
+  const dir = await Deno.makeTempDir({ prefix: "http-proxy-bench-" });
+  const started = new Date();
+  const samples: Record<string, Record<string, number[]>> = {};
+  const add = (figure: string, target: string, value: number) => {
+    ((samples[figure] ??= {})[target] ??= []).push(value);
+  };
+  const want = (name: string) => !ONLY || ONLY.includes(name);
+  try {
+    const { targets, origin } = await setup(dir);
+    for (const t of targets) if (t.pid) add("idle RSS MiB", t.name, treeRss(t.pid));
+    for (let round = 1; round <= ROUNDS; round++) {
+      // Rotate the order each round so no target always runs first or last.
+      const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
+      say(`round ${round}/${ROUNDS}`);
+      for (const t of order) {
+        if (want("ka")) {
+          const r = await wrk(t, "1k.bin", 50, DURATION);
+          add("keep-alive 1 KiB req/s", t.name, r.rps);
+          add("keep-alive p50 ms", t.name, r.p50);
+          add("keep-alive p99 ms", t.name, r.p99);
+          add("keep-alive errors", t.name, r.errors + r.timeouts);
+        }
+        if (want("close")) {
+          const r = await wrk(t, "1k.bin", 50, DURATION, true);
+          add("Connection: close req/s", t.name, r.rps);
+        }
+        if (want("c1000")) {
+          let peak = 0;
+          const poll = setInterval(() => {
+            if (t.pid) peak = Math.max(peak, treeRss(t.pid));
+          }, 200);
+          const r = await wrk(t, "1k.bin", 1000, DURATION);
+          clearInterval(poll);
+          add("1000 conns req/s", t.name, r.rps);
+          add("1000 conns p50 ms", t.name, r.p50);
+          add("1000 conns p99 ms", t.name, r.p99);
+          add("1000 conns timeouts", t.name, r.timeouts);
+          add("1000 conns errors", t.name, r.errors);
+          add("RSS at 1000 conns MiB", t.name, peak);
+        }
+        if (want("dl")) {
+          add("100 MiB download MB/s", t.name, await download(t.curl, `http://${origin}/100m.bin`));
+        }
+        if (want("tunnel")) {
+          add(
+            "100 MiB CONNECT MB/s",
+            t.name,
+            await download(t.tunnel, `http://${origin}/100m.bin`),
+          );
+        }
+        if (want("lat")) {
+          const r = await wrk(t, "1k.bin", 1, Math.max(2, Math.min(DURATION, 3)), false, 1);
+          add("1-conn p50 ms", t.name, r.p50);
+        }
+        if (t.pid) add("peak RSS MiB", t.name, treeRss(t.pid, "VmHWM"));
+      }
+    }
+    report(samples, targets.map((t) => t.name), started);
+  } finally {
+    for (const c of children) {
+      try {
+        c.kill("SIGTERM");
+      } catch {
+        // already gone
+      }
+    }
+    await Promise.all(children.map((c) => c.status));
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+function report(samples: Record<string, Record<string, number[]>>, names: string[], started: Date) {
+  const med: Record<string, Record<string, number>> = {};
+  for (const [figure, byTarget] of Object.entries(samples)) {
+    med[figure] = {};
+    for (const [t, xs] of Object.entries(byTarget)) med[figure]![t] = median(xs);
+  }
+  const lat = med["1-conn p50 ms"];
+  if (lat) {
+    med["latency added p50 ms"] = {};
+    for (const n of names) med["latency added p50 ms"]![n] = lat[n]! - lat["direct"]!;
+  }
+  const fmt = (x: number | undefined) =>
+    x === undefined || !Number.isFinite(x) ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2);
+  const header = ["figure (median)", ...names, "ours/direct", "ours/squid", "ours/tinyproxy"];
+  const rows = Object.entries(med).map(([figure, v]) => [
+    figure,
+    ...names.map((n) => fmt(v[n])),
+    fmt(v["http-proxy"]! / v["direct"]!),
+    fmt(v["http-proxy"]! / v["squid"]!),
+    fmt(v["http-proxy"]! / v["tinyproxy"]!),
+  ]);
+  const lines = [header, header.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`);
+  printLine(
+    `http-proxy bench, ${started.toISOString()}, ${ROUNDS} rounds × ${DURATION}s, workers ${flags.workers}`,
+  );
+  printLine(lines.join("\n"));
+  Deno.mkdirSync(`${root}bench/results`, { recursive: true });
+  const file = `${root}bench/results/${started.toISOString().replace(/[:.]/g, "-")}.json`;
+  Deno.writeTextFileSync(
+    file,
+    JSON.stringify(
+      {
+        started,
+        rounds: ROUNDS,
+        duration: DURATION,
+        workers: flags.workers,
+        samples,
+        medians: med,
+      },
+      null,
+      2,
+    ),
+  );
+  say(`wrote ${file}`);
+}
+
+await main();
