@@ -30,7 +30,7 @@ import {
   type ResponseHead,
 } from "./http1/parse.ts";
 import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
-import type { Upstream, UpstreamPool } from "./pool.ts";
+import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** What an exchange needs from the connection that carries it. */
 export interface Exchange {
@@ -64,6 +64,8 @@ export interface ExchangeContext {
   connect?: ConnectFn;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
+  /** This client connection's hold on its last upstream connection (comes with `pool`). */
+  held?: HeldUpstream;
   /** Aborted when the proxy shuts down: no more keep-alive. */
   signal: AbortSignal;
 }
@@ -147,7 +149,7 @@ async function acquire(
   port: number,
   key: string,
 ): Promise<Upstream> {
-  const pooled = ctx.pool?.take(key);
+  const pooled = ctx.held ? ctx.held.take(key) : ctx.pool?.take(key);
   if (pooled) {
     ex.upstream = pooled.conn;
     ex.record.connectMs = performance.now() - ex.t0;
@@ -254,9 +256,11 @@ export async function forward(
   ex.responseStarted = true;
   await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out));
   await receiveBody(ex, rframing, outFraming, up.reader, config);
-  if (reusable) {
-    ex.upstream = undefined; // the pool owns it now
-    ctx.pool!.release(up);
+  // Bytes already past the response were sent unasked: that connection is never trusted again.
+  if (reusable && up.reader.buffered === 0) {
+    ex.upstream = undefined; // the pool (or this client's hold) owns it now
+    if (ctx.held) ctx.held.hold(up);
+    else ctx.pool!.release(up);
   }
   return keep;
 }

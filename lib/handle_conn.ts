@@ -28,6 +28,7 @@ import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
 import { checkConnectPort } from "./policy.ts";
+import { HeldUpstream } from "./pool.ts";
 import { tunnel } from "./tunnel.ts";
 
 /** What the server sees of a connection: whether it sits between requests, and a way to end it. */
@@ -54,12 +55,15 @@ export async function handleConn(
 ): Promise<void> {
   const reader = new BufferedReader(conn);
   const { config } = ctx;
+  const held = ctx.pool ? new HeldUpstream(ctx.pool, config.upstreamIdleTimeoutMs) : undefined;
+  if (held) ctx = { ...ctx, held };
   let first = true;
   let current: Exchange | undefined;
   // Closing only the client would leave an exchange blocked on an upstream read.
   state.abort = () => {
     closeQuietly(conn);
     closeQuietly(current?.upstream);
+    held?.close();
   };
   try {
     conn.setNoDelay(true);
@@ -120,6 +124,7 @@ export async function handleConn(
     }
   } finally {
     closeQuietly(conn);
+    held?.release();
   }
 }
 

@@ -114,3 +114,76 @@ export class UpstreamPool {
     }
   }
 }
+
+/**
+ * One client connection's hold on the upstream connection its last exchange used. A keep-alive
+ * client that asks the same host:port again gets the same upstream connection without a trip
+ * through the shared pool, so N busy clients keep N upstream connections instead of churning
+ * through the pool's idle cap. While held, a read stays in flight, so an upstream close drops it;
+ * a held connection older than the idle timeout is not used. Asking another host, or the client
+ * leaving, hands the held connection to the pool.
+ */
+export class HeldUpstream {
+  #pool: UpstreamPool;
+  #idleTimeoutMs: number;
+  #held: { upstream: Upstream; since: number } | undefined;
+
+  /**
+   * @param pool Where a connection goes when this client no longer wants it.
+   * @param idleTimeoutMs How long a held connection may sit unused. @default 15000
+   */
+  constructor(pool: UpstreamPool, idleTimeoutMs = 15_000) {
+    this.#pool = pool;
+    this.#idleTimeoutMs = idleTimeoutMs;
+  }
+
+  /**
+   * Takes a live connection to `key`: the held one if it matches, else one from the pool.
+   *
+   * @param key `host:port`.
+   * @returns The connection (marked reused), or undefined.
+   */
+  take(key: string): Upstream | undefined {
+    const held = this.#held;
+    if (held) {
+      this.#held = undefined;
+      if (held.upstream.key !== key) {
+        this.#pool.release(held.upstream);
+      } else if (performance.now() - held.since <= this.#idleTimeoutMs) {
+        held.upstream.reused = true;
+        return held.upstream;
+      } else {
+        closeQuietly(held.upstream.conn);
+      }
+    }
+    return this.#pool.take(key);
+  }
+
+  /**
+   * Holds a connection whose last exchange ended cleanly; one held before goes to the pool.
+   *
+   * @param upstream The connection; held from now on.
+   */
+  hold(upstream: Upstream): void {
+    if (this.#held) this.#pool.release(this.#held.upstream);
+    const held = { upstream, since: performance.now() };
+    this.#held = held;
+    upstream.reader.watch().then(() => {
+      if (this.#held !== held) return; // taken for an exchange: the read was its response
+      this.#held = undefined;
+      closeQuietly(upstream.conn);
+    });
+  }
+
+  /** Hands the held connection to the pool (the client connection is ending). */
+  release(): void {
+    if (this.#held) this.#pool.release(this.#held.upstream);
+    this.#held = undefined;
+  }
+
+  /** Closes the held connection (forced shutdown). */
+  close(): void {
+    if (this.#held) closeQuietly(this.#held.upstream.conn);
+    this.#held = undefined;
+  }
+}
