@@ -7,6 +7,8 @@
  * @module
  */
 
+import { Deadline } from "../deadline.ts";
+
 /** What the reader reads from: anything with Deno.Conn's `read` (Deno.Reader is gone). */
 export type Source = Pick<Deno.Conn, "read">;
 
@@ -154,23 +156,13 @@ export class BufferedReader {
    * (RFC 9112 §2.2). Lines may end in CRLF or a bare LF; the parser rejects a bare CR.
    *
    * @param options Size cap and deadlines.
-   * @returns The head bytes (a copy), or null if the peer closed before sending any byte.
+   * @returns The head bytes (a view, valid until the next call on this reader), or null if the
+   *   peer closed before sending any byte.
    * @throws {HeadReadError} when the head is too large, too slow, or cut short.
    */
   async readHead(options: ReadHeadOptions): Promise<Uint8Array | null> {
     const { maxBytes } = options;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let deadline: Promise<never> | undefined;
-    const arm = (ms: number) => {
-      clearTimeout(timer);
-      deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new HeadReadError("timeout", false)), ms);
-      });
-      deadline.catch(() => {
-        // only observed through the race in #fill
-      });
-    };
-    arm(options.idleMs ?? options.timeoutMs);
+    let deadline: Deadline | undefined;
     let armedForHead = options.idleMs === undefined;
     try {
       let scan = 0;
@@ -184,13 +176,13 @@ export class BufferedReader {
           } else break;
         }
         if (!armedForHead && this.#start < this.#end) {
-          arm(options.timeoutMs);
+          deadline?.reset(options.timeoutMs);
           armedForHead = true;
         }
         const end = findHeadEnd(this.#buf, this.#start + scan, this.#end);
         if (end >= 0) {
           if (end - this.#start > maxBytes) throw new HeadReadError("too-large", true);
-          const head = this.#buf.slice(this.#start, end);
+          const head = this.#buf.subarray(this.#start, end);
           this.#start = end;
           return head;
         }
@@ -198,7 +190,12 @@ export class BufferedReader {
         if (held >= maxBytes) throw new HeadReadError("too-large", true);
         scan = Math.max(0, held - 3);
         const cap = Math.max(this.#buf.length, Math.min(maxBytes + 4, maxBytes * 2));
-        if (!(await this.#fill(cap, deadline))) {
+        // The deadline starts with the first read that has to wait.
+        deadline ??= new Deadline(
+          armedForHead ? options.timeoutMs : options.idleMs!,
+          () => new HeadReadError("timeout", false),
+        );
+        if (!(await this.#fill(cap, deadline.promise))) {
           if (this.#end - this.#start === 0) return null;
           throw new HeadReadError("eof", true);
         }
@@ -209,7 +206,7 @@ export class BufferedReader {
       }
       throw err;
     } finally {
-      clearTimeout(timer);
+      deadline?.cancel();
     }
   }
 

@@ -1,0 +1,92 @@
+/**
+ * Coarse deadlines for the hot path. A `setTimeout` plus `clearTimeout` costs about 3.7 µs on
+ * Deno 2.9.6 (measured: 200k pairs in a loop), and every request needs two deadlines (its head,
+ * the upstream's response head), so instead one shared ticker checks all live deadlines every
+ * {@linkcode TICK_MS}. A deadline may fire up to that much late, which suits timeouts of
+ * seconds. The ticker runs only while a deadline is live, so an idle proxy (and a finished test)
+ * has no timer pending.
+ *
+ * @module
+ */
+
+/** How often live deadlines are checked, in ms; also the most a deadline fires late. */
+export const TICK_MS = 50;
+
+const live = new Set<Deadline>();
+let ticker: ReturnType<typeof setInterval> | undefined;
+
+function tick(): void {
+  const now = performance.now();
+  for (const d of live) if (d.at <= now) d.expire();
+  if (live.size === 0 && ticker !== undefined) {
+    clearInterval(ticker);
+    ticker = undefined;
+  }
+}
+
+/** A point in time after which `promise` rejects with the given error. */
+export class Deadline {
+  /** performance.now() value at which it expires. */
+  at: number;
+  #error: () => Error;
+  #reject: ((err: Error) => void) | undefined;
+  #promise: Promise<never> | undefined;
+  #expired = false;
+
+  /**
+   * Starts a deadline `ms` from now.
+   *
+   * @param ms Time allowed.
+   * @param error Makes the rejection reason.
+   */
+  constructor(ms: number, error: () => Error) {
+    this.at = performance.now() + ms;
+    this.#error = error;
+    live.add(this);
+    ticker ??= setInterval(tick, TICK_MS);
+  }
+
+  /** Whether it has expired. */
+  get expired(): boolean {
+    return this.#expired;
+  }
+
+  /** A promise that rejects when the deadline passes (made on first use; never resolves). */
+  get promise(): Promise<never> {
+    if (!this.#promise) {
+      this.#promise = this.#expired
+        ? Promise.reject(this.#error())
+        : new Promise<never>((_, reject) => (this.#reject = reject));
+      this.#promise.catch(() => {
+        // observed by whoever races it
+      });
+    }
+    return this.#promise;
+  }
+
+  /**
+   * Moves the deadline to `ms` from now (if it has not expired).
+   *
+   * @param ms Time allowed from now.
+   */
+  reset(ms: number): void {
+    if (!this.#expired) this.at = performance.now() + ms;
+  }
+
+  /** Expires it now (the ticker calls this). */
+  expire(): void {
+    live.delete(this);
+    if (this.#expired) return;
+    this.#expired = true;
+    this.#reject?.(this.#error());
+  }
+
+  /** Stops it; it will never fire. */
+  cancel(): void {
+    live.delete(this);
+    if (live.size === 0 && ticker !== undefined) {
+      clearInterval(ticker);
+      ticker = undefined;
+    }
+  }
+}
