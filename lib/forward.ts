@@ -11,7 +11,14 @@
 import type { Config } from "./config.ts";
 import { closeQuietly, type ConnectFn, dial } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
-import { BodyError, copyChunked, copyLength, copyUntilClose, writeAll } from "./http1/body.ts";
+import {
+  BodyError,
+  copyChunked,
+  copyLength,
+  copyUntilClose,
+  joinBytes,
+  writeAll,
+} from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {
   addVia,
@@ -71,6 +78,8 @@ export interface ExchangeContext {
 }
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
+/** Bodies up to this size that arrived with their head are written together with it. */
+const SMALL_BODY = 16 * 1024;
 
 /**
  * Tells whether the client wants its connection kept after this exchange (RFC 9112 §9.3).
@@ -200,10 +209,19 @@ export async function forward(
   let up = await acquire(ex, ctx, target.hostname, target.port, key);
   let upstreamBroke = false;
   let response: ResponseHead;
+  // A small body that already arrived with the head goes up in the same write. (Not with
+  // Expect: the client waits for our 100 Continue before sending it.)
+  const smallBody = framing.kind === "length" && framing.length <= SMALL_BODY && !sendContinue
+    ? ex.reader.takeBuffered(framing.length)
+    : null;
+  if (smallBody) {
+    ex.record.bytesUp = smallBody.length;
+    ex.requestConsumed = true;
+  }
   for (;;) {
     try {
       try {
-        await writeAll(up.conn, requestHead);
+        await writeAll(up.conn, smallBody ? joinBytes(requestHead, smallBody) : requestHead);
       } catch (err) {
         throw new StaleConnection(`upstream closed before the request was sent`, {
           kind: "http_protocol_error",
@@ -211,7 +229,9 @@ export async function forward(
         });
       }
       if (sendContinue) await toClient(ex, CONTINUE);
-      if (framing.kind !== "none") upstreamBroke = await sendBody(ex, framing, config, up.conn);
+      if (framing.kind !== "none" && !smallBody) {
+        upstreamBroke = await sendBody(ex, framing, config, up.conn);
+      }
       response = await readFinalResponse(ex, up, config, target.authority, head.minor);
       break;
     } catch (err) {
@@ -254,8 +274,18 @@ export async function forward(
   ex.record.status = response.status;
   ex.record.reason = response.reason;
   ex.responseStarted = true;
-  await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out));
-  await receiveBody(ex, rframing, outFraming, up.reader, config);
+  const responseHead = encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out);
+  // A small body already read with the head goes to the client in the same write.
+  const small = rframing.kind === "length" && rframing.length <= SMALL_BODY
+    ? up.reader.takeBuffered(rframing.length)
+    : null;
+  if (small) {
+    await toClient(ex, joinBytes(responseHead, small));
+    ex.record.bytesDown = small.length;
+  } else {
+    await toClient(ex, responseHead);
+    await receiveBody(ex, rframing, outFraming, up.reader, config);
+  }
   // Bytes already past the response were sent unasked: that connection is never trusted again.
   if (reusable && up.reader.buffered === 0) {
     ex.upstream = undefined; // the pool (or this client's hold) owns it now

@@ -68,6 +68,20 @@ export async function writeAll(sink: Sink, bytes: Uint8Array): Promise<void> {
   while (off < bytes.length) off += await sink.write(bytes.subarray(off));
 }
 
+/**
+ * Joins a head and a small body into one buffer, so they go out in one write.
+ *
+ * @param head Head bytes.
+ * @param body Body bytes.
+ * @returns Both, in one array.
+ */
+export function joinBytes(head: Uint8Array, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(head.length + body.length);
+  out.set(head);
+  out.set(body, head.length);
+  return out;
+}
+
 /** Writes to the sink, turning any failure into a write-side BodyError. */
 async function put(sink: Sink, bytes: Uint8Array): Promise<void> {
   try {

@@ -261,6 +261,19 @@ export class BufferedReader {
   }
 
   /**
+   * Takes exactly `n` bytes if they are all held already, without reading the source.
+   *
+   * @param n Bytes wanted.
+   * @returns A view of them (valid until the next call on this reader), or null.
+   */
+  takeBuffered(n: number): Uint8Array | null {
+    if (this.#end - this.#start < n) return null;
+    const view = this.#buf.subarray(this.#start, this.#start + n);
+    this.#start += n;
+    return view;
+  }
+
+  /**
    * Takes every held byte out of the reader (bytes past a CONNECT head go upstream first).
    *
    * @returns A copy of the held bytes, possibly empty.
