@@ -64,10 +64,16 @@ export function hasToken(fields: readonly Field[], name: string, token: string):
  * @returns A new list, order and case kept.
  */
 export function endToEnd(fields: readonly Field[], extra: readonly string[] = []): Field[] {
-  const drop = new Set(HOP_BY_HOP);
-  for (const name of extra) drop.add(name);
-  for (const token of listValues(fields, "connection")) drop.add(token.toLowerCase());
-  return fields.filter(([n]) => !drop.has(n.toLowerCase()));
+  const listed = listValues(fields, "connection").map((t) => t.toLowerCase());
+  const out: Field[] = [];
+  for (const field of fields) {
+    const n = field[0].toLowerCase();
+    if (HOP_BY_HOP.has(n) || extra.includes(n) || (listed.length > 0 && listed.includes(n))) {
+      continue;
+    }
+    out.push(field);
+  }
+  return out;
 }
 
 /**

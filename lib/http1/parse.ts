@@ -63,6 +63,18 @@ export function latin1(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
 }
 
+/** Field names already seen valid: most heads repeat the same few dozen, so skip the regex. */
+const knownNames = new Set<string>();
+
+/** Returns `line` from `from` with spaces and tabs (OWS, RFC 9110 §5.6.3) trimmed off both ends. */
+function trimOws(line: string, from: number): string {
+  let a = from;
+  let b = line.length;
+  while (a < b && (line.charCodeAt(a) === 32 || line.charCodeAt(a) === 9)) a++;
+  while (b > a && (line.charCodeAt(b - 1) === 32 || line.charCodeAt(b - 1) === 9)) b--;
+  return line.slice(a, b);
+}
+
 /** Splits a head into lines (CRLF or bare LF), rejecting a bare CR. */
 function splitLines(bytes: Uint8Array): string[] {
   const text = latin1(bytes);
@@ -97,17 +109,18 @@ export function parseFields(lines: readonly string[], maxFields = Infinity): Fie
     const colon = line.indexOf(":");
     if (colon < 0) throw new SyntaxError(`header line without colon: ${printable(line)}`);
     const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) {
+    if (!knownNames.has(name) && !TOKEN.test(name)) {
       throw new SyntaxError(
         /[ \t]$/.test(name)
           ? `whitespace before colon in header ${printable(name.trimEnd())}`
           : `invalid header name ${printable(name)}`,
       );
     }
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    const value = trimOws(line, colon + 1);
     if (!FIELD_VALUE.test(value)) {
       throw new SyntaxError(`control character in header ${name}`);
     }
+    if (knownNames.size < 512) knownNames.add(name);
     fields.push([name, value]);
   }
   return fields;
