@@ -147,25 +147,30 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 class StaleConnection extends BadGateway {}
 
 /**
- * Takes an idle connection to the target from the pool, or dials a new one.
+ * Takes an idle connection to the target: this client's held one, or one from the pool.
  *
- * @returns The upstream, with `reused` telling which.
+ * @returns The upstream (marked reused), or undefined.
  */
-async function acquire(
-  ex: Exchange,
-  ctx: ExchangeContext,
-  hostname: string,
-  port: number,
-  key: string,
-): Promise<Upstream> {
+function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | undefined {
   const pooled = ctx.held ? ctx.held.take(key) : ctx.pool?.take(key);
   if (pooled) {
     ex.upstream = pooled.conn;
     ex.record.connectMs = performance.now() - ex.t0;
     opened(ex, ctx, pooled.conn, "reused");
-    return pooled;
   }
-  const conn = await openUpstream(ex, ctx, hostname, port);
+  return pooled;
+}
+
+/** Dials a new upstream connection (after {@linkcode reuse} found none). */
+async function fresh(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  hostname: string,
+  port: number,
+  key: string,
+  retry = false,
+): Promise<Upstream> {
+  const conn = await openUpstream(ex, ctx, hostname, port, retry);
   return { conn, reader: new BufferedReader(conn), key, reused: false };
 }
 
@@ -206,7 +211,7 @@ export async function forward(
   const key = `${target.hostname.toLowerCase()}:${target.port}`;
   // Only a request without a body can be sent again: its bytes are all in requestHead.
   const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
-  let up = await acquire(ex, ctx, target.hostname, target.port, key);
+  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, target.hostname, target.port, key);
   let upstreamBroke = false;
   let response: ResponseHead;
   // A small body that already arrived with the head goes up in the same write. (Not with
@@ -238,8 +243,7 @@ export async function forward(
       if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
-      const conn = await openUpstream(ex, ctx, target.hostname, target.port, true);
-      up = { conn, reader: new BufferedReader(conn), key, reused: false };
+      up = await fresh(ex, ctx, target.hostname, target.port, key, true);
     }
   }
   let rframing: Framing;

@@ -93,7 +93,7 @@ export class UpstreamPool {
     list.push(entry);
     this.#count++;
     // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
-    upstream.reader.watch().then(() => this.#drop(entry));
+    upstream.reader.watch(() => this.#drop(entry));
   }
 
   #drop(entry: Idle): void {
@@ -168,7 +168,7 @@ export class HeldUpstream {
     if (this.#held) this.#pool.release(this.#held.upstream);
     const held = { upstream, since: performance.now() };
     this.#held = held;
-    upstream.reader.watch().then(() => {
+    upstream.reader.watch(() => {
       if (this.#held !== held) return; // taken for an exchange: the read was its response
       this.#held = undefined;
       closeQuietly(upstream.conn);

@@ -47,6 +47,7 @@ export interface ReadHeadOptions {
   idleMs?: number;
 }
 
+const FALSE = Promise.resolve(false);
 const LF = 10;
 const CR = 13;
 const INITIAL_SIZE = 16 * 1024;
@@ -122,33 +123,35 @@ export class BufferedReader {
    *
    * @returns false at end of stream.
    */
-  async #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
-    if (this.#eof) return false;
-    if (this.#dead) throw new Error("reader used after a timed-out read");
+  #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
+    // Not async: on the hot path every async frame costs (profiled), so promises pass through.
+    if (this.#eof) return FALSE;
+    if (this.#dead) return Promise.reject(new Error("reader used after a timed-out read"));
     const read = this.#pending ?? this.#begin(limit);
-    if (!deadline) return await read;
-    try {
-      return await Promise.race([read, deadline]);
-    } catch (err) {
+    if (!deadline) return read;
+    return Promise.race([read, deadline]).catch((err) => {
       this.#dead = true;
       read.catch(() => {
         // the socket is closed by the caller after a timeout; this read then fails
       });
       throw err;
-    }
+    });
   }
 
   /**
-   * Starts a read (if none is in flight) and resolves when it completes: bytes arrived, the
+   * Starts a read (if none is in flight) and calls `done` when it completes: bytes arrived, the
    * peer closed, or the read failed. The bytes stay buffered for the next caller. The upstream
    * pool uses this to notice an idle connection closing or sending unasked-for bytes.
    *
-   * @returns A promise that never rejects.
+   * @param done Called once the read completes, however it ends.
    */
-  watch(): Promise<void> {
-    if (this.#eof || this.#dead) return Promise.resolve();
+  watch(done: () => void): void {
+    if (this.#eof || this.#dead) {
+      queueMicrotask(done);
+      return;
+    }
     const read = this.#pending ?? this.#begin(this.#buf.length);
-    return read.then(() => {}, () => {});
+    read.then(done, done);
   }
 
   /**
