@@ -1,15 +1,17 @@
 /**
- * The `http-proxy` command: flags → config → `Deno.listen` on every address → serve; SIGINT and
- * SIGTERM stop accepting and let exchanges in flight finish for `--grace`. Errors on the command
- * line exit 2 with one line; a listen failure exits 1.
+ * The `http-proxy` command: flags → config → `Deno.listen` on every address → serve (in N
+ * workers with `--workers`); SIGINT and SIGTERM stop accepting and let exchanges in flight
+ * finish for `--grace`. Errors on the command line exit 2 with one line; a listen failure
+ * exits 1. Run as a worker thread, the same module serves what the main thread hands it.
  *
  * @module
  */
 
 import { type Config, HELP, parseCommand, UsageError, VERSION } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
-import { createLogger, fileSink, type Logger, printLine } from "./lib/log.ts";
-import { ProxyServer } from "./lib/server.ts";
+import { openLog, printLine } from "./lib/log.ts";
+import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
+import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
 
 /**
  * Runs the command line and returns the exit code (the process exits with it).
@@ -35,75 +37,98 @@ export async function main(args: string[]): Promise<number> {
     printLine(`http-proxy: ${err.message}`, "stderr");
     return 2;
   }
+  const fail = (message: string, code: number) => {
+    printLine(`http-proxy: ${message}`, "stderr");
+    return code;
+  };
 
-  let file: ReturnType<typeof fileSink> | undefined;
+  const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
+  // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
+  // throwing, so ask first: the unstable net APIs exist only with the flag.
+  if (workers > 1 && typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
+    return fail(
+      `--workers: needs the --unstable-net flag of deno run (SO_REUSEPORT lets the workers ` +
+        `share the listen ports)`,
+      2,
+    );
+  }
+  const self = new URL(import.meta.url);
+  if (
+    workers > 1 && self.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: self }).state !== "granted"
+  ) {
+    return fail(
+      `--workers: each worker loads this program again; run with --allow-read=${self.pathname}` +
+        ` (or the folder it is in)`,
+      2,
+    );
+  }
   if (config.logFile !== undefined) {
     const path = config.logFile;
     if (Deno.permissions.querySync({ name: "write", path }).state !== "granted") {
-      printLine(
-        `http-proxy: --log-file: no permission to write "${path}"; run with --allow-write=${path}`,
-        "stderr",
+      return fail(
+        `--log-file: no permission to write "${path}"; run with --allow-write=${path}`,
+        2,
       );
-      return 2;
-    }
-    try {
-      file = fileSink(path);
-    } catch (err) {
-      printLine(
-        `http-proxy: --log-file: cannot open "${path}": ${(err as Error).message}`,
-        "stderr",
-      );
-      return 1;
     }
   }
-  const logger: Logger = createLogger({
-    format: config.logFormat,
-    utc: config.utc,
-    quiet: config.quiet,
-    ...(file ? { sink: file.sink } : {}),
-  });
+  let log: ReturnType<typeof openLog>;
+  try {
+    log = openLog(config);
+  } catch (err) {
+    return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);
+  }
+  const { logger } = log;
 
-  const listeners: Deno.TcpListener[] = [];
-  for (const addr of config.listen) {
-    try {
-      listeners.push(Deno.listen({ hostname: addr.hostname, port: addr.port, transport: "tcp" }));
-    } catch (err) {
-      for (const l of listeners) l.close();
-      const why = err instanceof Deno.errors.AddrInUse
-        ? "address already in use"
-        : (err as Error).message;
-      printLine(
-        `http-proxy: cannot listen on ${hostPort(addr.hostname, addr.port)}: ${why}`,
-        "stderr",
-      );
-      file?.close();
-      return 1;
-    }
+  let listeners: Deno.TcpListener[];
+  try {
+    listeners = listenAll(config.listen, workers > 1);
+  } catch (err) {
+    log.close();
+    if (!(err instanceof ListenError)) throw err;
+    return fail(err.message, 1);
   }
-  const server = new ProxyServer(listeners, { config, logger });
-  const bound = server.addrs.map((a) => hostPort(a.hostname, a.port)).join(", ");
-  logger.info(`http-proxy ${VERSION} listening on ${bound}`);
+  const server = new ProxyServer(listeners, { config, logger, ids: { first: 1, step: workers } });
+  const bound = server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
+  let others: WorkerHandle[] = [];
+  try {
+    others = await startWorkers(import.meta.url, { ...config, listen: bound }, workers);
+  } catch (err) {
+    await server.shutdown(0);
+    log.close();
+    return fail((err as Error).message, 1);
+  }
+  const addrs = bound.map((a) => hostPort(a.hostname, a.port)).join(", ");
+  logger.info(
+    `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
+  );
 
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
-  const onSignal = (signal: Deno.Signal) => () => stop(signal);
-  const handlers = signals.map((s) => [s, onSignal(s)] as const);
+  const handlers = signals.map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
   const signal = await stopped;
-  const open = server.connections;
   logger.info(
-    `${signal}: shutting down, ${open} connection(s) open, up to ${config.graceMs} ms grace`,
+    `${signal}: shutting down, ${server.connections} connection(s) open` +
+      `${workers > 1 ? " in the main thread" : ""}, up to ${config.graceMs} ms grace`,
   );
   // A second signal means now.
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
-  const force = () => server.shutdown(0);
+  const force = () => {
+    server.shutdown(0);
+    for (const w of others) w.stop(0);
+  };
   for (const s of signals) Deno.addSignalListener(s, force);
-  await server.shutdown(config.graceMs);
+  await Promise.all([
+    server.shutdown(config.graceMs),
+    ...others.map((w) => w.stop(config.graceMs)),
+  ]);
   logger.info("stopped");
-  file?.close();
+  log.close();
   return 0;
 }
 
 if (import.meta.main) {
-  Deno.exit(await main(Deno.args));
+  if (inWorker()) serveWorker();
+  else Deno.exit(await main(Deno.args));
 }

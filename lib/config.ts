@@ -50,6 +50,8 @@ export interface Config {
   quiet: boolean;
   /** Log times in UTC. @default false */
   utc: boolean;
+  /** Accepting threads (isolates) sharing the listen ports with SO_REUSEPORT. @default 1 */
+  workers: number | "auto";
 }
 
 /** Defaults, as `--help` prints them. */
@@ -67,6 +69,7 @@ export const DEFAULTS: Config = {
   logFormat: "text",
   quiet: false,
   utc: false,
+  workers: 1,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -97,6 +100,7 @@ const FLAGS = {
   "log-format": { type: "string" },
   "log-file": { type: "string" },
   quiet: { type: "boolean" },
+  workers: { type: "string" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -125,6 +129,9 @@ Flags (defaults in brackets):
   --log-file PATH          append the access log to PATH            [stdout]
   --quiet                  no access log                            [off]
   --utc                    log times in UTC                         [local time]
+  --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
+                           needs --unstable-net, and read access to the program to load
+                           it again); auto = one per CPU              [1]
   -h, --help               print this help
   -V, --version            print the version
 
@@ -190,6 +197,22 @@ export function parseCount(flag: string, text: string): number {
     throw new UsageError(`--${flag}: bad number "${text}", expected 0 to 100000 ${HINT}`);
   }
   return value;
+}
+
+/**
+ * Parses `--workers`: a whole number from 1 to 64, or `auto`.
+ *
+ * @param text The value.
+ * @returns The count, or "auto".
+ * @throws {UsageError} for anything else.
+ */
+export function parseWorkers(text: string): number | "auto" {
+  if (text.trim().toLowerCase() === "auto") return "auto";
+  const n = /^\d{1,2}$/.test(text.trim()) ? Number(text) : NaN;
+  if (!(n >= 1 && n <= 64)) {
+    throw new UsageError(`--workers: bad count "${text}", expected 1 to 64 or auto ${HINT}`);
+  }
+  return n;
 }
 
 /**
@@ -280,6 +303,7 @@ export function parseCommand(args: string[]): Command {
     logFormat: format,
     quiet: values.quiet ?? false,
     utc: values.utc ?? false,
+    workers: values.workers === undefined ? DEFAULTS.workers : parseWorkers(values.workers),
   };
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };

@@ -73,6 +73,8 @@ export interface ExchangeContext {
   pool?: UpstreamPool;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
   held?: HeldUpstream;
+  /** Gives each exchange its id. @default 1, 2, 3, … per process */
+  nextId?: () => number;
   /** Aborted when the proxy shuts down: no more keep-alive. */
   signal: AbortSignal;
 }

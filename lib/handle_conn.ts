@@ -41,6 +41,11 @@ export interface ConnState {
 
 let lastId = 0;
 
+/** The default id sequence: 1, 2, 3, … for the whole process. */
+function nextId(): number {
+  return ++lastId;
+}
+
 /**
  * Serves one client connection until it closes, then closes it.
  *
@@ -98,7 +103,7 @@ export async function handleConn(
       const begin = failure ? waitStart : { wall: Date.now(), mono: performance.now() };
       const ex: Exchange = {
         record: {
-          id: ++lastId,
+          id: (ctx.nextId ?? nextId)(),
           start: begin.wall,
           clientIp: conn.remoteAddr.hostname,
           clientPort: conn.remoteAddr.port,

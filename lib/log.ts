@@ -230,3 +230,23 @@ export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"):
   if (stream === "stderr") console.error(text);
   else console.log(text);
 }
+
+/**
+ * Opens the access log a config asks for: its file (appending) or stdout, in its format.
+ *
+ * @param config Format, file, quiet and clock settings.
+ * @returns The logger and a function that closes its file.
+ * @throws {Error} when the log file cannot be opened.
+ */
+export function openLog(
+  config: { logFormat: LogFormat; logFile?: string; quiet: boolean; utc: boolean },
+): { logger: Logger; close: () => void } {
+  const file = config.logFile === undefined ? undefined : fileSink(config.logFile);
+  const logger = createLogger({
+    format: config.logFormat,
+    utc: config.utc,
+    quiet: config.quiet,
+    ...(file ? { sink: file.sink } : {}),
+  });
+  return { logger, close: () => file?.close() };
+}

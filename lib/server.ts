@@ -7,10 +7,57 @@
  */
 
 import type { Config } from "./config.ts";
-import { closeQuietly, type ConnectFn } from "./dial.ts";
+import { closeQuietly, type ConnectFn, hostPort } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
 import { UpstreamPool } from "./pool.ts";
+
+/** A listen address could not be bound; the message is one line. */
+export class ListenError extends Error {
+  /**
+   * @param message The one-line cause.
+   * @param options The underlying error.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ListenError";
+  }
+}
+
+/**
+ * Binds every address, or none: on a failure the ones already bound are closed.
+ *
+ * @param addrs Addresses to bind.
+ * @param reusePort Set SO_REUSEPORT so other workers can bind the same ports (Linux).
+ * @returns The listeners.
+ * @throws {ListenError} naming the address and the cause.
+ */
+export function listenAll(
+  addrs: readonly { hostname: string; port: number }[],
+  reusePort = false,
+): Deno.TcpListener[] {
+  const listeners: Deno.TcpListener[] = [];
+  for (const addr of addrs) {
+    try {
+      listeners.push(
+        Deno.listen({
+          hostname: addr.hostname,
+          port: addr.port,
+          transport: "tcp",
+          ...(reusePort ? { reusePort: true } : {}),
+        }),
+      );
+    } catch (err) {
+      for (const l of listeners) l.close();
+      const message = (err as Error).message;
+      const why = err instanceof Deno.errors.AddrInUse ? "address already in use" : message;
+      throw new ListenError(`cannot listen on ${hostPort(addr.hostname, addr.port)}: ${why}`, {
+        cause: err,
+      });
+    }
+  }
+  return listeners;
+}
 
 /** Options of {@linkcode ProxyServer}. */
 export interface ServerOptions {
@@ -20,6 +67,11 @@ export interface ServerOptions {
   logger: Logger;
   /** How upstream connections are opened. @default Deno.connect */
   connect?: ConnectFn;
+  /**
+   * Exchange ids `first`, `first + step`, …: with N workers, worker k uses first k+1 and step N,
+   * so ids stay unique across the process. @default { first: 1, step: 1 }
+   */
+  ids?: { first: number; step: number };
 }
 
 /** A running proxy over one or more listeners. */
@@ -32,6 +84,8 @@ export class ProxyServer {
   #loops: Promise<void>[];
   #closed: Promise<void> | undefined;
   #pool: UpstreamPool | undefined;
+  #nextId: () => number;
+  #endGrace: () => void = () => {};
 
   /**
    * Starts accepting on every listener.
@@ -42,6 +96,9 @@ export class ProxyServer {
   constructor(listeners: Deno.TcpListener[], options: ServerOptions) {
     this.#listeners = listeners;
     this.#options = options;
+    const { first, step } = options.ids ?? { first: 1, step: 1 };
+    let id = first - step;
+    this.#nextId = () => (id += step);
     const { maxIdlePerHost, upstreamIdleTimeoutMs } = options.config;
     if (maxIdlePerHost > 0) {
       this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
@@ -86,6 +143,7 @@ export class ProxyServer {
         config: this.#options.config,
         logger: this.#options.logger,
         signal: this.#abort.signal,
+        nextId: this.#nextId,
         ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
       }, state).catch((err) => {
@@ -106,6 +164,7 @@ export class ProxyServer {
    * @returns When every connection is closed.
    */
   shutdown(graceMs = this.#options.config.graceMs): Promise<void> {
+    if (graceMs === 0) this.#endGrace(); // a shutdown already waiting stops waiting
     this.#closed ??= this.#shutdown(graceMs);
     return this.#closed;
   }
@@ -116,7 +175,10 @@ export class ProxyServer {
     await Promise.all(this.#loops);
     for (const [conn, state] of this.#conns) if (state.idle) closeQuietly(conn);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
+    const grace = new Promise<void>((r) => {
+      timer = setTimeout(r, graceMs);
+      this.#endGrace = r;
+    });
     await Promise.race([Promise.all(this.#handlers), grace]);
     clearTimeout(timer);
     for (const [conn, state] of this.#conns) {

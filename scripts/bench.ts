@@ -204,7 +204,7 @@ PidFile "${dir}/tinyproxy.pid"
   const ours = spawn(Deno.execPath(), [
     "run",
     "--allow-net",
-    "--allow-sys",
+    ...(flags.workers !== "1" ? ["--unstable-net", `--allow-read=${root}`] : []),
     `${root}main.ts`,
     "--listen",
     `127.0.0.1:${oursPort}`,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { runCli, startCli } from "./_fixtures/cli.ts";
+import { ROOT, runCli, startCli } from "./_fixtures/cli.ts";
 import { curl, readAll, startHttpOrigin, startOrigin } from "./_fixtures/servers.ts";
 
 Deno.test("--help lists every flag with its default; --version prints the version", async () => {
@@ -187,4 +187,45 @@ Deno.test("--grace cuts off an exchange that takes longer", async () => {
   assert.equal(await cli.stop("SIGTERM"), 0);
   assert.ok(Date.now() - started < 4000, "exited within the grace period and some slack");
   assert.match(await readAll(conn), /\r\n\r\nslow$/);
+});
+
+Deno.test("--workers 2 serves from two threads with unique exchange ids and stops on SIGTERM", async () => {
+  await using origin = startHttpOrigin(() => new Response("w"));
+  await using cli = await startCli(["--listen", "127.0.0.1:0", "--workers", "2"], {
+    denoFlags: ["--unstable-net", `--allow-read=${ROOT}`],
+  });
+  assert.match(cli.stderr.text, /listening on 127\.0\.0\.1:\d+ \(2 workers\)/);
+  // Each curl is a new connection; the kernel spreads them over both workers' listeners.
+  for (let i = 0; i < 24; i++) {
+    const res = await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`]);
+    assert.equal(res.stdout, "w", res.stderr + cli.stderr.text);
+  }
+  const done = () => [...cli.stdout.text.matchAll(/\] 200 OK 1 bytes \d+ ms #(\d+)\n/g)];
+  for (let i = 0; i < 200 && done().length < 24; i++) await new Promise((r) => setTimeout(r, 25));
+  const ids = done().map((m) => Number(m[1]));
+  assert.equal(new Set(ids).size, 24, "ids are unique");
+  assert.ok(ids.some((id) => id % 2 === 1), "worker 0 (odd ids) served some");
+  assert.ok(ids.some((id) => id % 2 === 0), "worker 1 (even ids) served some");
+  assert.equal(await cli.stop("SIGTERM"), 0);
+  assert.match(cli.stderr.text, /stopped\n$/);
+});
+
+Deno.test("--workers without --unstable-net or read access exits 2 saying what is missing", async () => {
+  const noUnstable = await runCli(["--listen", "127.0.0.1:0", "--workers", "2"], [
+    `--allow-read=${ROOT}`,
+  ]);
+  assert.equal(noUnstable.code, 2);
+  assert.match(
+    noUnstable.stderr,
+    /^http-proxy: --workers: needs the --unstable-net flag of deno run/,
+  );
+  const noRead = await runCli(["--listen", "127.0.0.1:0", "--workers", "2"], ["--unstable-net"]);
+  assert.equal(noRead.code, 2);
+  assert.match(
+    noRead.stderr,
+    /^http-proxy: --workers: each worker loads this program again; run with --allow-read=/,
+  );
+  const bad = await runCli(["--workers", "0"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /--workers: bad count "0"/);
 });

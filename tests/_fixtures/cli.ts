@@ -103,7 +103,7 @@ export async function startCli(
     },
   };
   try {
-    const m = await stderr.waitFor(/listening on (.+)\n/);
+    const m = await stderr.waitFor(/listening on (.+?)(?: \(\d+ workers\))?\n/);
     cli.addrs = m[1]!.split(", ");
   } catch (err) {
     await cli.stop("SIGKILL");

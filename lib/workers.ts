@@ -1,0 +1,130 @@
+/**
+ * `--workers N`: N isolates (threads) in one process, each with its own listeners on the same
+ * ports (SO_REUSEPORT, so the kernel spreads new connections), its own upstream pool and its own
+ * log sink; they share nothing else. The main thread is worker 0; this module starts the others
+ * from the program's own module URL and stops them at shutdown, each finishing its exchanges in
+ * flight within the grace period. Exchange ids stay unique: worker k numbers k+1, k+1+N, …
+ *
+ * @module
+ */
+
+import type { Config } from "./config.ts";
+import { openLog } from "./log.ts";
+import { listenAll, ProxyServer } from "./server.ts";
+
+/** Messages between the main thread and a worker. */
+type ToWorker =
+  | { kind: "start"; config: Config; index: number; count: number }
+  | { kind: "stop"; graceMs: number };
+type FromWorker = { kind: "ready" } | { kind: "error"; message: string } | { kind: "stopped" };
+
+/** A started worker. */
+export interface WorkerHandle {
+  /** Asks it to stop within `graceMs` and resolves once it has. */
+  stop(graceMs: number): Promise<void>;
+}
+
+/**
+ * Tells whether this code runs inside a worker thread.
+ *
+ * @returns True in a worker.
+ */
+export function inWorker(): boolean {
+  const scope = (globalThis as { WorkerGlobalScope?: new () => unknown }).WorkerGlobalScope;
+  return scope !== undefined && globalThis instanceof scope;
+}
+
+/**
+ * Starts workers 1…count-1, each listening on the addresses the main thread bound.
+ *
+ * @param entry The program's module URL (it runs {@linkcode serveWorker} in a worker).
+ * @param config The configuration, with the bound (real) ports.
+ * @param count Total workers, the main thread included.
+ * @returns Handles, once every worker listens.
+ * @throws {Error} with a one-line message if a worker fails to start.
+ */
+export async function startWorkers(
+  entry: string,
+  config: Config,
+  count: number,
+): Promise<WorkerHandle[]> {
+  const handles: WorkerHandle[] = [];
+  const starts: Promise<void>[] = [];
+  for (let index = 1; index < count; index++) {
+    const worker = new Worker(entry, { type: "module", name: `http-proxy-worker-${index}` });
+    const { promise: ready, resolve, reject } = Promise.withResolvers<void>();
+    let stopped: (() => void) | undefined;
+    worker.onmessage = (e: MessageEvent<FromWorker>) => {
+      if (e.data.kind === "ready") resolve();
+      else if (e.data.kind === "error") reject(new Error(e.data.message));
+      else if (e.data.kind === "stopped") stopped?.();
+    };
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(`worker ${index} failed: ${e.message}`));
+      stopped?.();
+    };
+    worker.postMessage({ kind: "start", config, index, count } satisfies ToWorker);
+    starts.push(ready);
+    let stopping: Promise<void> | undefined;
+    handles.push({
+      stop(graceMs) {
+        // A second call (a second signal) only shortens the wait: the worker gets graceMs 0.
+        worker.postMessage({ kind: "stop", graceMs } satisfies ToWorker);
+        if (!stopping) {
+          const { promise, resolve } = Promise.withResolvers<void>();
+          stopped = resolve;
+          stopping = promise.finally(() => worker.terminate());
+        }
+        return stopping;
+      },
+    });
+  }
+  try {
+    await Promise.all(starts);
+  } catch (err) {
+    await Promise.all(handles.map((h) => h.stop(0)));
+    throw err;
+  }
+  return handles;
+}
+
+/** Runs in a worker: waits for its config, serves, and stops when told. */
+export function serveWorker(): void {
+  const scope = globalThis as unknown as {
+    onmessage: ((e: MessageEvent<ToWorker>) => void) | null;
+    postMessage(m: FromWorker): void;
+    close(): void;
+  };
+  let server: ProxyServer | undefined;
+  let closeLog: (() => void) | undefined;
+  let stopping = false;
+  scope.onmessage = async (e) => {
+    const msg = e.data;
+    if (msg.kind === "start") {
+      try {
+        const log = openLog(msg.config);
+        closeLog = log.close;
+        const listeners = listenAll(msg.config.listen, true);
+        server = new ProxyServer(listeners, {
+          config: msg.config,
+          logger: log.logger,
+          ids: { first: msg.index + 1, step: msg.count },
+        });
+        scope.postMessage({ kind: "ready" });
+      } catch (err) {
+        scope.postMessage({ kind: "error", message: (err as Error).message });
+      }
+    } else if (msg.kind === "stop") {
+      if (stopping) {
+        server?.shutdown(0);
+        return;
+      }
+      stopping = true;
+      await server?.shutdown(msg.graceMs);
+      closeLog?.();
+      scope.postMessage({ kind: "stopped" });
+      scope.close();
+    }
+  };
+}
