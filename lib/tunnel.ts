@@ -23,13 +23,32 @@ export interface TunnelResult {
   error?: string;
 }
 
-const PIECE = 64 * 1024;
+/** First read size of each direction: an idle tunnel holds two buffers this big per side. */
+const SMALL = 16 * 1024;
+/** Largest read size, reached by a direction that keeps filling its buffer (bulk transfer). */
+const LARGE = 256 * 1024;
 
-/** A pull-based stream over `conn.read` that counts bytes and never closes the socket. */
+/**
+ * A pull-based stream over `conn.read` that counts bytes and never closes the socket.
+ *
+ * It reads into two buffers used in turn, not a new one per read: the source has
+ * highWaterMark 0 and the sink 1, so pipeTo asks for the next chunk only once the write of the
+ * previous one finished, and the second buffer is a margin on top of that (a test tunnels a
+ * non-repeating pattern and checks every byte). The buffers grow ×4 each time a read fills them,
+ * from 16 KiB to 256 KiB, so bulk transfers use big reads while idle tunnels stay small.
+ * Measured on this 2-core machine, `curl -p` fetching 100 MiB from nginx on 127.0.0.1, MB/s of
+ * three runs: a new 64 KiB buffer per read 498/646/850, a new 256 KiB one 811/839/1011, two
+ * reused 64 KiB 682/807/1343, two reused 256 KiB 976/1095/1085, a `type: "bytes"` stream with
+ * autoAllocateChunkSize 256 KiB 717/917/1094; a plain read/write loop without streams (the
+ * ceiling) 1225/1413/1373.
+ */
 function readableOf(conn: Deno.Conn, count: (n: number) => void): ReadableStream<Uint8Array> {
+  let bufs = [new Uint8Array(SMALL), new Uint8Array(SMALL)];
+  let turn = 0;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const buf = new Uint8Array(PIECE);
+      const buf = bufs[turn]!;
+      turn ^= 1;
       const n = await conn.read(buf);
       if (n === null) {
         controller.close();
@@ -37,13 +56,21 @@ function readableOf(conn: Deno.Conn, count: (n: number) => void): ReadableStream
       }
       count(n);
       controller.enqueue(buf.subarray(0, n));
+      if (n === buf.length && buf.length < LARGE) {
+        // The buffer in flight stays valid: only the next reads use the bigger pair.
+        bufs = [new Uint8Array(buf.length * 4), new Uint8Array(buf.length * 4)];
+        turn = 0;
+      }
     },
   }, { highWaterMark: 0 });
 }
 
 /** A stream over `conn.write` whose close and abort leave the socket alone. */
 function writableOf(conn: Deno.Conn): WritableStream<Uint8Array> {
-  return new WritableStream<Uint8Array>({ write: (chunk) => writeAll(conn, chunk) });
+  return new WritableStream<Uint8Array>(
+    { write: (chunk) => writeAll(conn, chunk) },
+    { highWaterMark: 1 },
+  );
 }
 
 /**

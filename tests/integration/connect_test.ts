@@ -151,3 +151,53 @@ Deno.test("IPv6 targets work in absolute-form and CONNECT, and the log shows the
     await server.shutdown();
   }
 });
+
+Deno.test("tunnel() relays 24 MiB each way without losing or reordering a byte", async () => {
+  const size = 24 * 1024 * 1024;
+  // A non-repeating pattern: byte i is a hash of i, so a reused buffer overwritten too early shows.
+  const pattern = (offset: number, out: Uint8Array) => {
+    for (let i = 0; i < out.length; i++) {
+      const x = Math.imul(offset + i, 2654435761) >>> 0;
+      out[i] = (x >>> 24) ^ (x & 0xff);
+    }
+  };
+  const check = async (conn: Deno.Conn, total: number) => {
+    const buf = new Uint8Array(100_000);
+    const want = new Uint8Array(100_000);
+    let got = 0;
+    while (got < total) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      pattern(got, want.subarray(0, n));
+      for (let i = 0; i < n; i++) {
+        if (buf[i] !== want[i]) throw new Error(`byte ${got + i} differs`);
+      }
+      got += n;
+    }
+    return got;
+  };
+  const send = async (conn: Deno.Conn, total: number) => {
+    const piece = new Uint8Array(300_000);
+    for (let sent = 0; sent < total; sent += piece.length) {
+      const part = piece.subarray(0, Math.min(piece.length, total - sent));
+      pattern(sent, part);
+      let off = 0;
+      while (off < part.length) off += await conn.write(part.subarray(off));
+    }
+  };
+  await using origin = startOrigin(async (c) => {
+    // Echo nothing: receive the client's bytes and send our own, both at once.
+    const [received] = await Promise.all([check(c.conn, size), send(c.conn, size)]);
+    await c.write(new TextEncoder().encode(`|${received}`));
+  });
+  await using proxy = startProxy();
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await conn.write(enc.encode(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\n\r\n`));
+  assert.equal(
+    await readUntil(conn, (t) => t.includes("\r\n\r\n")),
+    "HTTP/1.1 200 Connection established\r\n\r\n",
+  );
+  const [got] = await Promise.all([check(conn, size), send(conn, size)]);
+  assert.equal(got, size);
+  assert.equal(await readUntil(conn, (t) => t.length >= `|${size}`.length), `|${size}`);
+});
