@@ -52,7 +52,7 @@ export interface CopyOptions {
   onBytes?: (n: number) => void;
 }
 
-const PIECE = 64 * 1024;
+const PIECE = 256 * 1024;
 const encoder = new TextEncoder();
 const CRLF = encoder.encode("\r\n");
 const LAST_CHUNK = encoder.encode("0\r\n\r\n");
@@ -93,12 +93,33 @@ async function put(sink: Sink, bytes: Uint8Array): Promise<void> {
   }
 }
 
-/** Reads from the source, turning any failure into a read-side BodyError. */
-async function take(src: BufferedReader, max: number): Promise<Uint8Array | null> {
-  try {
-    return await src.read(max);
-  } catch (err) {
-    throw new BodyError("read", "the sending side broke off", { cause: err });
+/** Past this many bytes, a copy reads into a large buffer of its own (a bulk transfer). */
+const BULK_AFTER = 64 * 1024;
+/** That buffer's size: big reads for big bodies, allocated only while one is copied. */
+const BULK_PIECE = 256 * 1024;
+
+/**
+ * Reads from the source, turning any failure into a read-side BodyError. A copy passes the
+ * bytes it moved so far: past {@linkcode BULK_AFTER} it reads into its own large buffer.
+ */
+class Taker {
+  #src: BufferedReader;
+  #scratch: Uint8Array | undefined;
+  #moved = 0;
+
+  constructor(src: BufferedReader) {
+    this.#src = src;
+  }
+
+  async take(max: number): Promise<Uint8Array | null> {
+    if (this.#moved > BULK_AFTER) this.#scratch ??= new Uint8Array(BULK_PIECE);
+    try {
+      const piece = await this.#src.read(max, this.#scratch);
+      if (piece) this.#moved += piece.length;
+      return piece;
+    } catch (err) {
+      throw new BodyError("read", "the sending side broke off", { cause: err });
+    }
   }
 }
 
@@ -130,9 +151,10 @@ export async function copyLength(
   options: CopyOptions = {},
 ): Promise<number> {
   const out = options.out ?? "raw";
+  const taker = new Taker(src);
   let left = length;
   while (left > 0) {
-    const piece = await take(src, Math.min(left, PIECE));
+    const piece = await taker.take(Math.min(left, PIECE));
     if (piece === null) {
       throw new BodyError("read", `ended after ${length - left} of ${length} bytes`);
     }
@@ -159,9 +181,10 @@ export async function copyUntilClose(
   options: CopyOptions = {},
 ): Promise<number> {
   const out = options.out ?? "raw";
+  const taker = new Taker(src);
   let total = 0;
   for (;;) {
-    const piece = await take(src, PIECE);
+    const piece = await taker.take(PIECE);
     if (piece === null) break;
     await emit(sink, piece, out);
     total += piece.length;
@@ -205,6 +228,7 @@ export async function copyChunked(
 ): Promise<number> {
   const out = options.out ?? "raw";
   const maxLine = options.maxLineBytes ?? 65536;
+  const taker = new Taker(src);
   let total = 0;
   for (;;) {
     const sizeLine = await line(src, maxLine);
@@ -217,7 +241,7 @@ export async function copyChunked(
     let left = parseInt(m[1]!, 16);
     if (left === 0) break;
     while (left > 0) {
-      const piece = await take(src, Math.min(left, PIECE));
+      const piece = await taker.take(Math.min(left, PIECE));
       if (piece === null) throw new BodyError("read", "ended inside a chunk");
       await emit(sink, piece, out);
       left -= piece.length;

@@ -215,13 +215,21 @@ export class BufferedReader {
 
   /**
    * Returns up to `max` held bytes, reading the source once if none are held. The view is only
-   * valid until the next call on this reader.
+   * valid until the next call on this reader (or the next use of `scratch`).
    *
    * @param max Largest number of bytes wanted.
+   * @param scratch When nothing is held, read straight into this (bigger) buffer instead of the
+   *   reader's own: bulk body copies then move large pieces without growing every reader.
    * @returns A view of the bytes, or null at end of stream.
    */
-  async read(max: number): Promise<Uint8Array | null> {
+  async read(max: number, scratch?: Uint8Array): Promise<Uint8Array | null> {
     if (this.#start === this.#end) {
+      if (scratch && !this.#pending && !this.#eof && !this.#dead) {
+        const n = await this.#src.read(scratch.subarray(0, Math.min(max, scratch.length)));
+        if (n !== null) return scratch.subarray(0, n);
+        this.#eof = true;
+        return null;
+      }
       if (!this.#pending) this.#start = this.#end = 0;
       if (!(await this.#fill(this.#buf.length))) return null;
     }
