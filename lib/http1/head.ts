@@ -50,7 +50,7 @@ export interface ReadHeadOptions {
 const FALSE = Promise.resolve(false);
 const LF = 10;
 const CR = 13;
-const INITIAL_SIZE = 16 * 1024;
+const INITIAL_SIZE = 4 * 1024;
 
 /** A read buffer over one connection; see the module doc. */
 export class BufferedReader {
