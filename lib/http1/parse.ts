@@ -75,19 +75,29 @@ function trimOws(line: string, from: number): string {
   return line.slice(a, b);
 }
 
-/** Splits a head into lines (CRLF or bare LF), rejecting a bare CR. */
-function splitLines(bytes: Uint8Array): string[] {
+/** Any byte a head may not hold anywhere: controls other than HTAB, CR and LF; a bare CR. */
+const FORBIDDEN = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]/;
+
+/**
+ * Splits a head into lines (CRLF or bare LF). One scan of the whole head for forbidden bytes
+ * lets a clean head (nearly all) skip the per-value check; otherwise the lines are checked one
+ * by one so the error names the field.
+ */
+function splitLines(bytes: Uint8Array): { lines: string[]; clean: boolean } {
   const text = latin1(bytes);
-  const lines = text.split("\n");
+  const clean = !FORBIDDEN.test(text);
+  const lines = text.split(clean ? /\r?\n/ : "\n");
   // The head ends in a blank line: drop it and the empty string after the final LF.
   lines.length -= 2;
-  for (let i = 0; i < lines.length; i++) {
-    let line = lines[i]!;
-    if (line.endsWith("\r")) line = line.slice(0, -1);
-    if (line.includes("\r")) throw new SyntaxError("bare CR in head");
-    lines[i] = line;
+  if (!clean) {
+    for (let i = 0; i < lines.length; i++) {
+      let line = lines[i]!;
+      if (line.endsWith("\r")) line = line.slice(0, -1);
+      if (line.includes("\r")) throw new SyntaxError("bare CR in head");
+      lines[i] = line;
+    }
   }
-  return lines;
+  return { lines, clean };
 }
 
 /**
@@ -95,32 +105,40 @@ function splitLines(bytes: Uint8Array): string[] {
  *
  * @param lines The lines after the start line.
  * @param maxFields Most field lines accepted.
+ * @param clean The caller checked that no line holds a control byte.
  * @returns The fields in order.
  */
-export function parseFields(lines: readonly string[], maxFields = Infinity): Field[] {
+export function parseFields(
+  lines: readonly string[],
+  maxFields = Infinity,
+  clean = false,
+): Field[] {
   if (lines.length > maxFields) {
     throw new SyntaxError(`more than ${maxFields} header fields`);
   }
   const fields: Field[] = [];
   for (const line of lines) {
-    if (line.startsWith(" ") || line.startsWith("\t")) {
+    const first = line.charCodeAt(0);
+    if (first === 32 || first === 9) {
       throw new SyntaxError("obsolete line folding in header");
     }
     const colon = line.indexOf(":");
     if (colon < 0) throw new SyntaxError(`header line without colon: ${printable(line)}`);
     const name = line.slice(0, colon);
-    if (!knownNames.has(name) && !TOKEN.test(name)) {
-      throw new SyntaxError(
-        /[ \t]$/.test(name)
-          ? `whitespace before colon in header ${printable(name.trimEnd())}`
-          : `invalid header name ${printable(name)}`,
-      );
+    if (!knownNames.has(name)) {
+      if (!TOKEN.test(name)) {
+        throw new SyntaxError(
+          /[ \t]$/.test(name)
+            ? `whitespace before colon in header ${printable(name.trimEnd())}`
+            : `invalid header name ${printable(name)}`,
+        );
+      }
+      if (knownNames.size < 512) knownNames.add(name);
     }
     const value = trimOws(line, colon + 1);
-    if (!FIELD_VALUE.test(value)) {
+    if (!clean && !FIELD_VALUE.test(value)) {
       throw new SyntaxError(`control character in header ${name}`);
     }
-    if (knownNames.size < 512) knownNames.add(name);
     fields.push([name, value]);
   }
   return fields;
@@ -135,7 +153,7 @@ export function parseFields(lines: readonly string[], maxFields = Infinity): Fie
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): RequestHead {
-  const lines = splitLines(bytes);
+  const { lines, clean } = splitLines(bytes);
   const line = lines[0] ?? "";
   const parts = line.split(" ");
   if (parts.length !== 3) throw new SyntaxError(`malformed request line: ${printable(line)}`);
@@ -148,7 +166,7 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
   if (minor === undefined) {
     throw new SyntaxError(`unsupported HTTP version: ${printable(version)}`);
   }
-  return { method, target, minor, fields: parseFields(lines.slice(1), maxFields) };
+  return { method, target, minor, fields: parseFields(lines.slice(1), maxFields, clean) };
 }
 
 /**
@@ -159,7 +177,7 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseResponseHead(bytes: Uint8Array): ResponseHead {
-  const lines = splitLines(bytes);
+  const { lines, clean } = splitLines(bytes);
   const line = lines[0] ?? "";
   const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
   if (!m) throw new SyntaxError(`malformed status line: ${printable(line)}`);
@@ -167,7 +185,12 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
   if (minor === undefined) throw new SyntaxError(`unsupported HTTP version: ${m[1]}`);
   const status = Number(m[2]);
   if (status < 100) throw new SyntaxError(`invalid status code ${m[2]}`);
-  return { minor, status, reason: m[3] ?? "", fields: parseFields(lines.slice(1)) };
+  return {
+    minor,
+    status,
+    reason: m[3] ?? "",
+    fields: parseFields(lines.slice(1), Infinity, clean),
+  };
 }
 
 function parseVersion(version: string): 0 | 1 | undefined {
