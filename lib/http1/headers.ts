@@ -201,5 +201,6 @@ export function encodeHead(startLine: string, fields: readonly Field[]): Uint8Ar
   return ASCII.test(text) ? encoder.encode(text) : new Uint8Array(Buffer.from(text, "latin1"));
 }
 
+// deno-lint-ignore no-control-regex -- the whole ASCII range, controls included
 const ASCII = /^[\x00-\x7f]*$/;
 const encoder = new TextEncoder();

@@ -76,6 +76,7 @@ function trimOws(line: string, from: number): string {
 }
 
 /** Any byte a head may not hold anywhere: controls other than HTAB, CR and LF; a bare CR. */
+// deno-lint-ignore no-control-regex -- matching control bytes is the point
 const FORBIDDEN = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r[^\n]/;
 
 /**
