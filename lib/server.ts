@@ -12,9 +12,6 @@ import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
 import { UpstreamPool } from "./pool.ts";
 
-/** Accept loops per listener. */
-const ACCEPTORS = 16;
-
 /** A listen address could not be bound; the message is one line. */
 export class ListenError extends Error {
   /**
@@ -106,12 +103,9 @@ export class ProxyServer {
     if (maxIdlePerHost > 0) {
       this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
     }
-    // Several accepts in flight per listener: one per event-loop turn is too slow when a
-    // thousand clients connect at once under load (the kernel's backlog of 511 overflows and
-    // dropped handshakes come back a second later, the p99 latency).
-    this.#loops = listeners.flatMap((l) =>
-      Array.from({ length: ACCEPTORS }, () => this.#accept(l))
-    );
+    // One accept loop per listener: Deno refuses a second accept in flight on the same
+    // listener ("Another accept task is ongoing").
+    this.#loops = listeners.map((l) => this.#accept(l));
   }
 
   /** The bound addresses (port 0 resolved to the real port). */

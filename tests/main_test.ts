@@ -86,6 +86,8 @@ Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and
   await cli.stdout.waitFor(/\] 200 OK 5 bytes \d+ ms #2\n/);
   assert.equal(await cli.stop("SIGTERM"), 0);
   assert.match(cli.stderr.text, /SIGTERM: shutting down/);
+  // stderr holds the startup and shutdown lines and nothing else.
+  assert.equal(cli.stderr.text.trimEnd().split("\n").length, 3, cli.stderr.text);
 });
 
 Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async () => {

@@ -36,7 +36,7 @@ export interface ProxyFixture extends AsyncDisposable {
  */
 export function startProxy(
   overrides: Partial<Config> = {},
-  options: { format?: LogFormat; connect?: ConnectFn } = {},
+  options: { format?: LogFormat; connect?: ConnectFn; allowDiag?: boolean } = {},
 ): ProxyFixture {
   const config: Config = {
     ...DEFAULTS,
@@ -85,6 +85,11 @@ export function startProxy(
     },
     async [Symbol.asyncDispose]() {
       await server.shutdown(0);
+      // Diagnostics mean something went wrong inside (an internal error, a failing accept):
+      // no test expects one unless it says so.
+      if (diag.length > 0 && !options.allowDiag) {
+        throw new Error(`unexpected diagnostics from the proxy:\n${diag.join("\n")}`);
+      }
     },
   };
 }
