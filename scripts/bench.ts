@@ -90,6 +90,8 @@ async function waitForPort(port: number, name: string) {
 }
 
 const children: Deno.ChildProcess[] = [];
+/** The run's scratch folder (config files, served files, wrk scripts); removed at the end. */
+let benchDir = "";
 
 function spawn(cmd: string, args: string[]): Deno.ChildProcess {
   const child = new Deno.Command(cmd, {
@@ -263,7 +265,7 @@ async function wrk(
   close = false,
   threads = 2,
 ): Promise<WrkResult> {
-  const script = `${Deno.makeTempDirSync()}/bench.lua`;
+  const script = `${benchDir}/bench.lua`;
   await Deno.writeTextFile(
     script,
     `wrk.path = ${JSON.stringify(target.path(file))}\n` +
@@ -315,6 +317,7 @@ function median(xs: number[]): number {
 
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "http-proxy-bench-" });
+  benchDir = dir;
   const started = new Date();
   const samples: Record<string, Record<string, number[]>> = {};
   const add = (figure: string, target: string, value: number) => {

@@ -204,6 +204,19 @@ export function startOrigin(handler: (c: OriginConn) => Promise<void>): OriginFi
 }
 
 /**
+ * Starts a raw origin that answers each connection's first request with `response` (bytes
+ * exactly as given, misbehaving ones included), then closes.
+ *
+ * @param response The raw response.
+ */
+export function answerOnce(response: string): OriginFixture {
+  return startOrigin(async (c) => {
+    await c.readHead();
+    await c.write(response);
+  });
+}
+
+/**
  * Starts a Deno.serve origin on 127.0.0.1 port 0.
  *
  * @param handler The request handler.

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import type { ConnectFn } from "../../lib/dial.ts";
 import {
+  answerOnce,
   rawExchange,
   readAll,
   readUntil,
@@ -348,10 +349,7 @@ Deno.test("upstream failures: no answer → 504, malformed or ambiguous → 502,
 
 Deno.test("an upstream that closes mid-body makes the proxy close the client, never end the body cleanly", async (t) => {
   await t.step("Content-Length", async () => {
-    await using origin = startOrigin(async (c) => {
-      await c.readHead();
-      await c.write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
-    });
+    await using origin = answerOnce("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this");
     await using proxy = startProxy();
     const res = await rawExchange(
       proxy.port,
@@ -363,12 +361,9 @@ Deno.test("an upstream that closes mid-body makes the proxy close the client, ne
     );
   });
   await t.step("chunked", async () => {
-    await using origin = startOrigin(async (c) => {
-      await c.readHead();
-      await c.write(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n10\r\nshort",
-      );
-    });
+    await using origin = answerOnce(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n10\r\nshort",
+    );
     await using proxy = startProxy();
     const res = await rawExchange(
       proxy.port,
@@ -380,12 +375,9 @@ Deno.test("an upstream that closes mid-body makes the proxy close the client, ne
     await proxy.waitForLine(/ 200 OK 9 bytes \(upstream closed mid-body: ended inside a chunk\)/);
   });
   await t.step("malformed chunk", async () => {
-    await using origin = startOrigin(async (c) => {
-      await c.readHead();
-      await c.write(
-        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX\r\n0\r\n\r\n",
-      );
-    });
+    await using origin = answerOnce(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcdXX\r\n0\r\n\r\n",
+    );
     await using proxy = startProxy();
     const res = await rawExchange(
       proxy.port,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  answerOnce,
   curl,
   rawExchange,
   readAll,
@@ -69,14 +70,11 @@ Deno.test("forward() rebuilds Host, drops hop-by-hop fields, keeps order, case a
 });
 
 Deno.test("forward() drops hop-by-hop response fields and keeps repeated Set-Cookie", async () => {
-  await using origin = startOrigin(async (c) => {
-    await c.readHead();
-    await c.write(
-      "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nConnection: X-Hop\r\nX-Hop: no\r\n" +
-        "Set-Cookie: b=2\r\nKeep-Alive: timeout=1\r\nProxy-Authenticate: Basic\r\n" +
-        "Content-Length: 2\r\n\r\nok",
-    );
-  });
+  await using origin = answerOnce(
+    "HTTP/1.1 200 Fine\r\nSet-Cookie: a=1\r\nConnection: X-Hop\r\nX-Hop: no\r\n" +
+      "Set-Cookie: b=2\r\nKeep-Alive: timeout=1\r\nProxy-Authenticate: Basic\r\n" +
+      "Content-Length: 2\r\n\r\nok",
+  );
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
@@ -133,13 +131,10 @@ Deno.test("forward() relays every method with its body, and HEAD without one", a
 });
 
 Deno.test("forward() streams a chunked response with trailers to an HTTP/1.1 client", async () => {
-  await using origin = startOrigin(async (c) => {
-    await c.readHead();
-    await c.write(
-      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
-        "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Sum: 42\r\n\r\n",
-    );
-  });
+  await using origin = answerOnce(
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n" +
+      "5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nX-Sum: 42\r\n\r\n",
+  );
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
@@ -154,10 +149,9 @@ Deno.test("forward() streams a chunked response with trailers to an HTTP/1.1 cli
 });
 
 Deno.test("forward() gives an HTTP/1.0 client the chunked body unframed, then closes", async () => {
-  await using origin = startOrigin(async (c) => {
-    await c.readHead();
-    await c.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
-  });
+  await using origin = answerOnce(
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+  );
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
@@ -176,10 +170,7 @@ Deno.test("forward() gives an HTTP/1.0 client the chunked body unframed, then cl
 });
 
 Deno.test("forward() re-frames a read-until-close response as chunked for HTTP/1.1 keep-alive", async () => {
-  await using origin = startOrigin(async (c) => {
-    await c.readHead();
-    await c.write("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close");
-  });
+  await using origin = answerOnce("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close");
   await using proxy = startProxy();
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
   const req = `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`;

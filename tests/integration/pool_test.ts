@@ -15,6 +15,24 @@ function keepAliveOrigin(
   });
 }
 
+/**
+ * An origin whose first connection serves one response, then closes without answering when the
+ * second request arrives on it (as a server whose idle timeout fired meanwhile); later
+ * connections answer every request. Bodies say which connection answered: c1, c2, …
+ */
+function staleOrigin() {
+  let conns = 0;
+  return startOrigin(async (c) => {
+    const mine = ++conns;
+    for (let n = 0;; n++) {
+      const head = await c.readHead();
+      if (head === null) return;
+      if (mine === 1 && n === 1) return;
+      await c.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc${mine}`);
+    }
+  });
+}
+
 const get = (port: number, path = "/") =>
   `GET http://127.0.0.1:${port}${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
 
@@ -32,17 +50,7 @@ Deno.test("the pool reuses an upstream connection across client connections and 
 });
 
 Deno.test("a reused connection found closed is retried once on a new one for an idempotent request", async () => {
-  let conns = 0;
-  await using origin = startOrigin(async (c) => {
-    const mine = ++conns;
-    for (let n = 0;; n++) {
-      const head = await c.readHead();
-      if (head === null) return;
-      // The first connection serves one response, then "times out" as the second arrives.
-      if (mine === 1 && n === 1) return;
-      await c.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc${mine}`);
-    }
-  });
+  await using origin = staleOrigin();
   await using proxy = startProxy();
   assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc1$/);
   assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc2$/);
@@ -54,16 +62,7 @@ Deno.test("a reused connection found closed is retried once on a new one for an 
 });
 
 Deno.test("a request with a body is never retried: the stale connection is a 502", async () => {
-  let conns = 0;
-  await using origin = startOrigin(async (c) => {
-    const mine = ++conns;
-    for (let n = 0;; n++) {
-      const head = await c.readHead();
-      if (head === null) return;
-      if (mine === 1 && n === 1) return;
-      await c.write(`HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nc${mine}`);
-    }
-  });
+  await using origin = staleOrigin();
   await using proxy = startProxy();
   await rawExchange(proxy.port, get(origin.port));
   const res = await rawExchange(
