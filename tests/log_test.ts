@@ -11,11 +11,11 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
   return {
     id: 7,
     start: Date.UTC(2026, 10, 27, 14, 10, 2, 500),
-    clientIp: "192.168.1.12",
+    clientIp: "192.168.1.12", // formatter input only: no traffic goes anywhere
     clientPort: 50123,
     method: "GET",
     target: "http://example.com/",
-    upstreamIp: "93.184.216.34",
+    upstreamIp: "93.184.216.34", // formatter input only
     upstreamPort: 80,
     upstreamUse: "new",
     status: 200,

@@ -204,6 +204,17 @@ export function startOrigin(handler: (c: OriginConn) => Promise<void>): OriginFi
 }
 
 /**
+ * An absolute-form GET for the origin on 127.0.0.1:`port`, asking the proxy to close after it.
+ *
+ * @param port The origin's port.
+ * @param path Path and query. @default "/"
+ * @returns The raw request.
+ */
+export function getRequest(port: number, path = "/"): string {
+  return `GET http://127.0.0.1:${port}${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+}
+
+/**
  * Starts a raw origin that answers each connection's first request with `response` (bytes
  * exactly as given, misbehaving ones included), then closes.
  *

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { ConnectFn } from "../../lib/dial.ts";
 import {
   answerOnce,
+  getRequest,
   rawExchange,
   readAll,
   readUntil,
@@ -246,7 +247,7 @@ Deno.test("a 502 on a request without a body keeps the client connection alive",
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
   await conn.write(enc.encode(
     `GET http://127.0.0.1:${dead}/ HTTP/1.1\r\nHost: x\r\n\r\n` +
-      `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+      getRequest(origin.port),
   ));
   const text = await readAll(conn);
   assert.match(text, /^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*HTTP\/1\.1 200 OK\r\n[\s\S]*fine$/);
@@ -339,7 +340,7 @@ Deno.test("upstream failures: no answer → 504, malformed or ambiguous → 502,
       await using proxy = startProxy({ responseTimeoutMs: 200 });
       const res = await rawExchange(
         proxy.port,
-        `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+        getRequest(origin.port),
       );
       assertError(res, status, cause);
       await proxy.waitForLine(new RegExp(` ${status} [A-Za-z ]+ 0 bytes \\(`));

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import {
   answerOnce,
   curl,
+  getRequest,
   rawExchange,
   readAll,
   readUntil,
@@ -78,7 +79,7 @@ Deno.test("forward() drops hop-by-hop response fields and keeps repeated Set-Coo
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
-    `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    getRequest(origin.port),
   );
   assert.equal(
     res,
@@ -138,7 +139,7 @@ Deno.test("forward() streams a chunked response with trailers to an HTTP/1.1 cli
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
-    `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    getRequest(origin.port),
   );
   assert.equal(
     res,
@@ -331,7 +332,7 @@ Deno.test("forward() relays 1xx interim responses to HTTP/1.1 clients", async ()
   await using proxy = startProxy();
   const res = await rawExchange(
     proxy.port,
-    `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    getRequest(origin.port),
   );
   assert.match(
     res,

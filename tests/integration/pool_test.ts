@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { curl, rawExchange, sleep, startOrigin, startProxy } from "../_fixtures/servers.ts";
+import {
+  curl,
+  getRequest,
+  rawExchange,
+  sleep,
+  startOrigin,
+  startProxy,
+} from "../_fixtures/servers.ts";
 
 /** An origin that serves keep-alive responses on each connection until the peer closes. */
 function keepAliveOrigin(
@@ -33,14 +40,11 @@ function staleOrigin() {
   });
 }
 
-const get = (port: number, path = "/") =>
-  `GET http://127.0.0.1:${port}${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
-
 Deno.test("the pool reuses an upstream connection across client connections and logs it", async () => {
   await using origin = keepAliveOrigin();
   await using proxy = startProxy();
   for (let i = 1; i <= 3; i++) {
-    const res = await rawExchange(proxy.port, get(origin.port));
+    const res = await rawExchange(proxy.port, getRequest(origin.port));
     assert.match(res, new RegExp(`\\r\\n\\r\\n${i}$`));
   }
   assert.equal(origin.accepted, 1);
@@ -52,8 +56,8 @@ Deno.test("the pool reuses an upstream connection across client connections and 
 Deno.test("a reused connection found closed is retried once on a new one for an idempotent request", async () => {
   await using origin = staleOrigin();
   await using proxy = startProxy();
-  assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc1$/);
-  assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\nc2$/);
+  assert.match(await rawExchange(proxy.port, getRequest(origin.port)), /\r\n\r\nc1$/);
+  assert.match(await rawExchange(proxy.port, getRequest(origin.port)), /\r\n\r\nc2$/);
   assert.equal(origin.accepted, 2);
   const reused = await proxy.waitForLine(/ -> 127\.0\.0\.1 \(reused\) #\d+$/);
   const id = reused.slice(reused.lastIndexOf("#"));
@@ -64,7 +68,7 @@ Deno.test("a reused connection found closed is retried once on a new one for an 
 Deno.test("a request with a body is never retried: the stale connection is a 502", async () => {
   await using origin = staleOrigin();
   await using proxy = startProxy();
-  await rawExchange(proxy.port, get(origin.port));
+  await rawExchange(proxy.port, getRequest(origin.port));
   const res = await rawExchange(
     proxy.port,
     `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc`,
@@ -93,7 +97,10 @@ Deno.test("connections are not reused after a close-delimited, Connection: close
       });
       await using proxy = startProxy();
       for (let i = 0; i < 2; i++) {
-        assert.match(await rawExchange(proxy.port, get(origin.port)), /\r\n\r\n(4\r\n)?body/);
+        assert.match(
+          await rawExchange(proxy.port, getRequest(origin.port)),
+          /\r\n\r\n(4\r\n)?body/,
+        );
       }
       assert.equal(origin.accepted, 2);
       assert.equal(proxy.server.idleUpstreams, 0);
@@ -108,10 +115,10 @@ Deno.test("an idle upstream connection the origin closes leaves the pool at once
     await sleep(50); // then close, without having said so
   });
   await using proxy = startProxy();
-  await rawExchange(proxy.port, get(origin.port));
+  await rawExchange(proxy.port, getRequest(origin.port));
   for (let i = 0; i < 100 && proxy.server.idleUpstreams > 0; i++) await sleep(10);
   assert.equal(proxy.server.idleUpstreams, 0);
-  assert.match(await rawExchange(proxy.port, get(origin.port)), /ok$/);
+  assert.match(await rawExchange(proxy.port, getRequest(origin.port)), /ok$/);
   assert.equal(
     proxy.lines.filter((l) => l.includes("(reused)") || l.includes("(retry)")).length,
     0,
@@ -140,8 +147,8 @@ Deno.test("--max-idle-per-host 0 sends Connection: close upstream and never reus
     }
   });
   await using proxy = startProxy({ maxIdlePerHost: 0 });
-  await rawExchange(proxy.port, get(origin.port));
-  await rawExchange(proxy.port, get(origin.port));
+  await rawExchange(proxy.port, getRequest(origin.port));
+  await rawExchange(proxy.port, getRequest(origin.port));
   assert.equal(origin.accepted, 2);
   assert.ok(heads.every((h) => h.endsWith("Connection: close\r\n\r\n")));
 });
