@@ -11,11 +11,11 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
   return {
     id: 7,
     start: Date.UTC(2026, 10, 27, 14, 10, 2, 500),
-    clientIp: "192.168.1.12", // formatter input only: no traffic goes anywhere
+    clientIp: "203.0.113.12", // documentation addresses (RFC 5737), formatter input only
     clientPort: 50123,
     method: "GET",
     target: "http://example.com/",
-    upstreamIp: "93.184.216.34", // formatter input only
+    upstreamIp: "198.51.100.34", // formatter input only
     upstreamPort: 80,
     upstreamUse: "new",
     status: 200,
@@ -34,7 +34,7 @@ function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
 Deno.test("text format keeps the two-line shape, with id and duration after it", () => {
   assert.equal(
     formatTextOpen(record(), true),
-    "[14:10:02] GET http://example.com/ from 192.168.1.12 -> 93.184.216.34 #7",
+    "[14:10:02] GET http://example.com/ from 203.0.113.12 -> 198.51.100.34 #7",
   );
   assert.equal(formatTextClose(record(), true), "[14:10:03] 200 OK 1256 bytes 812 ms #7");
 });
@@ -53,7 +53,7 @@ Deno.test("text format puts the cause after the bytes and adds the request line 
   delete ex.upstreamPort;
   assert.equal(
     formatTextClose(ex, true),
-    "[14:10:02] GET http://nosuchhost.invalid/ from 192.168.1.12 #7\n" +
+    "[14:10:02] GET http://nosuchhost.invalid/ from 203.0.113.12 #7\n" +
       "[14:10:02] 502 Bad Gateway 0 bytes (DNS lookup failed: nosuchhost.invalid) 3 ms #7",
   );
 });
@@ -92,7 +92,7 @@ Deno.test("createLogger() writes open and close lines to its sink, json only at 
   text.open(ex);
   text.close(ex);
   assert.deepEqual(lines, [
-    "[14:10:02] GET http://example.com/ from 192.168.1.12 -> 93.184.216.34 #7",
+    "[14:10:02] GET http://example.com/ from 203.0.113.12 -> 198.51.100.34 #7",
     "[14:10:03] 200 OK 1256 bytes 812 ms #7",
   ]);
   lines.length = 0;

@@ -85,10 +85,10 @@ Deno.test("parseResponseHead() reads status, reason (maybe empty) and fields", (
 Deno.test("parseHttpTarget() splits without normalising the path", async (t) => {
   const ok: [string, object][] = [
     ["http://h/a/./b/../%2F;x?q=%20#", {}],
-    ["http://Example.COM:8080/p?x", {
+    ["http://Example.COM:81/p?x", {
       hostname: "Example.COM",
-      port: 8080,
-      authority: "Example.COM:8080",
+      port: 81,
+      authority: "Example.COM:81",
       path: "/p?x",
     }],
     ["HTTP://h", { hostname: "h", port: 80, authority: "h", path: "/" }],
@@ -125,7 +125,7 @@ Deno.test("parseHttpTarget() splits without normalising the path", async (t) => 
 
 Deno.test("parseConnectTarget() wants host:port", () => {
   assert.deepEqual(parseConnectTarget("example.com:443"), { hostname: "example.com", port: 443 });
-  assert.deepEqual(parseConnectTarget("[::1]:8443"), { hostname: "::1", port: 8443 });
+  assert.deepEqual(parseConnectTarget("[::1]:563"), { hostname: "::1", port: 563 });
   assert.throws(() => parseConnectTarget("example.com"), /without a port/);
   assert.throws(() => parseConnectTarget("example.com:"), /without a port/);
   assert.throws(() => parseConnectTarget("/"), /authority-form/);
