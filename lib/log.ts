@@ -111,8 +111,8 @@ function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
 }
 
 /**
- * Text format, first line: `[14:10:02] GET http://example.com/ from 192.168.1.12 ->
- * 93.184.216.34 #7`.
+ * Text format, first line: `[14:10:02] GET http://example.com/ from 203.0.113.12 ->
+ * 198.51.100.34 #7`.
  *
  * @param ex The exchange.
  * @param utc UTC times.
