@@ -9,6 +9,7 @@
 
 import { type Config, HELP, parseCommand, UsageError, VERSION } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
+import { isLoopback } from "./lib/ip.ts";
 import { openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
@@ -42,6 +43,15 @@ export async function main(args: string[]): Promise<number> {
     return code;
   };
 
+  // An address others can reach, with nobody named as allowed, would be an open proxy.
+  const exposed = config.listen.find((a) => !isLoopback(a.hostname) && a.hostname !== "localhost");
+  if (exposed && config.allow.length === 0 && !config.open) {
+    return fail(
+      `--listen ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
+        `serves anyone who reaches it; name its clients with --allow CIDR, or pass --open`,
+      2,
+    );
+  }
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
   // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
   // throwing, so ask first: the unstable net APIs exist only with the flag.

@@ -6,6 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { type Cidr, parseCidr } from "./ip.ts";
 import type { LogFormat } from "./log.ts";
 import type { PortRule } from "./policy.ts";
 
@@ -52,6 +53,10 @@ export interface Config {
   utc: boolean;
   /** Accepting threads (isolates) sharing the listen ports with SO_REUSEPORT. @default 1 */
   workers: number | "auto";
+  /** Client ranges served; empty means loopback only. @default [] */
+  allow: Cidr[];
+  /** Serve every client (overrides `allow`). @default false */
+  open: boolean;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -70,6 +75,8 @@ export const DEFAULTS: Config = {
   quiet: false,
   utc: false,
   workers: 1,
+  allow: [],
+  open: false,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -101,6 +108,8 @@ const FLAGS = {
   "log-file": { type: "string" },
   quiet: { type: "boolean" },
   workers: { type: "string" },
+  allow: { type: "string", multiple: true },
+  open: { type: "boolean" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -113,6 +122,9 @@ export const HELP =
 Usage: http-proxy [flags]
 
 Flags (defaults in brackets):
+  --allow CIDR             clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3
+                                                                    [loopback only]
+  --open                   serve every client (an open proxy: only on a trusted network)
   --listen ADDR            address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081,
                            port 0 picks a free port                 [127.0.0.1:8081]
   --connect-ports LIST     ports CONNECT may reach: 443,8443 or any [443]
@@ -304,6 +316,16 @@ export function parseCommand(args: string[]): Command {
     quiet: values.quiet ?? false,
     utc: values.utc ?? false,
     workers: values.workers === undefined ? DEFAULTS.workers : parseWorkers(values.workers),
+    allow: (values.allow ?? []).map((text) => {
+      const range = parseCidr(text);
+      if (!range) {
+        throw new UsageError(
+          `--allow: bad address range "${text}", expected e.g. 192.168.1.0/24 or fd00::/8 ${HINT}`,
+        );
+      }
+      return range;
+    }),
+    open: values.open ?? false,
   };
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };

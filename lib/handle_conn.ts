@@ -27,7 +27,8 @@ import {
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
-import { checkConnectPort } from "./policy.ts";
+import { Deadline } from "./deadline.ts";
+import { checkClient, checkConnectPort } from "./policy.ts";
 import { HeldUpstream } from "./pool.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -76,12 +77,21 @@ export async function handleConn(
     // the socket may already be gone
   }
   try {
+    // The checklist starts with the client: a denied one is answered before a byte is read.
+    try {
+      checkClient(conn.remoteAddr.hostname, config);
+    } catch (err) {
+      state.idle = false;
+      await exchange(newExchange(ctx, conn, reader, now()), ctx, null, err as ProxyError);
+      await drainBriefly(conn, reader);
+      return;
+    }
     for (;;) {
       state.idle = true;
       if (ctx.signal.aborted) return;
       let bytes: Uint8Array | null = null;
       let failure: ProxyError | undefined;
-      const waitStart = { wall: Date.now(), mono: performance.now() };
+      const waitStart = now();
       try {
         bytes = await reader.readHead({
           maxBytes: config.maxHeaderBytes,
@@ -100,28 +110,7 @@ export async function handleConn(
       state.idle = false;
       first = false;
       // A failed head is timed from when the wait began; a good one from its arrival.
-      const begin = failure ? waitStart : { wall: Date.now(), mono: performance.now() };
-      const ex: Exchange = {
-        record: {
-          id: (ctx.nextId ?? nextId)(),
-          start: begin.wall,
-          clientIp: conn.remoteAddr.hostname,
-          clientPort: conn.remoteAddr.port,
-          method: "-",
-          target: "-",
-          bytesUp: 0,
-          bytesDown: 0,
-          tunnel: false,
-          opened: false,
-        },
-        t0: begin.mono,
-        client: conn,
-        reader,
-        responseStarted: false,
-        requestConsumed: false,
-        minor: 1,
-        head: false,
-      };
+      const ex = newExchange(ctx, conn, reader, failure ? waitStart : now());
       current = ex;
       const keep = await exchange(ex, ctx, bytes, failure);
       current = undefined;
@@ -130,6 +119,65 @@ export async function handleConn(
   } finally {
     closeQuietly(conn);
     held?.release();
+  }
+}
+
+/** A point in time, by wall clock (for the log) and monotonic clock (for durations). */
+function now(): { wall: number; mono: number } {
+  return { wall: Date.now(), mono: performance.now() };
+}
+
+/** A fresh exchange on this connection, started at `begin`. */
+function newExchange(
+  ctx: ExchangeContext,
+  conn: Deno.TcpConn,
+  reader: BufferedReader,
+  begin: { wall: number; mono: number },
+): Exchange {
+  return {
+    record: {
+      id: (ctx.nextId ?? nextId)(),
+      start: begin.wall,
+      clientIp: conn.remoteAddr.hostname,
+      clientPort: conn.remoteAddr.port,
+      method: "-",
+      target: "-",
+      bytesUp: 0,
+      bytesDown: 0,
+      tunnel: false,
+      opened: false,
+    },
+    t0: begin.mono,
+    client: conn,
+    reader,
+    responseStarted: false,
+    requestConsumed: false,
+    minor: 1,
+    head: false,
+  };
+}
+
+/**
+ * After answering without reading the request: shut our side, then read and drop what the
+ * client sends for a moment, so closing does not reset the connection before the answer lands.
+ */
+async function drainBriefly(conn: Deno.TcpConn, reader: BufferedReader): Promise<void> {
+  try {
+    await conn.closeWrite();
+  } catch {
+    return; // already gone
+  }
+  const deadline = new Deadline(500, () => new Error("drain time is up"));
+  try {
+    for (let drained = 0; drained < 256 * 1024;) {
+      const piece = await Promise.race([reader.read(64 * 1024), deadline.promise]);
+      if (piece === null) return;
+      drained += piece.length;
+    }
+  } catch {
+    // time is up, or the client reset: close either way
+  } finally {
+    deadline.cancel();
   }
 }
 

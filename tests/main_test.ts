@@ -231,3 +231,19 @@ Deno.test("--workers without --unstable-net or read access exits 2 saying what i
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--workers: bad count "0"/);
 });
+
+Deno.test("listening on a non-loopback address without --allow or --open refuses to start", async () => {
+  const res = await runCli(["--listen", "0.0.0.0:0"]);
+  assert.equal(res.code, 2);
+  assert.equal(
+    res.stderr,
+    "http-proxy: --listen 0.0.0.0:0: a proxy on a non-loopback address serves anyone who " +
+      "reaches it; name its clients with --allow CIDR, or pass --open\n",
+  );
+  const v6 = await runCli(["--listen", "[::]:0"]);
+  assert.equal(v6.code, 2);
+  assert.match(v6.stderr, /--listen \[::\]:0: a proxy on a non-loopback address/);
+  const bad = await runCli(["--allow", "10.0.0.0/40"]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^http-proxy: --allow: bad address range "10\.0\.0\.0\/40"/);
+});

@@ -1,0 +1,133 @@
+/**
+ * IP addresses and CIDR ranges: parsing (IPv4 dotted quads, IPv6 with `::` and embedded IPv4)
+ * and matching, with IPv4-mapped IPv6 (`::ffff:127.0.0.1`) treated as the IPv4 address it maps,
+ * so no rule can be dodged by spelling an address the other way. Pure.
+ *
+ * @module
+ */
+
+/** An address as 4 or 16 bytes. */
+export interface Ip {
+  /** 4 or 6. */
+  version: 4 | 6;
+  /** The address bytes, network order. */
+  bytes: Uint8Array;
+}
+
+/** A CIDR range. */
+export interface Cidr extends Ip {
+  /** Prefix length in bits. */
+  prefix: number;
+  /** The range as written, for messages. */
+  text: string;
+}
+
+function parseV4(text: string): Uint8Array | undefined {
+  const parts = text.split(".");
+  if (parts.length !== 4) return undefined;
+  const out = new Uint8Array(4);
+  for (let i = 0; i < 4; i++) {
+    const p = parts[i]!;
+    if (!/^(0|[1-9]\d{0,2})$/.test(p) || Number(p) > 255) return undefined;
+    out[i] = Number(p);
+  }
+  return out;
+}
+
+function parseV6(text: string): Uint8Array | undefined {
+  let head = text;
+  let v4: Uint8Array | undefined;
+  const lastColon = text.lastIndexOf(":");
+  if (text.includes(".")) {
+    v4 = parseV4(text.slice(lastColon + 1));
+    if (!v4) return undefined;
+    head = text.slice(0, lastColon + 1) + "0:0"; // two groups stand for the IPv4 part
+  }
+  const halves = head.split("::");
+  if (halves.length > 2) return undefined;
+  const groups = (s: string) => (s === "" ? [] : s.split(":"));
+  const left = groups(halves[0]!);
+  const right = halves.length === 2 ? groups(halves[1]!) : [];
+  const missing = 8 - left.length - right.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 1) return undefined;
+  const all = [...left, ...Array(halves.length === 2 ? missing : 0).fill("0"), ...right];
+  const out = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    const g = all[i]!;
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
+    const n = parseInt(g, 16);
+    out[i * 2] = n >> 8;
+    out[i * 2 + 1] = n & 0xff;
+  }
+  if (v4) out.set(v4, 12);
+  return out;
+}
+
+/**
+ * Parses an IP address (no brackets, no zone).
+ *
+ * @param text `127.0.0.1`, `::1`, `::ffff:10.0.0.1`, …
+ * @returns The address (IPv4-mapped IPv6 comes back as IPv4), or undefined.
+ */
+export function parseIp(text: string): Ip | undefined {
+  const v4 = parseV4(text);
+  if (v4) return { version: 4, bytes: v4 };
+  const v6 = text.includes(":") ? parseV6(text) : undefined;
+  if (!v6) return undefined;
+  const mapped = v6.subarray(0, 10).every((b) => b === 0) && v6[10] === 0xff && v6[11] === 0xff;
+  return mapped ? { version: 4, bytes: v6.slice(12) } : { version: 6, bytes: v6 };
+}
+
+/**
+ * Parses a CIDR range, or a single address (a full-length prefix).
+ *
+ * @param text `10.0.0.0/8`, `fd00::/8`, `192.0.2.7`, …
+ * @returns The range, or undefined.
+ */
+export function parseCidr(text: string): Cidr | undefined {
+  const [addr, bits, extra] = text.trim().split("/");
+  if (addr === undefined || extra !== undefined) return undefined;
+  const ip = parseIp(addr);
+  if (!ip) return undefined;
+  // A mapped range like ::ffff:127.0.0.0/104 becomes the IPv4 range 127.0.0.0/8.
+  const max = ip.version === 4 ? 32 : 128;
+  const mappedShift = ip.version === 4 && addr.includes(":") ? 96 : 0;
+  let prefix = max;
+  if (bits !== undefined) {
+    if (!/^\d{1,3}$/.test(bits)) return undefined;
+    prefix = Number(bits) - mappedShift;
+    if (prefix < 0 || prefix > max) return undefined;
+  }
+  return { ...ip, prefix, text: text.trim() };
+}
+
+/**
+ * Tells whether `ip` lies in `range`.
+ *
+ * @param range The range.
+ * @param ip The address.
+ * @returns True if inside.
+ */
+export function inRange(range: Cidr, ip: Ip): boolean {
+  if (range.version !== ip.version) return false;
+  let bits = range.prefix;
+  for (let i = 0; bits > 0; i++, bits -= 8) {
+    const mask = bits >= 8 ? 0xff : (0xff << (8 - bits)) & 0xff;
+    if ((range.bytes[i]! & mask) !== (ip.bytes[i]! & mask)) return false;
+  }
+  return true;
+}
+
+/** Loopback: 127.0.0.0/8 and ::1 (IPv4-mapped forms match the first). */
+export const LOOPBACK: readonly Cidr[] = ["127.0.0.0/8", "::1/128"].map((t) => parseCidr(t)!);
+
+/**
+ * Tells whether an address is loopback.
+ *
+ * @param text The address.
+ * @returns True for 127/8, ::1 and their mapped forms.
+ */
+export function isLoopback(text: string): boolean {
+  const ip = parseIp(text);
+  return ip !== undefined && LOOPBACK.some((r) => inRange(r, ip));
+}
