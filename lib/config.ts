@@ -57,6 +57,8 @@ export interface Config {
   allow: Cidr[];
   /** Serve every client (overrides `allow`). @default false */
   open: boolean;
+  /** Relay TRACE (refused with 405 otherwise). @default false */
+  allowTrace: boolean;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -77,6 +79,7 @@ export const DEFAULTS: Config = {
   workers: 1,
   allow: [],
   open: false,
+  allowTrace: false,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -110,6 +113,7 @@ const FLAGS = {
   workers: { type: "string" },
   allow: { type: "string", multiple: true },
   open: { type: "boolean" },
+  "allow-trace": { type: "boolean" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -125,6 +129,7 @@ Flags (defaults in brackets):
   --allow CIDR             clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3
                                                                     [loopback only]
   --open                   serve every client (an open proxy: only on a trusted network)
+  --allow-trace            relay TRACE requests                     [refused: 405]
   --listen ADDR            address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081,
                            port 0 picks a free port                 [127.0.0.1:8081]
   --connect-ports LIST     ports CONNECT may reach: 443,8443 or any [443]
@@ -326,6 +331,7 @@ export function parseCommand(args: string[]): Command {
       return range;
     }),
     open: values.open ?? false,
+    allowTrace: values["allow-trace"] ?? false,
   };
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };

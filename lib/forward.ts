@@ -37,6 +37,7 @@ import {
   type ResponseHead,
 } from "./http1/parse.ts";
 import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
+import { checkLoop, maxForwards } from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** What an exchange needs from the connection that carries it. */
@@ -193,6 +194,18 @@ export async function forward(
   const target = wrap(() => parseHttpTarget(head.target));
   const framing = wrap(() => requestFraming(head));
   ex.requestConsumed = framing.kind === "none";
+  checkLoop(head.fields);
+  if (head.method === "TRACE" && !config.allowTrace) {
+    // TRACE echoes the request back, cookies and all, to whatever script sent it.
+    throw new ProxyError(405, "TRACE is refused (see --allow-trace)", {
+      kind: "http_request_denied",
+    });
+  }
+  // RFC 9110 §7.6.2: Max-Forwards counts down on OPTIONS and TRACE; at 0 this proxy answers.
+  const hops = head.method === "OPTIONS" || head.method === "TRACE"
+    ? wrap(() => maxForwards(head.fields))
+    : undefined;
+  if (hops === 0) return await answerHere(ex, ctx, head, framing);
   const expect = listValues(head.fields, "expect");
   if (expect.some((e) => e.toLowerCase() !== "100-continue")) {
     throw new ProxyError(417, `unsupported expectation "${expect.join(", ")}"`, {
@@ -204,6 +217,9 @@ export async function forward(
   const sendContinue = expect.length > 0 && head.minor === 1 && framing.kind !== "none";
 
   const fields = endToEnd(head.fields, ["host", "expect"]);
+  if (hops !== undefined) {
+    for (const f of fields) if (f[0].toLowerCase() === "max-forwards") f[1] = String(hops - 1);
+  }
   fields.unshift(["Host", target.authority]);
   addVia(fields, head.minor);
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
@@ -298,6 +314,44 @@ export async function forward(
     if (ctx.held) ctx.held.hold(up);
     else ctx.pool!.release(up);
   }
+  return keep;
+}
+
+/** Methods this proxy relays, for the Allow field of its own OPTIONS answer. */
+const RELAYED = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT";
+
+/**
+ * Answers OPTIONS or TRACE with Max-Forwards: 0 here, as the last recipient (RFC 9110 §7.6.2):
+ * OPTIONS with what the proxy relays, TRACE with the request head it received, minus
+ * credentials and cookies.
+ */
+async function answerHere(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+  framing: Framing,
+): Promise<boolean> {
+  let body: Uint8Array = new Uint8Array(0);
+  const fields: [string, string][] = [];
+  if (head.method === "TRACE") {
+    const shown = head.fields.filter(([n]) =>
+      !/^(proxy-authorization|authorization|cookie)$/i.test(n)
+    );
+    body = encodeHead(`${head.method} ${head.target} HTTP/1.${head.minor}`, shown);
+    fields.push(["Content-Type", "message/http"]);
+  } else {
+    fields.push(["Allow", RELAYED + (ctx.config.allowTrace ? ", TRACE" : "")]);
+  }
+  // A body sent along is not read: the connection closes after the answer.
+  const keep = framing.kind === "none" && clientWantsKeepAlive(head) && !ctx.signal.aborted;
+  fields.push(["Content-Length", String(body.length)]);
+  if (!keep) fields.push(["Connection", "close"]);
+  else if (head.minor === 0) fields.push(["Connection", "keep-alive"]);
+  ex.record.status = 200;
+  ex.record.reason = "OK";
+  ex.responseStarted = true;
+  await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body));
+  ex.record.bytesDown = body.length;
   return keep;
 }
 

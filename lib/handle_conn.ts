@@ -28,7 +28,7 @@ import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
 import { Deadline } from "./deadline.ts";
-import { checkClient, checkConnectPort } from "./policy.ts";
+import { checkClient, checkConnectPort, checkLoop } from "./policy.ts";
 import { HeldUpstream } from "./pool.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -227,6 +227,7 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
     throw new BadRequest((err as Error).message);
   }
   ex.record.target = hostPort(target.hostname, target.port);
+  checkLoop(head.fields);
   checkConnectPort(target.port, ctx.config.connectPorts);
   const upstream = await openUpstream(ex, ctx, target.hostname, target.port);
   ex.record.status = 200;

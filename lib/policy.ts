@@ -6,7 +6,9 @@
  * @module
  */
 
-import { Forbidden } from "./errors.ts";
+import { Forbidden, ProxyError } from "./errors.ts";
+import { listValues, VIA_NAME } from "./http1/headers.ts";
+import type { Field } from "./http1/parse.ts";
 import { type Cidr, inRange, LOOPBACK, parseIp } from "./ip.ts";
 
 /**
@@ -48,4 +50,39 @@ export function checkConnectPort(port: number, allowed: PortRule): void {
     `CONNECT to port ${port} is not allowed (allowed: ${[...allowed].join(", ")}; ` +
       `see --connect-ports)`,
   );
+}
+
+/**
+ * Refuses a request that already passed through this proxy: one of its Via entries names us
+ * (RFC 9110 §7.6.3), so forwarding it would loop. Chained instances need distinct names.
+ *
+ * @param fields The request fields.
+ * @throws {ProxyError} 508 Loop Detected.
+ */
+export function checkLoop(fields: readonly Field[]): void {
+  for (const entry of listValues(fields, "via")) {
+    const receivedBy = entry.split(/[ \t]+/)[1];
+    if (receivedBy?.toLowerCase() === VIA_NAME) {
+      throw new ProxyError(508, `loop detected: the request already passed through ${VIA_NAME}`, {
+        kind: "http_request_denied",
+        close: true,
+      });
+    }
+  }
+}
+
+/**
+ * Reads Max-Forwards (RFC 9110 §7.6.2).
+ *
+ * @param fields The request fields.
+ * @returns Its value, or undefined when absent.
+ * @throws {SyntaxError} for a value that is not a number.
+ */
+export function maxForwards(fields: readonly Field[]): number | undefined {
+  const values = listValues(fields, "max-forwards");
+  if (values.length === 0) return undefined;
+  if (values.length > 1 || !/^\d{1,9}$/.test(values[0]!)) {
+    throw new SyntaxError(`malformed Max-Forwards "${values.join(", ")}"`);
+  }
+  return Number(values[0]);
 }

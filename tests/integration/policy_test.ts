@@ -52,3 +52,89 @@ Deno.test("--allow ranges, the loopback default and --open each let the right cl
     });
   }
 });
+
+Deno.test("a request whose Via already names this proxy gets 508 Loop Detected, CONNECT too", async () => {
+  await using origin = startOrigin(async (c) => {
+    await c.readHead();
+    await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
+  });
+  await using proxy = startProxy();
+  for (
+    const req of [
+      `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nVia: 1.0 a, 1.1 HTTP-Proxy\r\n\r\n`,
+      `CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nVia: 1.1 http-proxy (x)\r\n\r\n`,
+    ]
+  ) {
+    const res = await rawExchange(proxy.port, req);
+    assert.match(
+      res,
+      /^HTTP\/1\.1 508 Loop Detected\r\n[\s\S]*loop detected: the request already passed through http-proxy\n$/,
+    );
+  }
+  assert.equal(origin.accepted, 0);
+  // Another proxy's entry is no loop.
+  const ok = await rawExchange(
+    proxy.port,
+    `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nVia: 1.1 squid\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(ok, /^HTTP\/1\.1 200 OK\r\n/);
+});
+
+Deno.test("TRACE is refused with 405 unless --allow-trace", async () => {
+  await using origin = startHttpOrigin(() => new Response("traced"));
+  await using proxy = startProxy();
+  const res = await rawExchange(
+    proxy.port,
+    `TRACE http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`,
+    { halfClose: true },
+  );
+  assert.match(
+    res,
+    /^HTTP\/1\.1 405 Method Not Allowed\r\n[\s\S]*TRACE is refused \(see --allow-trace\)\n$/,
+  );
+  await using open = startProxy({ allowTrace: true });
+  const heads: string[] = [];
+  await using echo = startOrigin(async (c) => {
+    heads.push((await c.readHead())!);
+    await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+  });
+  const relayed = await rawExchange(
+    open.port,
+    `TRACE http://127.0.0.1:${echo.port}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 5\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(relayed, /\r\n\r\nok$/);
+  assert.match(heads[0]!, /\r\nMax-Forwards: 4\r\n/);
+});
+
+Deno.test("OPTIONS and TRACE with Max-Forwards: 0 are answered by the proxy, not forwarded", async () => {
+  await using origin = startOrigin(async () => {});
+  await using proxy = startProxy({ allowTrace: true });
+  const options = await rawExchange(
+    proxy.port,
+    `OPTIONS http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\nConnection: close\r\n\r\n`,
+  );
+  assert.equal(
+    options,
+    "HTTP/1.1 200 OK\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT, TRACE\r\n" +
+      "Content-Length: 0\r\nConnection: close\r\n\r\n",
+  );
+  const trace = await rawExchange(
+    proxy.port,
+    `TRACE http://127.0.0.1:${origin.port}/t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n` +
+      `Proxy-Authorization: Basic c2VjcmV0\r\nCookie: s=1\r\nX-Seen: yes\r\nConnection: close\r\n\r\n`,
+  );
+  const echoed =
+    `TRACE http://127.0.0.1:${origin.port}/t HTTP/1.1\r\nHost: x\r\nMax-Forwards: 0\r\n` +
+    `X-Seen: yes\r\nConnection: close\r\n\r\n`;
+  assert.equal(
+    trace,
+    `HTTP/1.1 200 OK\r\nContent-Type: message/http\r\nContent-Length: ${echoed.length}\r\n` +
+      `Connection: close\r\n\r\n${echoed}`,
+  );
+  assert.equal(origin.accepted, 0);
+  const bad = await rawExchange(
+    proxy.port,
+    `OPTIONS http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: -1\r\n\r\n`,
+  );
+  assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*malformed Max-Forwards "-1"\n$/);
+});
