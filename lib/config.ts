@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import { type Cidr, parseCidr } from "./ip.ts";
 import type { LogFormat } from "./log.ts";
+import { type DestRule, parseDestRule } from "./policy.ts";
 import type { PortRule } from "./policy.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
@@ -59,6 +60,12 @@ export interface Config {
   open: boolean;
   /** Relay TRACE (refused with 405 otherwise). @default false */
   allowTrace: boolean;
+  /** Destinations never reached. @default [] */
+  denyDest: DestRule[];
+  /** When any, the only destinations reached (besides what the defaults deny). @default [] */
+  allowDest: DestRule[];
+  /** Deny private, loopback, CGNAT and unspecified addresses as destinations. @default false */
+  blockPrivate: boolean;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -80,6 +87,9 @@ export const DEFAULTS: Config = {
   allow: [],
   open: false,
   allowTrace: false,
+  denyDest: [],
+  allowDest: [],
+  blockPrivate: false,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -114,6 +124,9 @@ const FLAGS = {
   allow: { type: "string", multiple: true },
   open: { type: "boolean" },
   "allow-trace": { type: "boolean" },
+  "deny-dest": { type: "string", multiple: true },
+  "allow-dest": { type: "string", multiple: true },
+  "block-private": { type: "boolean" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -130,6 +143,14 @@ Flags (defaults in brackets):
                                                                     [loopback only]
   --open                   serve every client (an open proxy: only on a trusted network)
   --allow-trace            relay TRACE requests                     [refused: 405]
+  --deny-dest RULE         never reach RULE, repeatable: example.com, *.example.com,
+                           10.0.0.0/8, [fd00::]/8, any of them with :PORT, or :PORT alone
+  --allow-dest RULE        reach only these (same forms); a range here also lifts the
+                           defaults below for itself
+  --block-private          deny private, loopback, CGNAT, link-local and unspecified
+                           addresses as destinations (checked after DNS)       [off]
+                           (link-local and cloud metadata are denied unless an
+                           --allow-dest range names them)
   --listen ADDR            address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081,
                            port 0 picks a free port                 [127.0.0.1:8081]
   --connect-ports LIST     ports CONNECT may reach: 443,8443 or any [443]
@@ -332,9 +353,24 @@ export function parseCommand(args: string[]): Command {
     }),
     open: values.open ?? false,
     allowTrace: values["allow-trace"] ?? false,
+    denyDest: destRules("deny-dest", values["deny-dest"]),
+    allowDest: destRules("allow-dest", values["allow-dest"]),
+    blockPrivate: values["block-private"] ?? false,
   };
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };
+}
+
+function destRules(flag: string, texts: string[] | undefined): DestRule[] {
+  return (texts ?? []).map((text) => {
+    const rule = parseDestRule(text);
+    if (!rule) {
+      throw new UsageError(
+        `--${flag}: bad rule "${text}", expected a host, *.suffix, CIDR or :PORT ${HINT}`,
+      );
+    }
+    return rule;
+  });
 }
 
 function duration(values: Record<string, unknown>, flag: string, fallback: number): number {

@@ -1,12 +1,16 @@
 /**
- * Upstream dialing with a connect timeout. The connect function is swappable so tests can
- * inject one that hangs or fails like DNS does; failures become 502 or 504 ProxyErrors with a
- * Proxy-Status kind. It returns an open connection and never closes one it handed out.
+ * Upstream dialing: resolve the name, let the destination policy check every address, connect
+ * to one, all within the connect timeout. Resolve and connect are swappable so tests inject
+ * ones that hang or fail (no test looks a name up in DNS); failures become 502 or 504
+ * ProxyErrors with a Proxy-Status kind. It returns an open connection and never closes one it
+ * handed out.
  *
  * @module
  */
 
+import { lookup } from "node:dns/promises";
 import { BadGateway, GatewayTimeout } from "./errors.ts";
+import { parseIp } from "./ip.ts";
 
 /** Deno.connect's TCP shape: what the proxy needs to open an upstream connection. */
 export type ConnectFn = (options: Deno.ConnectOptions & { signal?: AbortSignal }) => Promise<
@@ -19,9 +23,16 @@ export interface DialOptions {
   timeoutMs?: number;
   /** Aborts the dial (e.g. shutdown or the client leaving). */
   signal?: AbortSignal;
-  /** How to connect. @default Deno.connect */
+  /** How to connect (given an IP address). @default Deno.connect */
   connect?: ConnectFn;
+  /** How to resolve a host name to addresses. @default systemResolve */
+  resolve?: ResolveFn;
+  /** Vetoes an address before anything is sent to it, by throwing (a 403). */
+  check?: (address: string) => void;
 }
+
+/** Resolves a host name to IP addresses (an IP literal to itself). */
+export type ResolveFn = (hostname: string) => Promise<string[]>;
 
 /** Formats host and port as an authority, bracketing IPv6. */
 export function hostPort(hostname: string, port: number): string {
@@ -42,14 +53,30 @@ export function closeQuietly(conn: { close(): void } | undefined): void {
 }
 
 /**
- * Opens a TCP connection to `hostname:port`.
+ * Resolves a host name the way the system does (getaddrinfo: /etc/hosts first), so the
+ * addresses a policy checks are the ones dialed, and a name cannot resolve one way for the
+ * check and another way for the connect (DNS rebinding).
+ *
+ * @param hostname A name (an IP literal comes back as itself).
+ * @returns Its addresses, in the system's order.
+ */
+export async function systemResolve(hostname: string): Promise<string[]> {
+  if (parseIp(hostname)) return [hostname];
+  const found = await lookup(hostname, { all: true, verbatim: true });
+  return found.map((a) => a.address);
+}
+
+/**
+ * Opens a TCP connection to `hostname:port`: resolves it, lets `check` veto each address, then
+ * connects to the first address that answers.
  *
  * @param hostname Name or IP address (IPv6 without brackets).
  * @param port TCP port.
- * @param options Timeout, abort signal and connect function.
+ * @param options Timeout, abort signal, resolve, check and connect functions.
  * @returns The connection.
  * @throws {GatewayTimeout} when the timeout passes first.
  * @throws {BadGateway} when DNS fails, the connection is refused, or any other connect error.
+ * @throws whatever `check` throws (a 403), before any packet goes to that address.
  */
 export async function dial(
   hostname: string,
@@ -58,43 +85,64 @@ export async function dial(
 ): Promise<Deno.TcpConn> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const connect = options.connect ?? Deno.connect;
+  const resolve = options.resolve ?? systemResolve;
   const timeout = AbortSignal.timeout(timeoutMs);
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   const target = hostPort(hostname, port);
+  const timedOut = (err?: unknown) =>
+    new GatewayTimeout(`Cannot connect to upstream "${target}": timed out after ${timeoutMs} ms`, {
+      kind: "connection_timeout",
+      cause: err,
+    });
+
+  const aborted = (err: unknown) =>
+    new BadGateway(`Cannot connect to upstream "${target}": aborted`, {
+      kind: "proxy_internal_error",
+      cause: err,
+    });
+
+  let addresses: string[];
   try {
-    return await connect({ hostname, port, transport: "tcp", signal });
+    const { promise: gaveUp, reject } = Promise.withResolvers<never>();
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      addresses = await Promise.race([resolve(hostname), gaveUp]);
+    } finally {
+      signal.removeEventListener("abort", onAbort);
+    }
+    if (addresses.length === 0) throw new Error("no addresses");
   } catch (err) {
-    // Classify by which signal fired, not only by error class: an abort rejects with the
-    // signal's reason, and a DNS failure is a plain Error (STYLE.md, Deno 2.9.6).
-    if (timeout.aborted) {
-      throw new GatewayTimeout(
-        `Cannot connect to upstream "${target}": timed out after ${timeoutMs} ms`,
-        { kind: "connection_timeout", cause: err },
-      );
+    if (timeout.aborted) throw timedOut(err);
+    if (options.signal?.aborted) throw aborted(err);
+    throw new BadGateway(`DNS lookup failed: ${hostname}`, { kind: "dns_error", cause: err });
+  }
+  for (const address of addresses) options.check?.(address);
+
+  let last: unknown;
+  for (const address of addresses) {
+    try {
+      signal.throwIfAborted();
+      return await connect({ hostname: address, port, transport: "tcp", signal });
+    } catch (err) {
+      last = err;
+      if (signal.aborted) break;
     }
-    if (options.signal?.aborted) {
-      throw new BadGateway(`Cannot connect to upstream "${target}": aborted`, {
-        kind: "proxy_internal_error",
-        cause: err,
-      });
-    }
-    if (err instanceof Deno.errors.ConnectionRefused) {
-      throw new BadGateway(`Cannot connect to upstream "${target}": connection refused`, {
-        kind: "connection_refused",
-        cause: err,
-      });
-    }
-    const message = err instanceof Error ? err.message : String(err);
-    if (
-      !(err instanceof Deno.errors.ConnectionReset ||
-        err instanceof Deno.errors.PermissionDenied) &&
-      /lookup|resolve|name or service|nodename|no address|dns/i.test(message)
-    ) {
-      throw new BadGateway(`DNS lookup failed: ${hostname}`, { kind: "dns_error", cause: err });
-    }
-    throw new BadGateway(`Cannot connect to upstream "${target}": ${message}`, {
-      kind: "destination_unavailable",
+  }
+  const err = last;
+  // Classify by which signal fired, not only by error class: an abort rejects with the
+  // signal's reason (STYLE.md, Deno 2.9.6).
+  if (timeout.aborted) throw timedOut(err);
+  if (options.signal?.aborted) throw aborted(err);
+  if (err instanceof Deno.errors.ConnectionRefused) {
+    throw new BadGateway(`Cannot connect to upstream "${target}": connection refused`, {
+      kind: "connection_refused",
       cause: err,
     });
   }
+  const message = err instanceof Error ? err.message : String(err);
+  throw new BadGateway(`Cannot connect to upstream "${target}": ${message}`, {
+    kind: "destination_unavailable",
+    cause: err,
+  });
 }

@@ -9,7 +9,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { closeQuietly, type ConnectFn, dial } from "./dial.ts";
+import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
 import {
   BodyError,
@@ -37,7 +37,7 @@ import {
   type ResponseHead,
 } from "./http1/parse.ts";
 import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
-import { checkLoop, maxForwards } from "./policy.ts";
+import { checkDestination, checkLoop, maxForwards, normalizeHost } from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** What an exchange needs from the connection that carries it. */
@@ -70,6 +70,8 @@ export interface ExchangeContext {
   logger: Logger;
   /** How upstream connections are opened. @default Deno.connect */
   connect?: ConnectFn;
+  /** How host names are resolved. @default systemResolve */
+  resolve?: ResolveFn;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
@@ -104,7 +106,7 @@ export function clientWantsKeepAlive(head: RequestHead): boolean {
  *
  * @param ex The exchange; `upstream`, `connectMs` and the upstream address are set.
  * @param ctx Settings, logger and connect function.
- * @param hostname Target host.
+ * @param hostname Target host, normalised (see normalizeHost).
  * @param port Target port.
  * @param retry Whether this replaces a reused connection that turned out closed.
  * @returns The connection.
@@ -118,7 +120,9 @@ export async function openUpstream(
 ): Promise<Deno.TcpConn> {
   const conn = await dial(hostname, port, {
     timeoutMs: ctx.config.connectTimeoutMs,
+    check: (address) => checkDestination(ctx.config, hostname, address, port),
     ...(ctx.connect ? { connect: ctx.connect } : {}),
+    ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
   });
   ex.upstream = conn;
   try {
@@ -226,10 +230,13 @@ export async function forward(
   if (!ctx.pool) fields.push(["Connection", "close"]);
   const requestHead = encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields);
 
-  const key = `${target.hostname.toLowerCase()}:${target.port}`;
+  // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
+  const host = normalizeHost(target.hostname);
+  checkDestination(config, host, undefined, target.port);
+  const key = `${host}:${target.port}`;
   // Only a request without a body can be sent again: its bytes are all in requestHead.
   const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
-  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, target.hostname, target.port, key);
+  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, target.port, key);
   let upstreamBroke = false;
   let response: ResponseHead;
   // A small body that already arrived with the head goes up in the same write. (Not with
@@ -261,7 +268,7 @@ export async function forward(
       if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
-      up = await fresh(ex, ctx, target.hostname, target.port, key, true);
+      up = await fresh(ex, ctx, host, target.port, key, true);
     }
   }
   let rframing: Framing;

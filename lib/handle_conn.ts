@@ -28,7 +28,13 @@ import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
 import { Deadline } from "./deadline.ts";
-import { checkClient, checkConnectPort, checkLoop } from "./policy.ts";
+import {
+  checkClient,
+  checkConnectPort,
+  checkDestination,
+  checkLoop,
+  normalizeHost,
+} from "./policy.ts";
 import { HeldUpstream } from "./pool.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -229,7 +235,9 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   ex.record.target = hostPort(target.hostname, target.port);
   checkLoop(head.fields);
   checkConnectPort(target.port, ctx.config.connectPorts);
-  const upstream = await openUpstream(ex, ctx, target.hostname, target.port);
+  const host = normalizeHost(target.hostname);
+  checkDestination(ctx.config, host, undefined, target.port);
+  const upstream = await openUpstream(ex, ctx, host, target.port);
   ex.record.status = 200;
   ex.record.reason = "Connection established";
   ex.responseStarted = true;

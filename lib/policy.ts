@@ -1,5 +1,5 @@
 /**
- * Policy: which clients are served and which CONNECT ports are allowed. Pure checks that throw
+ * Policy: which clients are served, which destinations and CONNECT ports may be reached. Pure checks that throw
  * a 403 naming the rule; the caller decides when to ask (a client before a byte of its request
  * is read, a target before dialing, so no denied request reaches an upstream).
  *
@@ -9,7 +9,7 @@
 import { Forbidden, ProxyError } from "./errors.ts";
 import { listValues, VIA_NAME } from "./http1/headers.ts";
 import type { Field } from "./http1/parse.ts";
-import { type Cidr, inRange, LOOPBACK, parseIp } from "./ip.ts";
+import { type Cidr, inRange, type Ip, LOOPBACK, parseCidr, parseIp } from "./ip.ts";
 
 /**
  * Checks a client address against `--allow` / `--open` (default: loopback only).
@@ -85,4 +85,142 @@ export function maxForwards(fields: readonly Field[]): number | undefined {
     throw new SyntaxError(`malformed Max-Forwards "${values.join(", ")}"`);
   }
   return Number(values[0]);
+}
+
+/** One `--deny-dest` / `--allow-dest` entry. */
+export interface DestRule {
+  /** The entry as written, for messages. */
+  text: string;
+  /** A host name (exact), a `*.suffix`, an address range, or any host. */
+  kind: "name" | "suffix" | "range" | "any";
+  /** Lower-case name or suffix (without `*.`) for name and suffix rules. */
+  name?: string;
+  /** The range for range rules. */
+  range?: Cidr;
+  /** The port the rule is limited to, if any. */
+  port?: number;
+}
+
+/**
+ * Parses a destination rule: `example.com`, `*.example.com` (the name and every name under
+ * it), `10.0.0.0/8`, `192.0.2.7`, `[fd00::]/8`, each optionally with `:PORT`, or `:PORT` alone.
+ *
+ * @param text The entry.
+ * @returns The rule, or undefined when malformed.
+ */
+export function parseDestRule(text: string): DestRule | undefined {
+  let body = text.trim();
+  let port: number | undefined;
+  const m = /^(.*?)(?::(\d{1,5}))?$/.exec(body)!;
+  // A trailing :N is a port unless what precedes it is a bare IPv6 address or range.
+  if (
+    m[2] !== undefined &&
+    (m[1] === "" || !m[1]!.includes(":") || m[1]!.endsWith("]") || /\]\/\d+$/.test(m[1]!))
+  ) {
+    port = Number(m[2]);
+    if (port < 1 || port > 65535) return undefined;
+    body = m[1]!;
+  }
+  const withPort = (rule: DestRule): DestRule => (port === undefined ? rule : { ...rule, port });
+  if (body === "") return port === undefined ? undefined : withPort({ text, kind: "any" });
+  const range = parseCidr(body.replace(/^\[([^\]]+)\]/, "$1"));
+  if (range) return withPort({ text, kind: "range", range });
+  const name = normalizeHost(body.startsWith("*.") ? body.slice(2) : body);
+  if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(name)) {
+    return undefined;
+  }
+  return withPort({ text, kind: body.startsWith("*.") ? "suffix" : "name", name });
+}
+
+/**
+ * Lower-cases a host name and drops one trailing dot, so `EXAMPLE.com.` and `example.com` are
+ * one destination to every rule (and to the resolver).
+ *
+ * @param host The host as sent.
+ * @returns The normalised name.
+ */
+export function normalizeHost(host: string): string {
+  const lower = host.toLowerCase();
+  return lower.endsWith(".") ? lower.slice(0, -1) : lower;
+}
+
+/** Address ranges denied by default: link-local, which holds the cloud metadata services. */
+const LINK_LOCAL = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"].map((t) => parseCidr(t)!);
+
+/** The `--block-private` preset (IPv4-mapped IPv6 forms are caught by normalisation). */
+const PRIVATE = [
+  "10.0.0.0/8",
+  "172.16.0.0/12",
+  "192.168.0.0/16",
+  "127.0.0.0/8",
+  "::1/128",
+  "169.254.0.0/16",
+  "fe80::/10",
+  "fc00::/7",
+  "100.64.0.0/10",
+  "0.0.0.0/8",
+  "::/128",
+].map((t) => parseCidr(t)!);
+
+function matches(rule: DestRule, host: string, ip: Ip | undefined, port: number): boolean {
+  if (rule.port !== undefined && rule.port !== port) return false;
+  switch (rule.kind) {
+    case "any":
+      return true;
+    case "name":
+      return host === rule.name;
+    case "suffix":
+      return host === rule.name || host.endsWith("." + rule.name);
+    case "range":
+      return ip !== undefined && inRange(rule.range!, ip);
+  }
+}
+
+/** Destination rules as configured. */
+export interface DestConfig {
+  /** `--deny-dest` entries. */
+  denyDest: readonly DestRule[];
+  /** `--allow-dest` entries (when any, only these are reachable). */
+  allowDest: readonly DestRule[];
+  /** `--block-private`. */
+  blockPrivate: boolean;
+}
+
+/**
+ * Checks a destination before anything is sent to it. The order: an explicit `--deny-dest`
+ * match denies; else an explicit `--allow-dest` match allows (it can open a hole in the
+ * defaults and the preset); else link-local and metadata addresses are denied, and with
+ * `--block-private` the private ranges; else, when `--allow-dest` lists anything, the rest is
+ * denied.
+ *
+ * @param rules The configured rules.
+ * @param host The requested host (normalised).
+ * @param address The address about to be dialed, or undefined for the check before DNS.
+ * @param port The port.
+ * @throws {Forbidden} naming the rule.
+ */
+export function checkDestination(
+  rules: DestConfig,
+  host: string,
+  address: string | undefined,
+  port: number,
+): void {
+  const ip = address === undefined ? parseIp(host) : parseIp(address);
+  const shown = address === undefined || address === host ? host : `${host} (${address})`;
+  const deny = (why: string) => {
+    throw new Forbidden(`destination ${shown} is denied ${why}`);
+  };
+  const denied = rules.denyDest.find((r) => matches(r, host, ip, port));
+  if (denied) deny(`by --deny-dest ${denied.text}`);
+  // Before DNS only names and ports can be judged; the addresses are checked once known.
+  if (address === undefined && ip === undefined) return;
+  const allowed = rules.allowDest.find((r) => matches(r, host, ip, port));
+  // Only an address range may open a hole in the defaults: a name is whatever its DNS says.
+  if (allowed?.kind === "range") return;
+  if (ip && LINK_LOCAL.some((r) => inRange(r, ip))) {
+    deny("(link-local and cloud metadata addresses are denied by default)");
+  }
+  const preset = rules.blockPrivate && ip ? PRIVATE.find((r) => inRange(r, ip)) : undefined;
+  if (preset) deny(`by --block-private (${preset.text})`);
+  if (rules.allowDest.length > 0 && !allowed) deny("(not in --allow-dest)");
 }

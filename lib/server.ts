@@ -7,7 +7,7 @@
  */
 
 import type { Config } from "./config.ts";
-import { closeQuietly, type ConnectFn, hostPort } from "./dial.ts";
+import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
 import { UpstreamPool } from "./pool.ts";
@@ -67,6 +67,8 @@ export interface ServerOptions {
   logger: Logger;
   /** How upstream connections are opened. @default Deno.connect */
   connect?: ConnectFn;
+  /** How host names are resolved. @default systemResolve */
+  resolve?: ResolveFn;
   /**
    * Exchange ids `first`, `first + step`, …: with N workers, worker k uses first k+1 and step N,
    * so ids stay unique across the process. @default { first: 1, step: 1 }
@@ -148,6 +150,7 @@ export class ProxyServer {
         nextId: this.#nextId,
         ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
+        ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {

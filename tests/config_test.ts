@@ -93,3 +93,35 @@ Deno.test("parseDuration() and parseSize() know their units", () => {
   assert.equal(parseSize("x", "64k"), 65536);
   assert.equal(parseSize("x", "1MiB"), 1 << 20);
 });
+
+Deno.test("destination rules parse every documented form and reject the rest", () => {
+  const c = run([
+    "--deny-dest",
+    "example.com",
+    "--deny-dest",
+    "*.Example.ORG.",
+    "--deny-dest",
+    "10.0.0.0/8:25",
+    "--deny-dest",
+    ":25",
+    "--allow-dest",
+    "[fd00::]/8:443",
+    "--allow-dest",
+    "fd00::1",
+    "--block-private",
+  ]);
+  assert.deepEqual(c.denyDest.map((r) => [r.kind, r.name ?? r.range?.text, r.port]), [
+    ["name", "example.com", undefined],
+    ["suffix", "example.org", undefined],
+    ["range", "10.0.0.0/8", 25],
+    ["any", undefined, 25],
+  ]);
+  assert.deepEqual(c.allowDest.map((r) => [r.kind, r.range?.prefix, r.port]), [
+    ["range", 8, 443],
+    ["range", 128, undefined],
+  ]);
+  assert.equal(c.blockPrivate, true);
+  for (const bad of ["", "bad_name", "10.0.0.0/99", ":0", ":70000", "exa mple.com", "*."]) {
+    assert.throws(() => parseCommand(["--deny-dest", bad]), /--deny-dest: bad rule/, bad);
+  }
+});

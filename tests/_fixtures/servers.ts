@@ -7,7 +7,7 @@
 
 import { AssertionError } from "node:assert/strict";
 import { type Config, DEFAULTS } from "../../lib/config.ts";
-import type { ConnectFn } from "../../lib/dial.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
 import { BufferedReader } from "../../lib/http1/head.ts";
 import { createLogger, type LogFormat } from "../../lib/log.ts";
 import { ProxyServer } from "../../lib/server.ts";
@@ -36,7 +36,12 @@ export interface ProxyFixture extends AsyncDisposable {
  */
 export function startProxy(
   overrides: Partial<Config> = {},
-  options: { format?: LogFormat; connect?: ConnectFn; allowDiag?: boolean } = {},
+  options: {
+    format?: LogFormat;
+    connect?: ConnectFn;
+    resolve?: ResolveFn;
+    allowDiag?: boolean;
+  } = {},
 ): ProxyFixture {
   const config: Config = {
     ...DEFAULTS,
@@ -60,6 +65,7 @@ export function startProxy(
     config,
     logger,
     ...(options.connect ? { connect: options.connect } : {}),
+    ...(options.resolve ? { resolve: options.resolve } : {}),
   });
   const port = listener.addr.port;
   return {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ConnectFn } from "../../lib/dial.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
 import {
   answerOnce,
   getRequest,
@@ -210,9 +210,9 @@ Deno.test("dial failures: refused → 502, DNS → 502, connect timeout → 504"
     );
   });
   await t.step("DNS (injected: no name lookups leave this machine)", async () => {
-    const dnsFailure: ConnectFn = () =>
-      Promise.reject(new Error("failed to lookup address information: Name or service not known"));
-    await using proxy = startProxy({}, { connect: dnsFailure });
+    const notFound: ResolveFn = () =>
+      Promise.reject(Object.assign(new Error("getaddrinfo ENOTFOUND"), { code: "ENOTFOUND" }));
+    await using proxy = startProxy({}, { resolve: notFound });
     const res = await rawExchange(
       proxy.port,
       "GET http://nosuchhost.invalid/ HTTP/1.1\r\nHost: x\r\n\r\n",

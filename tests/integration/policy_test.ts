@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { parseCidr } from "../../lib/ip.ts";
+import type { ConnectFn } from "../../lib/dial.ts";
+import { isLoopback, parseCidr } from "../../lib/ip.ts";
+import { parseDestRule } from "../../lib/policy.ts";
 import { rawExchange, startHttpOrigin, startOrigin, startProxy } from "../_fixtures/servers.ts";
 
 Deno.test("a client outside --allow gets 403 before any of its request is read, and nothing is dialed", async () => {
@@ -137,4 +139,149 @@ Deno.test("OPTIONS and TRACE with Max-Forwards: 0 are answered by the proxy, not
     `OPTIONS http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nMax-Forwards: -1\r\n\r\n`,
   );
   assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*malformed Max-Forwards "-1"\n$/);
+});
+
+/** A connect that only ever dials loopback: a policy bug can never send a packet elsewhere. */
+const loopbackOnly: ConnectFn = (options) => {
+  if (!isLoopback(options.hostname ?? "")) {
+    return Promise.reject(new Error(`test refused to dial ${options.hostname}`));
+  }
+  return Deno.connect(options);
+};
+
+Deno.test("link-local and cloud metadata destinations are denied by default, before any packet", async () => {
+  await using proxy = startProxy({}, { connect: loopbackOnly });
+  for (const host of ["169.254.169.254", "[::ffff:169.254.169.254]", "[fe80::1]"]) {
+    const res = await rawExchange(
+      proxy.port,
+      `GET http://${host}/latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n`,
+      { halfClose: true },
+    );
+    assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/, host);
+    assert.match(res, /\(link-local and cloud metadata addresses are denied by default\)\n$/, host);
+  }
+  const tunnel = await rawExchange(proxy.port, "CONNECT 169.254.169.254:443 HTTP/1.1\r\n\r\n", {
+    halfClose: true,
+  });
+  assert.match(tunnel, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*denied by default\)\n$/);
+  assert.equal(proxy.lines.filter((l) => l.includes(" -> ")).length, 0);
+});
+
+Deno.test("--block-private denies loopback however it is spelled: decimal, octal, hex, mapped, trailing dot, case", async (t) => {
+  await using origin = startHttpOrigin(() => new Response("reached"));
+  await using proxy = startProxy({ blockPrivate: true }, { connect: loopbackOnly });
+  const spellings = [
+    "127.0.0.1",
+    "2130706433",
+    "0177.0.0.1",
+    "0x7f.1",
+    "[::ffff:127.0.0.1]",
+    "[::1]",
+    "localhost",
+    "LOCALHOST.",
+  ];
+  for (const host of spellings) {
+    await t.step(host, async () => {
+      const res = await rawExchange(
+        proxy.port,
+        `GET http://${host}:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`,
+        { halfClose: true },
+      );
+      assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/);
+      assert.match(res, /is denied by --block-private \((127\.0\.0\.0\/8|::1\/128)\)\n$/);
+      assert.doesNotMatch(res, /reached/);
+    });
+  }
+  const tunnel = await rawExchange(
+    proxy.port,
+    `CONNECT localhost:${origin.port} HTTP/1.1\r\n\r\n`,
+    { halfClose: true },
+  );
+  assert.match(
+    tunnel,
+    /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*destination localhost \(127\.0\.0\.1\) is denied by --block-private/,
+  );
+});
+
+Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", async (t) => {
+  await using origin = startHttpOrigin(() => new Response("reached"));
+  const port = origin.port;
+  const rule = (text: string) => parseDestRule(text)!;
+  const get = (host: string) =>
+    `GET http://${host}:${port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  const cases: [string, Parameters<typeof startProxy>[0], string, RegExp][] = [
+    [
+      "deny by name, before DNS",
+      { denyDest: [rule("localhost")] },
+      "localhost",
+      /destination localhost is denied by --deny-dest localhost/,
+    ],
+    [
+      "deny by suffix",
+      { denyDest: [rule("*.localhost")] },
+      "localhost",
+      /denied by --deny-dest \*\.localhost/,
+    ],
+    [
+      "deny by range, after DNS",
+      { denyDest: [rule("127.0.0.0/8")] },
+      "localhost",
+      /destination localhost \(127\.0\.0\.1\) is denied by --deny-dest 127\.0\.0\.0\/8/,
+    ],
+    [
+      "deny a port",
+      { denyDest: [rule(`:${port}`)] },
+      "127.0.0.1",
+      new RegExp(`denied by --deny-dest :${port}`),
+    ],
+    [
+      "deny a host on a port",
+      { denyDest: [rule(`127.0.0.1:${port}`)] },
+      "127.0.0.1",
+      /denied by --deny-dest 127\.0\.0\.1:/,
+    ],
+    [
+      "allow-dest leaves the rest out",
+      { allowDest: [rule("10.0.0.0/8")] },
+      "127.0.0.1",
+      /is denied \(not in --allow-dest\)/,
+    ],
+    [
+      "deny wins over allow",
+      { allowDest: [rule("127.0.0.1")], denyDest: [rule("localhost")] },
+      "localhost",
+      /by --deny-dest localhost/,
+    ],
+    [
+      "an allowed name cannot lift --block-private",
+      { allowDest: [rule("localhost")], blockPrivate: true },
+      "localhost",
+      /by --block-private/,
+    ],
+  ];
+  for (const [name, config, host, re] of cases) {
+    await t.step(name, async () => {
+      await using proxy = startProxy(config, { connect: loopbackOnly });
+      const res = await rawExchange(proxy.port, get(host));
+      assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/);
+      assert.match(res, re);
+    });
+  }
+  const allowed: [string, Parameters<typeof startProxy>[0], string][] = [
+    ["an allowed range lifts --block-private for itself", {
+      allowDest: [rule("127.0.0.1")],
+      blockPrivate: true,
+    }, "localhost"],
+    ["an allowed name passes the allow list", { allowDest: [rule("localhost")] }, "localhost"],
+    ["a port rule for another port", { denyDest: [rule(":1")] }, "127.0.0.1"],
+  ];
+  for (const [name, config, host] of allowed) {
+    await t.step(name, async () => {
+      await using proxy = startProxy(config, { connect: loopbackOnly });
+      assert.match(
+        await rawExchange(proxy.port, get(host)),
+        /^HTTP\/1\.1 200 OK\r\n[\s\S]*reached$/,
+      );
+    });
+  }
 });
