@@ -99,7 +99,7 @@ export async function tunnel(
   const relay = async (from: Deno.Conn, to: Deno.TcpConn, count: (n: number) => void) => {
     try {
       await readableOf(from, count).pipeTo(writableOf(to), { preventClose: true });
-      to.closeWrite();
+      await to.closeWrite();
     } catch (err) {
       fail(err);
     }
