@@ -7,6 +7,7 @@
  * @module
  */
 
+import { hashLine, loadAuth } from "./lib/auth.ts";
 import { type Config, HELP, parseCommand, UsageError, VERSION } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
 import { isLoopback } from "./lib/ip.ts";
@@ -21,6 +22,7 @@ import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/wo
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
+  if (args[0] === "hash-password") return await hashPassword(args.slice(1));
   let config: Config;
   try {
     const command = parseCommand(args);
@@ -45,13 +47,27 @@ export async function main(args: string[]): Promise<number> {
 
   // An address others can reach, with nobody named as allowed, would be an open proxy.
   const exposed = config.listen.find((a) => !isLoopback(a.hostname) && a.hostname !== "localhost");
-  if (exposed && config.allow.length === 0 && !config.open) {
+  const authed = config.auth.length > 0 || config.authFile !== undefined;
+  if (exposed && config.allow.length === 0 && !config.open && !authed) {
     return fail(
       `--listen ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
-        `serves anyone who reaches it; name its clients with --allow CIDR, or pass --open`,
+        `serves anyone who reaches it; name its clients with --allow CIDR, require --auth, ` +
+        `or pass --open`,
       2,
     );
   }
+  if (
+    config.authFile !== undefined &&
+    Deno.permissions.querySync({ name: "read", path: config.authFile }).state !== "granted"
+  ) {
+    return fail(
+      `--auth-file: no permission to read "${config.authFile}"; run with ` +
+        `--allow-read=${config.authFile}`,
+      2,
+    );
+  }
+  const auth = await loadAuth(config);
+  if (typeof auth === "string") return fail(auth, 2);
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
   // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
   // throwing, so ask first: the unstable net APIs exist only with the flag.
@@ -98,7 +114,12 @@ export async function main(args: string[]): Promise<number> {
     if (!(err instanceof ListenError)) throw err;
     return fail(err.message, 1);
   }
-  const server = new ProxyServer(listeners, { config, logger, ids: { first: 1, step: workers } });
+  const server = new ProxyServer(listeners, {
+    config,
+    logger,
+    ids: { first: 1, step: workers },
+    ...(auth ? { auth } : {}),
+  });
   const bound = server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
   let others: WorkerHandle[] = [];
   try {
@@ -135,6 +156,26 @@ export async function main(args: string[]): Promise<number> {
   ]);
   logger.info("stopped");
   log.close();
+  return 0;
+}
+
+/**
+ * `http-proxy hash-password USER`: reads a password on stdin (one line), prints the
+ * `--auth-file` line for it.
+ */
+async function hashPassword(args: string[]): Promise<number> {
+  const user = args[0];
+  if (args.length !== 1 || !user || !/^[^:\s]+$/.test(user)) {
+    printLine("http-proxy: usage: http-proxy hash-password USER < password-file", "stderr");
+    return 2;
+  }
+  const input = await new Response(Deno.stdin.readable).text();
+  const password = input.replace(/\r?\n$/, "");
+  if (password === "" || password.includes("\n")) {
+    printLine("http-proxy: hash-password: give one non-empty password line on stdin", "stderr");
+    return 2;
+  }
+  printLine(await hashLine(user, password));
   return 0;
 }
 

@@ -66,6 +66,10 @@ export interface Config {
   allowDest: DestRule[];
   /** Deny private, loopback, CGNAT and unspecified addresses as destinations. @default false */
   blockPrivate: boolean;
+  /** `user:password` pairs clients must present (Basic proxy auth). @default [] */
+  auth: string[];
+  /** A file of `user:pbkdf2-sha256$…` lines, made with `hash-password`. */
+  authFile?: string;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -90,6 +94,7 @@ export const DEFAULTS: Config = {
   denyDest: [],
   allowDest: [],
   blockPrivate: false,
+  auth: [],
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -127,6 +132,8 @@ const FLAGS = {
   "deny-dest": { type: "string", multiple: true },
   "allow-dest": { type: "string", multiple: true },
   "block-private": { type: "boolean" },
+  auth: { type: "string", multiple: true },
+  "auth-file": { type: "string" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
@@ -137,12 +144,17 @@ export const HELP =
   `http-proxy ${VERSION}: a forward HTTP/1.1 proxy with CONNECT tunnels and traffic logs
 
 Usage: http-proxy [flags]
+       http-proxy hash-password USER     (reads the password on stdin, prints an --auth-file line)
 
 Flags (defaults in brackets):
   --allow CIDR             clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3
                                                                     [loopback only]
   --open                   serve every client (an open proxy: only on a trusted network)
   --allow-trace            relay TRACE requests                     [refused: 405]
+  --auth USER:PASSWORD     require Basic proxy credentials, repeatable (visible to ps:
+                           prefer --auth-file)                       [no auth]
+  --auth-file PATH         users as "user:pbkdf2-sha256$…" lines; make one with
+                           http-proxy hash-password USER < password
   --deny-dest RULE         never reach RULE, repeatable: example.com, *.example.com,
                            10.0.0.0/8, [fd00::]/8, any of them with :PORT, or :PORT alone
   --allow-dest RULE        reach only these (same forms); a range here also lifts the
@@ -356,7 +368,10 @@ export function parseCommand(args: string[]): Command {
     denyDest: destRules("deny-dest", values["deny-dest"]),
     allowDest: destRules("allow-dest", values["allow-dest"]),
     blockPrivate: values["block-private"] ?? false,
+    auth: values.auth ?? [],
   };
+  if (values["auth-file"] === "") throw new UsageError(`--auth-file: empty path ${HINT}`);
+  if (values["auth-file"] !== undefined) config.authFile = values["auth-file"];
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };
 }

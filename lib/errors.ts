@@ -45,6 +45,8 @@ export interface ProxyErrorOptions extends ErrorOptions {
   kind?: string;
   /** Close the client connection after answering, even if it could be kept alive. @default false */
   close?: boolean;
+  /** Extra response fields (e.g. Proxy-Authenticate). @default [] */
+  headers?: [string, string][];
 }
 
 /** A failure that ends the exchange with `status`, if nothing was sent yet. */
@@ -55,6 +57,8 @@ export class ProxyError extends Error {
   readonly kind: string;
   /** Whether the client connection must be closed after the answer. */
   readonly close: boolean;
+  /** Extra response fields. */
+  readonly headers: readonly [string, string][];
 
   /**
    * Makes an error that answers `status` with `message` as the one-line body.
@@ -69,6 +73,7 @@ export class ProxyError extends Error {
     this.status = status;
     this.kind = options.kind ?? "proxy_internal_error";
     this.close = options.close ?? false;
+    this.headers = options.headers ?? [];
   }
 }
 

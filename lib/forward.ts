@@ -9,6 +9,7 @@
  */
 
 import type { Config } from "./config.ts";
+import type { Authenticator } from "./auth.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
 import {
@@ -72,6 +73,8 @@ export interface ExchangeContext {
   connect?: ConnectFn;
   /** How host names are resolved. @default systemResolve */
   resolve?: ResolveFn;
+  /** Proxy authentication, when configured. */
+  auth?: Authenticator;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */

@@ -207,6 +207,13 @@ async function exchange(
     ex.record.target = head.target;
     ex.minor = head.minor;
     ex.head = head.method === "HEAD";
+    if (ctx.auth) {
+      // A 407 to a request without a body keeps the connection for the retry with credentials.
+      ex.requestConsumed = !head.fields.some(([n, v]) =>
+        /^transfer-encoding$/i.test(n) || (/^content-length$/i.test(n) && v.trim() !== "0")
+      );
+      ex.record.user = await ctx.auth.check(head.fields);
+    }
     if (head.method === "CONNECT") {
       await connect(ex, ctx, head);
       return false;
@@ -319,6 +326,7 @@ export function errorResponse(
     `Content-Type: text/plain; charset=utf-8\r\n` +
     `Content-Length: ${body.length}\r\n` +
     `Proxy-Status: http-proxy; error=${err.kind}; details="${details}"\r\n` +
+    err.headers.map(([n, v]) => `${n}: ${v}\r\n`).join("") +
     connection + "\r\n";
   const headBytes = encoder.encode(headText);
   if (headRequest) return headBytes;

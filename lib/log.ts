@@ -18,6 +18,8 @@ export interface ExchangeRecord {
   clientIp: string;
   /** Client port. */
   clientPort: number;
+  /** The proxy-authenticated user name, if any. */
+  user?: string;
   /** Method, or "-" when the request line could not be parsed. */
   method: string;
   /** Absolute URL or CONNECT authority as sent, or "-". */
@@ -107,7 +109,8 @@ function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
     ? ` (${ex.upstreamUse})`
     : "";
   const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}${how}`;
-  return `[${clock(at, utc)}] ${ex.method} ${ex.target} from ${ex.clientIp}${to} #${ex.id}`;
+  const who = ex.user === undefined ? ex.clientIp : `${ex.user}@${ex.clientIp}`;
+  return `[${clock(at, utc)}] ${ex.method} ${ex.target} from ${who}${to} #${ex.id}`;
 }
 
 /**
@@ -153,6 +156,7 @@ export function formatJson(ex: ExchangeRecord): string {
     time: new Date(ex.start).toISOString(),
     id: ex.id,
     client: `${bracket(ex.clientIp)}:${ex.clientPort}`,
+    user: ex.user ?? null,
     method: ex.method,
     url: ex.target,
     upstream: ex.upstreamIp === undefined ? null : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,

@@ -12,7 +12,8 @@ import type { Field } from "./http1/parse.ts";
 import { type Cidr, inRange, type Ip, LOOPBACK, parseCidr, parseIp } from "./ip.ts";
 
 /**
- * Checks a client address against `--allow` / `--open` (default: loopback only).
+ * Checks a client address against `--allow` / `--open` (default: loopback only, or anyone
+ * when proxy authentication is on and no `--allow` narrows it).
  *
  * @param address The client IP as the socket reports it.
  * @param rule The allowed ranges and the open flag.
@@ -20,9 +21,11 @@ import { type Cidr, inRange, type Ip, LOOPBACK, parseCidr, parseIp } from "./ip.
  */
 export function checkClient(
   address: string,
-  rule: { allow: readonly Cidr[]; open: boolean },
+  rule: { allow: readonly Cidr[]; open: boolean; auth: readonly string[]; authFile?: string },
 ): void {
-  if (rule.open) return;
+  // With proxy authentication and no --allow, credentials are the gate: any client may try.
+  const authed = rule.auth.length > 0 || rule.authFile !== undefined;
+  if (rule.open || (authed && rule.allow.length === 0)) return;
   const ip = parseIp(address);
   const ranges = rule.allow.length > 0 ? rule.allow : LOOPBACK;
   if (ip && ranges.some((r) => inRange(r, ip))) return;

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
 import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
@@ -69,6 +70,8 @@ export interface ServerOptions {
   connect?: ConnectFn;
   /** How host names are resolved. @default systemResolve */
   resolve?: ResolveFn;
+  /** Proxy authentication, when configured. */
+  auth?: Authenticator;
   /**
    * Exchange ids `first`, `first + step`, …: with N workers, worker k uses first k+1 and step N,
    * so ids stay unique across the process. @default { first: 1, step: 1 }
@@ -151,6 +154,7 @@ export class ProxyServer {
         ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),
+        ...(this.#options.auth ? { auth: this.#options.auth } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {

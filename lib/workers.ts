@@ -8,6 +8,7 @@
  * @module
  */
 
+import { loadAuth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import { openLog } from "./log.ts";
 import { listenAll, ProxyServer } from "./server.ts";
@@ -103,6 +104,8 @@ export function serveWorker(): void {
     const msg = e.data;
     if (msg.kind === "start") {
       try {
+        const auth = await loadAuth(msg.config);
+        if (typeof auth === "string") throw new Error(auth);
         const log = openLog(msg.config);
         closeLog = log.close;
         const listeners = listenAll(msg.config.listen, true);
@@ -110,6 +113,7 @@ export function serveWorker(): void {
           config: msg.config,
           logger: log.logger,
           ids: { first: msg.index + 1, step: msg.count },
+          ...(auth ? { auth } : {}),
         });
         scope.postMessage({ kind: "ready" });
       } catch (err) {

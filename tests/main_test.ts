@@ -117,6 +117,7 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "time",
       "id",
       "client",
+      "user",
       "method",
       "url",
       "upstream",
@@ -238,7 +239,7 @@ Deno.test("listening on a non-loopback address without --allow or --open refuses
   assert.equal(
     res.stderr,
     "http-proxy: --listen 0.0.0.0:0: a proxy on a non-loopback address serves anyone who " +
-      "reaches it; name its clients with --allow CIDR, or pass --open\n",
+      "reaches it; name its clients with --allow CIDR, require --auth, or pass --open\n",
   );
   const v6 = await runCli(["--listen", "[::]:0"]);
   assert.equal(v6.code, 2);

@@ -7,6 +7,7 @@
 
 import { AssertionError } from "node:assert/strict";
 import { type Config, DEFAULTS } from "../../lib/config.ts";
+import type { Authenticator } from "../../lib/auth.ts";
 import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
 import { BufferedReader } from "../../lib/http1/head.ts";
 import { createLogger, type LogFormat } from "../../lib/log.ts";
@@ -40,6 +41,7 @@ export function startProxy(
     format?: LogFormat;
     connect?: ConnectFn;
     resolve?: ResolveFn;
+    auth?: Authenticator;
     allowDiag?: boolean;
   } = {},
 ): ProxyFixture {
@@ -66,6 +68,7 @@ export function startProxy(
     logger,
     ...(options.connect ? { connect: options.connect } : {}),
     ...(options.resolve ? { resolve: options.resolve } : {}),
+    ...(options.auth ? { auth: options.auth } : {}),
   });
   const port = listener.addr.port;
   return {

@@ -1,0 +1,203 @@
+/**
+ * Proxy authentication (RFC 9110 §11.7.1, Basic scheme RFC 7617): the credential store built
+ * from `--auth user:password` and `--auth-file`, the PBKDF2-SHA256 password hashes of that
+ * file (WebCrypto), and the check of a request's Proxy-Authorization. Comparisons take the same
+ * time whatever matches; a credential that verified once is remembered (by a SHA-256 of the
+ * header, not the header), so the slow hash runs once per user, not once per request.
+ *
+ * @module
+ */
+
+import { ProxyError } from "./errors.ts";
+import { listValues } from "./http1/headers.ts";
+import type { Field } from "./http1/parse.ts";
+
+/** PBKDF2 iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256). */
+export const ITERATIONS = 600_000;
+
+/** One user: a plain password (`--auth`) or a PBKDF2 hash (`--auth-file`). */
+export type Credential =
+  | { user: string; kind: "plain"; digest: Bytes }
+  | { user: string; kind: "pbkdf2"; iterations: number; salt: Bytes; hash: Bytes };
+
+const encoder = new TextEncoder();
+
+/** Bytes backed by a plain ArrayBuffer, as WebCrypto wants them. */
+type Bytes = Uint8Array<ArrayBuffer>;
+
+async function sha256(bytes: Bytes): Promise<Bytes> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+async function pbkdf2(password: string, salt: Bytes, iterations: number): Promise<Bytes> {
+  const key = await crypto.subtle.importKey("raw", encoder.encode(password), "PBKDF2", false, [
+    "deriveBits",
+  ]);
+  const bits = await crypto.subtle.deriveBits(
+    { name: "PBKDF2", hash: "SHA-256", salt, iterations },
+    key,
+    256,
+  );
+  return new Uint8Array(bits);
+}
+
+/** Compares two byte strings in time that depends only on their lengths. */
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  let diff = a.length ^ b.length;
+  for (let i = 0; i < Math.max(a.length, b.length); i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
+  return diff === 0;
+}
+
+function b64(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes));
+}
+
+function unb64(text: string): Bytes | undefined {
+  try {
+    return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Makes an `--auth-file` line: `user:pbkdf2-sha256$iterations$salt$hash` (base64 salt and hash).
+ *
+ * @param user The user name (no colon).
+ * @param password The password.
+ * @param iterations PBKDF2 iterations. @default ITERATIONS
+ * @returns The line.
+ */
+export async function hashLine(user: string, password: string, iterations = ITERATIONS) {
+  const salt = crypto.getRandomValues(new Uint8Array(16));
+  const hash = await pbkdf2(password, salt, iterations);
+  return `${user}:pbkdf2-sha256$${iterations}$${b64(salt)}$${b64(hash)}`;
+}
+
+/**
+ * Parses `--auth user:password`.
+ *
+ * @param text The flag value.
+ * @returns The credential, or a one-line reason it is bad.
+ */
+export async function plainCredential(text: string): Promise<Credential | string> {
+  const colon = text.indexOf(":");
+  if (colon <= 0) return `expected user:password, got "${text.slice(0, 40)}"`;
+  const user = text.slice(0, colon);
+  const password = text.slice(colon + 1);
+  if (password === "") return `empty password for user "${user}"`;
+  return { user, kind: "plain", digest: await sha256(encoder.encode(text)) };
+}
+
+/**
+ * Parses the lines of an `--auth-file` (blank lines and `#` comments skipped).
+ *
+ * @param text The file's text.
+ * @returns The credentials, or a one-line reason naming the bad line.
+ */
+export function fileCredentials(text: string): Credential[] | string {
+  const out: Credential[] = [];
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^([^:\s]+):pbkdf2-sha256\$(\d{1,9})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(
+      line,
+    );
+    const salt = m && unb64(m[3]!);
+    const hash = m && unb64(m[4]!);
+    if (!m || !salt || !hash || hash.length !== 32 || Number(m[2]) < 1000) {
+      return `line ${
+        i + 1
+      } is not "user:pbkdf2-sha256$iterations$salt$hash" (make one with hash-password)`;
+    }
+    out.push({ user: m[1]!, kind: "pbkdf2", iterations: Number(m[2]), salt, hash });
+  }
+  return out;
+}
+
+/** Answers a request without valid proxy credentials: 407 with the challenge. */
+function challenge(message: string): ProxyError {
+  return new ProxyError(407, message, {
+    kind: "http_request_denied",
+    headers: [["Proxy-Authenticate", 'Basic realm="http-proxy", charset="UTF-8"']],
+  });
+}
+
+/** The users, and the credentials that already verified. */
+export class Authenticator {
+  #users: Map<string, Credential>;
+  #verified = new Map<string, string>();
+
+  /**
+   * @param credentials Every configured user (a later entry for a user replaces an earlier).
+   */
+  constructor(credentials: readonly Credential[]) {
+    this.#users = new Map(credentials.map((c) => [c.user, c]));
+  }
+
+  /**
+   * Checks a request's Proxy-Authorization.
+   *
+   * @param fields The request fields.
+   * @returns The user name.
+   * @throws {ProxyError} 407 with a Basic challenge when missing or wrong.
+   */
+  async check(fields: readonly Field[]): Promise<string> {
+    const values = fields.filter(([n]) => n.toLowerCase() === "proxy-authorization");
+    if (values.length === 0) throw challenge("proxy authentication required");
+    if (values.length > 1 || listValues(values, "proxy-authorization").length !== 1) {
+      throw challenge("more than one Proxy-Authorization");
+    }
+    const m = /^basic[ \t]+([A-Za-z0-9+/]+=*)[ \t]*$/i.exec(values[0]![1]);
+    if (!m) throw challenge("Proxy-Authorization is not Basic credentials");
+    const raw = unb64(m[1]!);
+    const text = raw ? new TextDecoder("utf-8", { fatal: false }).decode(raw) : undefined;
+    const colon = text?.indexOf(":") ?? -1;
+    if (text === undefined || colon <= 0) throw challenge("malformed Basic credentials");
+    const user = text.slice(0, colon);
+    const password = text.slice(colon + 1);
+    const key = b64(await sha256(encoder.encode(text)));
+    const known = this.#verified.get(key);
+    if (known !== undefined) return known;
+    const cred = this.#users.get(user);
+    const ok = cred !== undefined && password !== "" &&
+      (cred.kind === "plain"
+        ? same(await sha256(encoder.encode(text)), cred.digest)
+        : same(await pbkdf2(password, cred.salt, cred.iterations), cred.hash));
+    if (!ok) throw challenge(`wrong user name or password (user "${user.slice(0, 64)}")`);
+    if (this.#verified.size >= 1024) this.#verified.clear();
+    this.#verified.set(key, user);
+    return user;
+  }
+}
+
+/**
+ * Builds the authenticator a config asks for (`--auth`, `--auth-file`), or none.
+ *
+ * @param config The auth settings.
+ * @returns The authenticator, undefined when no auth is configured, or a one-line error.
+ */
+export async function loadAuth(
+  config: { auth: readonly string[]; authFile?: string },
+): Promise<Authenticator | undefined | string> {
+  const credentials: Credential[] = [];
+  for (const text of config.auth) {
+    const cred = await plainCredential(text);
+    if (typeof cred === "string") return `--auth: ${cred}`;
+    credentials.push(cred);
+  }
+  if (config.authFile !== undefined) {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(config.authFile);
+    } catch (err) {
+      return `--auth-file: cannot read "${config.authFile}": ${(err as Error).message}`;
+    }
+    const found = fileCredentials(text);
+    if (typeof found === "string") return `--auth-file: "${config.authFile}" ${found}`;
+    if (found.length === 0) return `--auth-file: "${config.authFile}" holds no user`;
+    credentials.push(...found);
+  }
+  return credentials.length > 0 ? new Authenticator(credentials) : undefined;
+}
