@@ -70,6 +70,18 @@ export interface Config {
   auth: string[];
   /** A file of `user:pbkdf2-sha256$…` lines, made with `hash-password`. */
   authFile?: string;
+  /** Most client connections in total; 0 means no limit. @default 10000 */
+  maxConnections: number;
+  /** Most client connections from one IP; 0 means no limit. @default 256 */
+  maxConnectionsPerIp: number;
+  /** Requests per second per client IP; 0 means no limit. @default 0 */
+  rate: number;
+  /** Most header fields in a request. @default 100 */
+  maxHeaderFields: number;
+  /** Longest request line, in bytes. @default 8192 */
+  maxRequestLine: number;
+  /** A CONNECT tunnel with no byte either way for this long is closed. @default 900000 */
+  tunnelIdleTimeoutMs: number;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -95,6 +107,12 @@ export const DEFAULTS: Config = {
   allowDest: [],
   blockPrivate: false,
   auth: [],
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 256,
+  rate: 0,
+  maxHeaderFields: 100,
+  maxRequestLine: 8192,
+  tunnelIdleTimeoutMs: 900_000,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -133,6 +151,12 @@ const FLAGS = {
   "allow-dest": { type: "string", multiple: true },
   "block-private": { type: "boolean" },
   auth: { type: "string", multiple: true },
+  "max-connections": { type: "string" },
+  "max-connections-per-ip": { type: "string" },
+  rate: { type: "string" },
+  "max-header-fields": { type: "string" },
+  "max-request-line": { type: "string" },
+  "tunnel-idle-timeout": { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
   help: { type: "boolean", short: "h" },
@@ -172,6 +196,12 @@ Flags (defaults in brackets):
   --connect-timeout DUR    time to open an upstream connection      [10s]
   --response-timeout DUR   time for the upstream's response head    [60s]
   --grace DUR              time in-flight exchanges get at shutdown [5s]
+  --tunnel-idle-timeout DUR  close a CONNECT tunnel idle both ways this long [15m]
+  --max-connections N      client connections in total (503 past it; 0: no limit) [10000]
+  --max-connections-per-ip N  client connections from one IP (503; 0: no limit) [256]
+  --rate N                 requests a second per client IP (429 + Retry-After) [no limit]
+  --max-header-fields N    header fields in a request (431)          [100]
+  --max-request-line SIZE  request line length (414)                 [8KiB]
   --max-idle-per-host N    idle upstream connections kept per host:port for reuse;
                            0 opens a new one for every request      [16]
   --upstream-idle-timeout DUR  how long an idle upstream connection is kept [15s]
@@ -369,7 +399,18 @@ export function parseCommand(args: string[]): Command {
     allowDest: destRules("allow-dest", values["allow-dest"]),
     blockPrivate: values["block-private"] ?? false,
     auth: values.auth ?? [],
+    maxConnections: count(values, "max-connections", DEFAULTS.maxConnections),
+    maxConnectionsPerIp: count(values, "max-connections-per-ip", DEFAULTS.maxConnectionsPerIp),
+    rate: count(values, "rate", DEFAULTS.rate),
+    maxHeaderFields: count(values, "max-header-fields", DEFAULTS.maxHeaderFields),
+    maxRequestLine: values["max-request-line"] === undefined
+      ? DEFAULTS.maxRequestLine
+      : parseSize("max-request-line", values["max-request-line"]),
+    tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
   };
+  if (config.maxHeaderFields === 0) {
+    throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
+  }
   if (values["auth-file"] === "") throw new UsageError(`--auth-file: empty path ${HINT}`);
   if (values["auth-file"] !== undefined) config.authFile = values["auth-file"];
   if (values["log-file"] !== undefined) config.logFile = values["log-file"];
@@ -386,6 +427,11 @@ function destRules(flag: string, texts: string[] | undefined): DestRule[] {
     }
     return rule;
   });
+}
+
+function count(values: Record<string, unknown>, flag: string, fallback: number): number {
+  const text = values[flag];
+  return typeof text === "string" ? parseCount(flag, text) : fallback;
 }
 
 function duration(values: Record<string, unknown>, flag: string, fallback: number): number {

@@ -10,6 +10,7 @@
 
 import type { Config } from "./config.ts";
 import type { Authenticator } from "./auth.ts";
+import type { RateLimiter } from "./limits.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
 import {
@@ -75,6 +76,8 @@ export interface ExchangeContext {
   resolve?: ResolveFn;
   /** Proxy authentication, when configured. */
   auth?: Authenticator;
+  /** The per-client request rate limit, when configured. */
+  rate?: RateLimiter;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */

@@ -44,6 +44,8 @@ export interface ConnState {
   idle: boolean;
   /** Closes the client socket and the current upstream socket (set by handleConn). */
   abort?: () => void;
+  /** Set by the server when the connection is over a limit: answered, then closed. */
+  refusal?: ProxyError;
 }
 
 let lastId = 0;
@@ -83,8 +85,10 @@ export async function handleConn(
     // the socket may already be gone
   }
   try {
-    // The checklist starts with the client: a denied one is answered before a byte is read.
+    // The checklist starts with the client: a denied one (or one too many) is answered before
+    // a byte is read.
     try {
+      if (state.refusal) throw state.refusal;
       checkClient(conn.remoteAddr.hostname, config);
     } catch (err) {
       state.idle = false;
@@ -198,9 +202,18 @@ async function exchange(
   let head: RequestHead | undefined;
   try {
     if (failure) throw failure;
+    ctx.rate?.take(ex.record.clientIp);
+    const lineEnd = bytes!.indexOf(10);
+    if (lineEnd > ctx.config.maxRequestLine) {
+      throw new ProxyError(414, `request line longer than ${ctx.config.maxRequestLine} bytes`, {
+        kind: "http_request_error",
+        close: true,
+      });
+    }
     try {
-      head = parseRequestHead(bytes!);
+      head = parseRequestHead(bytes!, ctx.config.maxHeaderFields);
     } catch (err) {
+      if (err instanceof RangeError) throw new HeadTooLarge(err.message);
       throw err instanceof SyntaxError ? new BadRequest(err.message) : err;
     }
     ex.record.method = head.method;
@@ -253,7 +266,9 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   } catch (err) {
     throw new Aborted("client closed the connection", "client_closed", { cause: err });
   }
-  const result = await tunnel(ex.client, upstream, ex.reader.drain());
+  const result = await tunnel(ex.client, upstream, ex.reader.drain(), {
+    idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,
+  });
   ex.record.bytesUp = result.up;
   ex.record.bytesDown = result.down;
   if (result.error !== undefined) ex.record.error = result.error;

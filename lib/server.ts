@@ -11,6 +11,7 @@ import type { Config } from "./config.ts";
 import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
+import { ConnectionLimits, RateLimiter } from "./limits.ts";
 import { UpstreamPool } from "./pool.ts";
 
 /** A listen address could not be bound; the message is one line. */
@@ -90,6 +91,8 @@ export class ProxyServer {
   #closed: Promise<void> | undefined;
   #pool: UpstreamPool | undefined;
   #nextId: () => number;
+  #limits: ConnectionLimits;
+  #rate: RateLimiter | undefined;
   #endGrace: () => void = () => {};
 
   /**
@@ -104,7 +107,12 @@ export class ProxyServer {
     const { first, step } = options.ids ?? { first: 1, step: 1 };
     let id = first - step;
     this.#nextId = () => (id += step);
-    const { maxIdlePerHost, upstreamIdleTimeoutMs } = options.config;
+    const { maxIdlePerHost, upstreamIdleTimeoutMs, rate } = options.config;
+    this.#limits = new ConnectionLimits(
+      options.config.maxConnections,
+      options.config.maxConnectionsPerIp,
+    );
+    if (rate > 0) this.#rate = new RateLimiter(rate);
     if (maxIdlePerHost > 0) {
       this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
     }
@@ -144,7 +152,9 @@ export class ProxyServer {
         closeQuietly(conn);
         continue;
       }
-      const state: ConnState = { idle: true };
+      const ip = conn.remoteAddr.hostname;
+      const refusal = this.#limits.admit(ip);
+      const state: ConnState = refusal ? { idle: false, refusal } : { idle: true };
       this.#conns.set(conn, state);
       const handler = handleConn(conn, {
         config: this.#options.config,
@@ -155,9 +165,11 @@ export class ProxyServer {
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),
         ...(this.#options.auth ? { auth: this.#options.auth } : {}),
+        ...(this.#rate ? { rate: this.#rate } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
+        if (!refusal) this.#limits.release(ip);
         this.#conns.delete(conn);
         this.#handlers.delete(handler);
       });

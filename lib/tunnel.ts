@@ -10,6 +10,7 @@
  * @module
  */
 
+import { Deadline } from "./deadline.ts";
 import { closeQuietly } from "./dial.ts";
 import { writeAll } from "./http1/body.ts";
 
@@ -85,8 +86,10 @@ export async function tunnel(
   client: Deno.TcpConn,
   upstream: Deno.TcpConn,
   early: Uint8Array = new Uint8Array(0),
+  options: { idleTimeoutMs?: number } = {},
 ): Promise<TunnelResult> {
   const result: TunnelResult = { up: early.length, down: 0 };
+  const idleMs = options.idleTimeoutMs ?? 900_000;
   let failed = false;
   const fail = (err: unknown) => {
     if (failed) return;
@@ -112,9 +115,23 @@ export async function tunnel(
       return result;
     }
   }
-  await Promise.all([
-    relay(client, upstream, (n) => (result.up += n)),
-    relay(upstream, client, (n) => (result.down += n)),
-  ]);
+  // One deadline, pushed back by every byte either way; when it passes, both sides close.
+  const idle = new Deadline(idleMs, () => new Error(`idle for ${idleMs} ms`));
+  idle.promise.catch((err) => fail(err));
+  const active = () => idle.reset(idleMs);
+  try {
+    await Promise.all([
+      relay(client, upstream, (n) => {
+        result.up += n;
+        active();
+      }),
+      relay(upstream, client, (n) => {
+        result.down += n;
+        active();
+      }),
+    ]);
+  } finally {
+    idle.cancel();
+  }
   return result;
 }

@@ -125,3 +125,33 @@ Deno.test("destination rules parse every documented form and reject the rest", (
     assert.throws(() => parseCommand(["--deny-dest", bad]), /--deny-dest: bad rule/, bad);
   }
 });
+
+Deno.test("limit flags parse, and zero header fields is refused", () => {
+  const c = run([
+    "--max-connections",
+    "50",
+    "--max-connections-per-ip",
+    "0",
+    "--rate",
+    "20",
+    "--max-header-fields",
+    "64",
+    "--max-request-line",
+    "4KiB",
+    "--tunnel-idle-timeout",
+    "30s",
+  ]);
+  assert.deepEqual(
+    [
+      c.maxConnections,
+      c.maxConnectionsPerIp,
+      c.rate,
+      c.maxHeaderFields,
+      c.maxRequestLine,
+      c.tunnelIdleTimeoutMs,
+    ],
+    [50, 0, 20, 64, 4096, 30_000],
+  );
+  assert.throws(() => parseCommand(["--max-header-fields", "0"]), /must be at least 1/);
+  assert.throws(() => parseCommand(["--rate", "fast"]), /--rate: bad number "fast"/);
+});

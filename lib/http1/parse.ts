@@ -115,7 +115,7 @@ export function parseFields(
   clean = false,
 ): Field[] {
   if (lines.length > maxFields) {
-    throw new SyntaxError(`more than ${maxFields} header fields`);
+    throw new RangeError(`more than ${maxFields} header fields`);
   }
   const fields: Field[] = [];
   for (const line of lines) {
