@@ -8,7 +8,14 @@
  */
 
 import { hashLine, loadAuth } from "./lib/auth.ts";
-import { type Config, HELP, parseCommand, UsageError, VERSION } from "./lib/config.ts";
+import {
+  type Config,
+  configFileArgs,
+  HELP,
+  parseCommand,
+  UsageError,
+  VERSION,
+} from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
 import { isLoopback } from "./lib/ip.ts";
 import { openLog, printLine } from "./lib/log.ts";
@@ -25,6 +32,23 @@ export async function main(args: string[]): Promise<number> {
   if (args[0] === "hash-password") return await hashPassword(args.slice(1));
   let config: Config;
   try {
+    const file = configPath(args);
+    if (file !== undefined) {
+      if (Deno.permissions.querySync({ name: "read", path: file }).state !== "granted") {
+        printLine(
+          `http-proxy: --config: no permission to read "${file}"; run with --allow-read=${file}`,
+          "stderr",
+        );
+        return 2;
+      }
+      let text: string;
+      try {
+        text = await Deno.readTextFile(file);
+      } catch (err) {
+        throw new UsageError(`--config: cannot read "${file}": ${(err as Error).message}`);
+      }
+      args = [...configFileArgs(text, file, args), ...args];
+    }
     const command = parseCommand(args);
     if (command.kind === "help") {
       printLine(HELP);
@@ -157,6 +181,16 @@ export async function main(args: string[]): Promise<number> {
   logger.info("stopped");
   log.close();
   return 0;
+}
+
+/** The `--config` path on the command line, if any (`--config PATH` or `--config=PATH`). */
+function configPath(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--config") return args[i + 1];
+    if (a.startsWith("--config=")) return a.slice("--config=".length);
+  }
+  return undefined;
 }
 
 /**

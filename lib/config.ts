@@ -159,6 +159,7 @@ const FLAGS = {
   "tunnel-idle-timeout": { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
+  config: { type: "string" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
 } as const;
@@ -212,6 +213,8 @@ Flags (defaults in brackets):
   --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
                            needs --unstable-net, and read access to the program to load
                            it again); auto = one per CPU              [1]
+  --config PATH            read flags from a JSON file: {"listen": ["127.0.0.1:8081"],
+                           "block-private": true, …} (flags on the command line win)
   -h, --help               print this help
   -V, --version            print the version
 
@@ -462,4 +465,60 @@ function usageMessage(err: unknown): string {
     default:
       return `${(e.message ?? String(err)).split("\n")[0]} ${HINT}`;
   }
+}
+
+/**
+ * Turns a `--config` JSON file into flags placed before the command line's own, so the command
+ * line wins: a key given on both is taken from the command line alone (a list is not merged).
+ *
+ * @param text The file's text.
+ * @param path The file's path, for messages.
+ * @param cliArgs The command line's arguments.
+ * @returns The flags from the file, to put before `cliArgs`.
+ * @throws {UsageError} naming the key for an unknown key, a bad value, or bad JSON.
+ */
+export function configFileArgs(text: string, path: string, cliArgs: string[]): string[] {
+  const where = `--config ${path}`;
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${where}: not valid JSON (${(err as Error).message})`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new UsageError(`${where}: expected a JSON object of flag names and values`);
+  }
+  const given = new Set<string>();
+  try {
+    const { tokens } = parseArgs({ args: cliArgs, options: FLAGS, strict: false, tokens: true });
+    for (const t of tokens) if (t.kind === "option") given.add(t.name);
+  } catch {
+    // the command line's own errors are reported when it is parsed
+  }
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(data)) {
+    const spec = (FLAGS as Record<string, { type: string; multiple?: boolean }>)[key];
+    if (!spec || key === "config" || key === "help" || key === "version") {
+      throw new UsageError(`${where}: unknown key "${key}" ${HINT}`);
+    }
+    if (given.has(key)) continue;
+    if (spec.type === "boolean") {
+      if (typeof value !== "boolean") {
+        throw new UsageError(`${where}: "${key}" must be true or false`);
+      }
+      if (value) out.push(`--${key}`);
+      continue;
+    }
+    const list = Array.isArray(value) ? value : [value];
+    if (!spec.multiple && Array.isArray(value)) {
+      throw new UsageError(`${where}: "${key}" takes one value, not a list`);
+    }
+    for (const item of list) {
+      if (typeof item !== "string" && typeof item !== "number") {
+        throw new UsageError(`${where}: "${key}" must be a string or a number`);
+      }
+      out.push(`--${key}=${item}`);
+    }
+  }
+  return out;
 }

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { DEFAULTS, parseCommand, parseDuration, parseSize, UsageError } from "../lib/config.ts";
+import {
+  configFileArgs,
+  DEFAULTS,
+  parseCommand,
+  parseDuration,
+  parseSize,
+  UsageError,
+} from "../lib/config.ts";
 
 function run(args: string[]) {
   const cmd = parseCommand(args);
@@ -154,4 +161,47 @@ Deno.test("limit flags parse, and zero header fields is refused", () => {
   );
   assert.throws(() => parseCommand(["--max-header-fields", "0"]), /must be at least 1/);
   assert.throws(() => parseCommand(["--rate", "fast"]), /--rate: bad number "fast"/);
+});
+
+Deno.test("configFileArgs() turns JSON into flags the command line overrides", () => {
+  const file = JSON.stringify({
+    listen: ["127.0.0.1:0", "[::1]:0"],
+    "block-private": true,
+    utc: false,
+    "max-connections": 20,
+    "log-format": "json",
+  });
+  const args = configFileArgs(file, "p.json", ["--log-format", "text"]);
+  assert.deepEqual(args, [
+    "--listen=127.0.0.1:0",
+    "--listen=[::1]:0",
+    "--block-private",
+    "--max-connections=20",
+  ]);
+  const c = run([...args, "--log-format", "text"]);
+  assert.equal(c.logFormat, "text");
+  assert.equal(c.maxConnections, 20);
+  assert.equal(c.listen.length, 2);
+  // A list on the command line replaces the file's list, not adds to it.
+  assert.deepEqual(
+    configFileArgs(file, "p.json", ["--listen", "127.0.0.1:1"]).filter((a) =>
+      a.startsWith("--listen")
+    ),
+    [],
+  );
+  const bad: [string, RegExp][] = [
+    ["{", /--config p\.json: not valid JSON/],
+    ["[]", /expected a JSON object/],
+    ['{"lisen": "x"}', /--config p\.json: unknown key "lisen"/],
+    ['{"quiet": "yes"}', /"quiet" must be true or false/],
+    ['{"grace": ["1s", "2s"]}', /"grace" takes one value, not a list/],
+    ['{"listen": [{}]}', /"listen" must be a string or a number/],
+    ['{"config": "again.json"}', /unknown key "config"/],
+  ];
+  for (const [text, re] of bad) assert.throws(() => configFileArgs(text, "p.json", []), re, text);
+  // A bad value in the file is reported under its key's flag name.
+  assert.throws(
+    () => run(configFileArgs('{"header-timeout": "soon"}', "p.json", [])),
+    /--header-timeout: bad duration "soon"/,
+  );
 });

@@ -248,3 +248,36 @@ Deno.test("listening on a non-loopback address without --allow or --open refuses
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /^http-proxy: --allow: bad address range "10\.0\.0\.0\/40"/);
 });
+
+Deno.test("--config reads flags from a JSON file; the command line wins; errors name the key", async () => {
+  await using origin = startHttpOrigin(() => new Response("cfg"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/proxy.json`;
+    await Deno.writeTextFile(
+      file,
+      JSON.stringify({ listen: "127.0.0.1:0", "log-format": "json", utc: true }),
+    );
+    await using cli = await startCli(["--config", file, "--log-format", "text"], {
+      denoFlags: [`--allow-read=${dir}`],
+    });
+    assert.equal(
+      (await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/`])).stdout,
+      "cfg",
+    );
+    await cli.stdout.waitFor(/\] 200 OK 3 bytes \d+ ms #1\n/); // text, not json: the flag won
+    assert.equal(await cli.stop(), 0);
+    await Deno.writeTextFile(file, '{"listen": "127.0.0.1:0", "colour": "blue"}');
+    const unknown = await runCli(["--config", file], [`--allow-read=${dir}`]);
+    assert.equal(unknown.code, 2);
+    assert.equal(
+      unknown.stderr,
+      `http-proxy: --config ${file}: unknown key "colour" (see --help)\n`,
+    );
+    const noRead = await runCli(["--config", file]);
+    assert.equal(noRead.code, 2);
+    assert.match(noRead.stderr, /--config: no permission to read/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
