@@ -128,12 +128,16 @@ function challenge(message: string): ProxyError {
 export class Authenticator {
   #users: Map<string, Credential>;
   #verified = new Map<string, string>();
+  #slowest: Extract<Credential, { kind: "pbkdf2" }> | undefined;
 
   /**
    * @param credentials Every configured user (a later entry for a user replaces an earlier).
    */
   constructor(credentials: readonly Credential[]) {
     this.#users = new Map(credentials.map((c) => [c.user, c]));
+    for (const c of this.#users.values()) {
+      if (c.kind === "pbkdf2" && c.iterations > (this.#slowest?.iterations ?? 0)) this.#slowest = c;
+    }
   }
 
   /**
@@ -157,14 +161,22 @@ export class Authenticator {
     if (text === undefined || colon <= 0) throw challenge("malformed Basic credentials");
     const user = text.slice(0, colon);
     const password = text.slice(colon + 1);
-    const key = b64(await sha256(encoder.encode(text)));
+    const digest = await sha256(encoder.encode(text));
+    const key = b64(digest);
     const known = this.#verified.get(key);
     if (known !== undefined) return known;
     const cred = this.#users.get(user);
-    const ok = cred !== undefined && password !== "" &&
-      (cred.kind === "plain"
-        ? same(await sha256(encoder.encode(text)), cred.digest)
-        : same(await pbkdf2(password, cred.salt, cred.iterations), cred.hash));
+    let ok: boolean;
+    if (cred === undefined) {
+      // An unknown user costs what a known one does, so timing does not tell which names exist.
+      if (this.#slowest) await pbkdf2(password, this.#slowest.salt, this.#slowest.iterations);
+      ok = false;
+    } else {
+      ok = password !== "" &&
+        (cred.kind === "plain"
+          ? same(digest, cred.digest)
+          : same(await pbkdf2(password, cred.salt, cred.iterations), cred.hash));
+    }
     if (!ok) throw challenge(`wrong user name or password (user "${user.slice(0, 64)}")`);
     if (this.#verified.size >= 1024) this.#verified.clear();
     this.#verified.set(key, user);

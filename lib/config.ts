@@ -72,7 +72,7 @@ export interface Config {
   authFile?: string;
   /** Most client connections in total; 0 means no limit. @default 10000 */
   maxConnections: number;
-  /** Most client connections from one IP; 0 means no limit. @default 256 */
+  /** Most client connections from one IP; 0 means no limit. @default 0 */
   maxConnectionsPerIp: number;
   /** Requests per second per client IP; 0 means no limit. @default 0 */
   rate: number;
@@ -108,7 +108,7 @@ export const DEFAULTS: Config = {
   blockPrivate: false,
   auth: [],
   maxConnections: 10_000,
-  maxConnectionsPerIp: 256,
+  maxConnectionsPerIp: 0,
   rate: 0,
   maxHeaderFields: 100,
   maxRequestLine: 8192,
@@ -199,7 +199,7 @@ Flags (defaults in brackets):
   --grace DUR              time in-flight exchanges get at shutdown [5s]
   --tunnel-idle-timeout DUR  close a CONNECT tunnel idle both ways this long [15m]
   --max-connections N      client connections in total (503 past it; 0: no limit) [10000]
-  --max-connections-per-ip N  client connections from one IP (503; 0: no limit) [256]
+  --max-connections-per-ip N  client connections from one IP (503; 0: no limit) [0]
   --rate N                 requests a second per client IP (429 + Retry-After) [no limit]
   --max-header-fields N    header fields in a request (431)          [100]
   --max-request-line SIZE  request line length (414)                 [8KiB]

@@ -202,7 +202,6 @@ async function exchange(
   let head: RequestHead | undefined;
   try {
     if (failure) throw failure;
-    ctx.rate?.take(ex.record.clientIp);
     const lineEnd = bytes!.indexOf(10);
     if (lineEnd > ctx.config.maxRequestLine) {
       throw new ProxyError(414, `request line longer than ${ctx.config.maxRequestLine} bytes`, {
@@ -220,12 +219,14 @@ async function exchange(
     ex.record.target = head.target;
     ex.minor = head.minor;
     ex.head = head.method === "HEAD";
-    if (ctx.auth) {
-      // A 407 to a request without a body keeps the connection for the retry with credentials.
-      ex.requestConsumed = !head.fields.some(([n, v]) =>
-        /^transfer-encoding$/i.test(n) || (/^content-length$/i.test(n) && v.trim() !== "0")
-      );
-      ex.record.user = await ctx.auth.check(head.fields);
+    if (ctx.rate || ctx.auth) {
+      // A 429 or 407 to a request without a body keeps the connection (for the retry).
+      ex.requestConsumed = head.method !== "CONNECT" &&
+        !head.fields.some(([n, v]) =>
+          /^transfer-encoding$/i.test(n) || (/^content-length$/i.test(n) && v.trim() !== "0")
+        );
+      ctx.rate?.take(ex.record.clientIp);
+      if (ctx.auth) ex.record.user = await ctx.auth.check(head.fields);
     }
     if (head.method === "CONNECT") {
       await connect(ex, ctx, head);
