@@ -179,6 +179,18 @@ function matches(rule: DestRule, host: string, ip: Ip | undefined, port: number)
   }
 }
 
+/** Parsed addresses by text: the same few origins are checked on every request. */
+const ipCache = new Map<string, Ip | undefined>();
+
+/** parseIp with a bounded cache (the hot path checks the same host for every request). */
+function parsedIp(text: string): Ip | undefined {
+  if (ipCache.has(text)) return ipCache.get(text);
+  const ip = parseIp(text);
+  if (ipCache.size >= 1024) ipCache.clear();
+  ipCache.set(text, ip);
+  return ip;
+}
+
 /** Destination rules as configured. */
 export interface DestConfig {
   /** `--deny-dest` entries. */
@@ -208,9 +220,9 @@ export function checkDestination(
   address: string | undefined,
   port: number,
 ): void {
-  const ip = address === undefined ? parseIp(host) : parseIp(address);
-  const shown = address === undefined || address === host ? host : `${host} (${address})`;
-  const deny = (why: string) => {
+  const ip = parsedIp(address ?? host);
+  const deny = (why: string): never => {
+    const shown = address === undefined || address === host ? host : `${host} (${address})`;
     throw new Forbidden(`destination ${shown} is denied ${why}`);
   };
   const denied = rules.denyDest.find((r) => matches(r, host, ip, port));
