@@ -108,7 +108,7 @@ Deno.test("destination rules parse every documented form and reject the rest", (
     "--deny-dest",
     "*.Example.ORG.",
     "--deny-dest",
-    "10.0.0.0/8:25",
+    "198.51.100.0/24:25",
     "--deny-dest",
     ":25",
     "--allow-dest",
@@ -120,7 +120,7 @@ Deno.test("destination rules parse every documented form and reject the rest", (
   assert.deepEqual(c.denyDest.map((r) => [r.kind, r.name ?? r.range?.text, r.port]), [
     ["name", "example.com", undefined],
     ["suffix", "example.org", undefined],
-    ["range", "10.0.0.0/8", 25],
+    ["range", "198.51.100.0/24", 25],
     ["any", undefined, 25],
   ]);
   assert.deepEqual(c.allowDest.map((r) => [r.kind, r.range?.prefix, r.port]), [
@@ -128,7 +128,7 @@ Deno.test("destination rules parse every documented form and reject the rest", (
     ["range", 128, undefined],
   ]);
   assert.equal(c.blockPrivate, true);
-  for (const bad of ["", "bad_name", "10.0.0.0/99", ":0", ":70000", "exa mple.com", "*."]) {
+  for (const bad of ["", "bad_name", "198.51.100.0/99", ":0", ":70000", "exa mple.com", "*."]) {
     assert.throws(() => parseCommand(["--deny-dest", bad]), /--deny-dest: bad rule/, bad);
   }
 });

@@ -244,9 +244,9 @@ Deno.test("listening on a non-loopback address without --allow or --open refuses
   const v6 = await runCli(["--listen", "[::]:0"]);
   assert.equal(v6.code, 2);
   assert.match(v6.stderr, /--listen \[::\]:0: a proxy on a non-loopback address/);
-  const bad = await runCli(["--allow", "10.0.0.0/40"]);
+  const bad = await runCli(["--allow", "198.51.100.0/40"]);
   assert.equal(bad.code, 2);
-  assert.match(bad.stderr, /^http-proxy: --allow: bad address range "10\.0\.0\.0\/40"/);
+  assert.match(bad.stderr, /^http-proxy: --allow: bad address range "198\.51\.100\.0\/40"/);
 });
 
 Deno.test("--config reads flags from a JSON file; the command line wins; errors name the key", async () => {

@@ -9,7 +9,7 @@ Deno.test("a client outside --allow gets 403 before any of its request is read, 
     await c.readHead();
     await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno");
   });
-  await using proxy = startProxy({ allow: [parseCidr("10.0.0.0/8")!] });
+  await using proxy = startProxy({ allow: [parseCidr("198.51.100.0/24")!] });
   const res = await rawExchange(
     proxy.port,
     `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n\r\n`,
@@ -28,7 +28,7 @@ Deno.test("a client outside --allow gets 403 before any of its request is read, 
 });
 
 Deno.test("a client that sends a large body before reading still gets its 403", async () => {
-  await using proxy = startProxy({ allow: [parseCidr("10.0.0.0/8")!] });
+  await using proxy = startProxy({ allow: [parseCidr("198.51.100.0/24")!] });
   const big = "x".repeat(100_000);
   const res = await rawExchange(
     proxy.port,
@@ -45,7 +45,7 @@ Deno.test("--allow ranges, the loopback default and --open each let the right cl
     ["loopback by default", {}],
     ["an --allow range that holds the client", { allow: [parseCidr("127.0.0.0/24")!] }],
     ["its IPv4-mapped IPv6 spelling", { allow: [parseCidr("::ffff:127.0.0.1/128")!] }],
-    ["--open", { allow: [parseCidr("10.0.0.0/8")!], open: true }],
+    ["--open", { allow: [parseCidr("198.51.100.0/24")!], open: true }],
   ];
   for (const [name, config] of cases) {
     await t.step(name, async () => {
@@ -242,7 +242,7 @@ Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", asy
     ],
     [
       "allow-dest leaves the rest out",
-      { allowDest: [rule("10.0.0.0/8")] },
+      { allowDest: [rule("198.51.100.0/24")] },
       "127.0.0.1",
       /is denied \(not in --allow-dest\)/,
     ],
