@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { type Cidr, parseCidr } from "./ip.ts";
-import type { LogFormat } from "./log.ts";
+import { LOG_FORMATS, type LogFormat } from "./log.ts";
 import { type DestRule, parseDestRule } from "./policy.ts";
 import type { PortRule } from "./policy.ts";
 
@@ -206,7 +206,8 @@ Flags (defaults in brackets):
   --max-idle-per-host N    idle upstream connections kept per host:port for reuse;
                            0 opens a new one for every request      [16]
   --upstream-idle-timeout DUR  how long an idle upstream connection is kept [15s]
-  --log-format FORMAT      access log format: text or json          [text]
+  --log-format FORMAT      access log format: text, json, clf, combined, csv or squid
+                                                                    [text]
   --log-file PATH          append the access log to PATH            [stdout]
   --quiet                  no access log                            [off]
   --utc                    log times in UTC                         [local time]
@@ -356,8 +357,10 @@ export function parseCommand(args: string[]): Command {
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
   const format = values["log-format"] ?? DEFAULTS.logFormat;
-  if (format !== "text" && format !== "json") {
-    throw new UsageError(`--log-format: unknown format "${format}", expected text or json ${HINT}`);
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
+    throw new UsageError(
+      `--log-format: unknown format "${format}", expected ${LOG_FORMATS.join(", ")} ${HINT}`,
+    );
   }
   if (values["log-file"] === "") throw new UsageError(`--log-file: empty path ${HINT}`);
   const config: Config = {
@@ -383,7 +386,7 @@ export function parseCommand(args: string[]): Command {
     graceMs: values.grace === undefined
       ? DEFAULTS.graceMs
       : parseDuration("grace", values.grace, true),
-    logFormat: format,
+    logFormat: format as LogFormat,
     quiet: values.quiet ?? false,
     utc: values.utc ?? false,
     workers: values.workers === undefined ? DEFAULTS.workers : parseWorkers(values.workers),

@@ -29,6 +29,8 @@ export interface DialOptions {
   resolve?: ResolveFn;
   /** Vetoes an address before anything is sent to it, by throwing (a 403). */
   check?: (address: string) => void;
+  /** Told how many ms the name took to resolve. */
+  onResolved?: (ms: number) => void;
 }
 
 /** Resolves a host name to IP addresses (an IP literal to itself). */
@@ -106,8 +108,13 @@ export async function dial(
     const { promise: gaveUp, reject } = Promise.withResolvers<never>();
     const onAbort = () => reject(signal.reason);
     signal.addEventListener("abort", onAbort, { once: true });
+    const started = performance.now();
     try {
-      addresses = await Promise.race([resolve(hostname), gaveUp]);
+      // An IP literal needs no lookup (and its lookup time is 0, not a few microseconds).
+      addresses = parseIp(hostname) && !options.resolve
+        ? [hostname]
+        : await Promise.race([resolve(hostname), gaveUp]);
+      options.onResolved?.(addresses[0] === hostname ? 0 : performance.now() - started);
     } finally {
       signal.removeEventListener("abort", onAbort);
     }

@@ -126,6 +126,7 @@ export async function openUpstream(
 ): Promise<Deno.TcpConn> {
   const conn = await dial(hostname, port, {
     timeoutMs: ctx.config.connectTimeoutMs,
+    onResolved: (ms) => (ex.record.dnsMs = ms),
     check: (address) => checkDestination(ctx.config, hostname, address, port),
     ...(ctx.connect ? { connect: ctx.connect } : {}),
     ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
@@ -308,6 +309,8 @@ export async function forward(
 
   ex.record.status = response.status;
   ex.record.reason = response.reason;
+  const type = response.fields.find(([n]) => n.length === 12 && n.toLowerCase() === "content-type");
+  if (type) ex.record.contentType = type[1];
   ex.responseStarted = true;
   const responseHead = encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out);
   // A small body already read with the head goes to the client in the same write.

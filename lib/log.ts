@@ -20,6 +20,16 @@ export interface ExchangeRecord {
   clientPort: number;
   /** The proxy-authenticated user name, if any. */
   user?: string;
+  /** The request's protocol, `HTTP/1.1` or `HTTP/1.0`. */
+  version?: string;
+  /** The request's Referer, for the combined format. */
+  referer?: string;
+  /** The request's User-Agent, for the combined format. */
+  userAgent?: string;
+  /** The response's Content-Type, for the squid format. */
+  contentType?: string;
+  /** ms spent resolving the upstream host name (0 for an IP literal). */
+  dnsMs?: number;
   /** Method, or "-" when the request line could not be parsed. */
   method: string;
   /** Absolute URL or CONNECT authority as sent, or "-". */
@@ -56,7 +66,17 @@ export interface ExchangeRecord {
 export type UpstreamUse = "new" | "reused" | "retry";
 
 /** Access log formats. */
-export type LogFormat = "text" | "json";
+export type LogFormat = "text" | "json" | "clf" | "combined" | "csv" | "squid";
+
+/** Every access log format, for flag validation. */
+export const LOG_FORMATS: readonly LogFormat[] = [
+  "text",
+  "json",
+  "clf",
+  "combined",
+  "csv",
+  "squid",
+];
 
 /** The logger the proxy writes through. */
 export interface Logger {
@@ -80,6 +100,8 @@ export interface LoggerOptions {
   sink?: (line: string) => void;
   /** Where diagnostic lines go. @default console.error */
   diag?: (line: string) => void;
+  /** For csv, write the header row first (not when appending to a file that has rows). @default true */
+  csvHeader?: boolean;
 }
 
 function pad(n: number, width = 2): string {
@@ -165,11 +187,122 @@ export function formatJson(ex: ExchangeRecord): string {
     reason: ex.reason ?? null,
     bytes_up: ex.bytesUp,
     bytes_down: ex.bytesDown,
+    dns_ms: ms(ex.dnsMs),
     connect_ms: ms(ex.connectMs),
     first_byte_ms: ms(ex.firstByteMs),
     total_ms: ms(ex.totalMs),
     error: ex.error ?? null,
   });
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** `[27/Nov/2026:14:10:02 +0000]`, the NCSA time stamp, in UTC or local time. */
+function ncsaTime(epochMs: number, utc: boolean): string {
+  const d = new Date(epochMs);
+  if (utc) {
+    return `[${pad(d.getUTCDate())}/${MONTHS[d.getUTCMonth()]}/${d.getUTCFullYear()}:` +
+      `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000]`;
+  }
+  const off = -d.getTimezoneOffset();
+  const sign = off < 0 ? "-" : "+";
+  const zone = `${sign}${pad(Math.floor(Math.abs(off) / 60))}${pad(Math.abs(off) % 60)}`;
+  return `[${pad(d.getDate())}/${MONTHS[d.getMonth()]}/${d.getFullYear()}:` +
+    `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}]`;
+}
+
+/** Escapes a value for a quoted NCSA field: `"` and `\` and control bytes become `\xHH`. */
+// deno-lint-ignore no-control-regex -- control bytes are what gets escaped
+const NCSA_ESCAPED = /[\x00-\x1f\x7f"\\]/g;
+
+function ncsaQuote(value: string): string {
+  return value.replace(NCSA_ESCAPED, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/**
+ * NCSA common log format (what GoAccess, awstats and most log tools read):
+ * `client - user [time] "METHOD url HTTP/1.1" status bytes`; `combined` adds the Referer and
+ * User-Agent. Bytes are the response body bytes; `-` stands for nothing known.
+ *
+ * @param ex The exchange.
+ * @param utc UTC times (else local time with its offset).
+ * @param combined Add Referer and User-Agent.
+ * @returns The line.
+ */
+export function formatClf(ex: ExchangeRecord, utc = false, combined = false): string {
+  const request = ex.method === "-" ? "-" : `${ex.method} ${ex.target} ${ex.version ?? "HTTP/1.1"}`;
+  const user = ex.user === undefined ? "-" : ncsaQuote(ex.user).replace(/ /g, "\\x20");
+  let line = `${ex.clientIp} - ${user} ${ncsaTime(ex.start, utc)} "${ncsaQuote(request)}" ` +
+    `${ex.status ?? "-"} ${ex.bytesDown > 0 ? ex.bytesDown : "-"}`;
+  if (combined) {
+    line += ` "${ncsaQuote(ex.referer ?? "-")}" "${ncsaQuote(ex.userAgent ?? "-")}"`;
+  }
+  return line;
+}
+
+/** The CSV columns, in order (RFC 4180; the header row is written first). */
+export const CSV_HEADER =
+  "time,id,client,user,method,url,upstream,upstream_conn,status,reason,bytes_up,bytes_down," +
+  "dns_ms,connect_ms,first_byte_ms,total_ms,error";
+
+function csvField(value: string | number | null | undefined): string {
+  if (value === null || value === undefined) return "";
+  const text = String(value);
+  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+}
+
+/**
+ * CSV, one row per exchange, columns as {@linkcode CSV_HEADER}, quoted per RFC 4180.
+ *
+ * @param ex The exchange.
+ * @returns The row.
+ */
+export function formatCsv(ex: ExchangeRecord): string {
+  return [
+    new Date(ex.start).toISOString(),
+    ex.id,
+    `${bracket(ex.clientIp)}:${ex.clientPort}`,
+    ex.user,
+    ex.method,
+    ex.target,
+    ex.upstreamIp === undefined ? undefined : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,
+    ex.upstreamUse,
+    ex.status,
+    ex.reason,
+    ex.bytesUp,
+    ex.bytesDown,
+    ms(ex.dnsMs),
+    ms(ex.connectMs),
+    ms(ex.firstByteMs),
+    ms(ex.totalMs),
+    ex.error,
+  ].map(csvField).join(",");
+}
+
+/**
+ * Squid's native access.log layout, so squid's log tools read it:
+ * `time.ms elapsed client code/status bytes method url user hierarchy/peer type`. Codes:
+ * TCP_MISS (forwarded), TCP_TUNNEL (CONNECT), TCP_DENIED (refused by policy or auth),
+ * TAG_NONE (failed before any upstream). Bytes are the response body bytes.
+ *
+ * @param ex The exchange.
+ * @returns The line.
+ */
+export function formatSquid(ex: ExchangeRecord): string {
+  const status = ex.status ?? 0;
+  const code = status === 403 || status === 407 || status === 429
+    ? "TCP_DENIED"
+    : ex.upstreamIp === undefined
+    ? "TAG_NONE"
+    : ex.tunnel
+    ? "TCP_TUNNEL"
+    : "TCP_MISS";
+  const time = (ex.start / 1000).toFixed(3);
+  const elapsed = String(Math.round(ex.totalMs ?? 0)).padStart(6, " ");
+  const peer = ex.upstreamIp === undefined ? "HIER_NONE/-" : `HIER_DIRECT/${ex.upstreamIp}`;
+  const type = ex.contentType?.split(";")[0]?.trim() || "-";
+  return `${time} ${elapsed} ${ex.clientIp} ${code}/${status} ${ex.bytesDown} ${ex.method} ` +
+    `${ex.target} ${ex.user ?? "-"} ${peer} ${type.replace(/\s/g, "")}`;
 }
 
 function bracket(ip: string): string {
@@ -183,19 +316,28 @@ function bracket(ip: string): string {
  * @returns The logger.
  */
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const format = options.format ?? "text";
+  const formatName = options.format ?? "text";
   const utc = options.utc ?? false;
   const quiet = options.quiet ?? false;
   const sink = options.sink ?? ((line: string) => console.log(line));
   const diag = options.diag ?? ((line: string) => console.error(line));
+  const format: (ex: ExchangeRecord) => string = {
+    text: (ex: ExchangeRecord) => formatTextClose(ex, utc),
+    json: formatJson,
+    clf: (ex: ExchangeRecord) => formatClf(ex, utc),
+    combined: (ex: ExchangeRecord) => formatClf(ex, utc, true),
+    csv: formatCsv,
+    squid: formatSquid,
+  }[formatName];
+  if (formatName === "csv" && !quiet && (options.csvHeader ?? true)) sink(CSV_HEADER);
   return {
     open(ex) {
       ex.opened = true;
-      if (!quiet && format === "text") sink(formatTextOpen(ex, utc));
+      if (!quiet && formatName === "text") sink(formatTextOpen(ex, utc));
     },
     close(ex) {
       if (quiet) return;
-      sink(format === "json" ? formatJson(ex) : formatTextClose(ex, utc));
+      sink(format(ex));
     },
     info(message) {
       diag(message);
@@ -209,10 +351,14 @@ export function createLogger(options: LoggerOptions = {}): Logger {
  * @param path The log file.
  * @returns The sink and a close function.
  */
-export function fileSink(path: string): { sink: (line: string) => void; close: () => void } {
+export function fileSink(
+  path: string,
+): { sink: (line: string) => void; close: () => void; empty: boolean } {
   const file = Deno.openSync(path, { append: true, create: true, write: true });
   const encoder = new TextEncoder();
   return {
+    // The end offset is the size; fstat would need read permission.
+    empty: file.seekSync(0, Deno.SeekMode.End) === 0,
     sink(line) {
       const bytes = encoder.encode(line + "\n");
       let off = 0;
@@ -250,7 +396,7 @@ export function openLog(
     format: config.logFormat,
     utc: config.utc,
     quiet: config.quiet,
-    ...(file ? { sink: file.sink } : {}),
+    ...(file ? { sink: file.sink, csvHeader: file.empty } : {}),
   });
   return { logger, close: () => file?.close() };
 }

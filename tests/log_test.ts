@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
+import { parse } from "csv-parse/sync";
 import {
   createLogger,
+  CSV_HEADER,
   type ExchangeRecord,
+  formatClf,
+  formatCsv,
   formatJson,
+  formatSquid,
   formatTextClose,
   formatTextOpen,
 } from "../lib/log.ts";
@@ -80,7 +85,7 @@ Deno.test("json format has every field in a stable order", () => {
     line,
     '{"time":"2026-11-27T14:10:02.500Z","id":7,"client":"[::1]:50123","user":null,"method":"GET",' +
       '"url":"http://example.com/","upstream":"[::1]:80","upstream_conn":"new","status":200,"reason":"OK",' +
-      '"bytes_up":0,"bytes_down":1256,"connect_ms":12.3,"first_byte_ms":40.1,"total_ms":812.4,' +
+      '"bytes_up":0,"bytes_down":1256,"dns_ms":null,"connect_ms":12.3,"first_byte_ms":40.1,"total_ms":812.4,' +
       '"error":null}',
   );
 });
@@ -111,4 +116,88 @@ Deno.test("createLogger() writes open and close lines to its sink, json only at 
   quiet.close(record());
   quiet.info("hello");
   assert.deepEqual(lines, ["diag hello"]);
+});
+
+Deno.test("clf and combined are the NCSA formats, quoted fields escaped", () => {
+  const ex = record({
+    version: "HTTP/1.1",
+    user: "alice",
+    referer: 'http://r/"x"',
+    userAgent: "curl/8",
+  });
+  assert.equal(
+    formatClf(ex, true),
+    '203.0.113.12 - alice [27/Nov/2026:14:10:02 +0000] "GET http://example.com/ HTTP/1.1" 200 1256',
+  );
+  assert.equal(
+    formatClf(ex, true, true),
+    '203.0.113.12 - alice [27/Nov/2026:14:10:02 +0000] "GET http://example.com/ HTTP/1.1" 200 1256 ' +
+      '"http://r/\\x22x\\x22" "curl/8"',
+  );
+  const failed = record({ method: "-", target: "-", status: 400, bytesDown: 0 });
+  assert.equal(formatClf(failed, true), '203.0.113.12 - - [27/Nov/2026:14:10:02 +0000] "-" 400 -');
+});
+
+Deno.test("csv rows follow the header and survive a real CSV parser, commas and quotes included", () => {
+  const ex = record({ error: 'upstream said "no", twice', dnsMs: 1.25, upstreamUse: "reused" });
+  const rows = parse(`${CSV_HEADER}\n${formatCsv(ex)}\n`, { columns: true }) as Record<
+    string,
+    string
+  >[];
+  assert.equal(rows.length, 1);
+  assert.deepEqual(rows[0], {
+    time: "2026-11-27T14:10:02.500Z",
+    id: "7",
+    client: "203.0.113.12:50123",
+    user: "",
+    method: "GET",
+    url: "http://example.com/",
+    upstream: "198.51.100.34:80",
+    upstream_conn: "reused",
+    status: "200",
+    reason: "OK",
+    bytes_up: "0",
+    bytes_down: "1256",
+    dns_ms: "1.3",
+    connect_ms: "12.3",
+    first_byte_ms: "40.1",
+    total_ms: "812.4",
+    error: 'upstream said "no", twice',
+  });
+});
+
+Deno.test("squid format has squid's columns and result codes", () => {
+  assert.equal(
+    formatSquid(record({ contentType: "text/html; charset=utf-8" })),
+    "1795788602.500    812 203.0.113.12 TCP_MISS/200 1256 GET http://example.com/ - " +
+      "HIER_DIRECT/198.51.100.34 text/html",
+  );
+  const tunnel = record({
+    method: "CONNECT",
+    target: "example.com:443",
+    tunnel: true,
+    bytesDown: 4032,
+    user: "bob",
+  });
+  assert.match(
+    formatSquid(tunnel),
+    / TCP_TUNNEL\/200 4032 CONNECT example\.com:443 bob HIER_DIRECT\/198\.51\.100\.34 -$/,
+  );
+  const denied = record({ status: 403, bytesDown: 0 });
+  delete denied.upstreamIp;
+  assert.match(
+    formatSquid(denied),
+    / TCP_DENIED\/403 0 GET http:\/\/example\.com\/ - HIER_NONE\/- -$/,
+  );
+});
+
+Deno.test("createLogger() writes the csv header first, unless told the file already has rows", () => {
+  const lines: string[] = [];
+  const log = createLogger({ format: "csv", sink: (l) => lines.push(l) });
+  log.close(record());
+  assert.equal(lines[0], CSV_HEADER);
+  assert.equal(lines.length, 2);
+  const more: string[] = [];
+  createLogger({ format: "csv", sink: (l) => more.push(l), csvHeader: false }).close(record());
+  assert.equal(more.length, 1);
 });

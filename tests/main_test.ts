@@ -126,6 +126,7 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "reason",
       "bytes_up",
       "bytes_down",
+      "dns_ms",
       "connect_ms",
       "first_byte_ms",
       "total_ms",

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { parse } from "csv-parse/sync";
+import { runCli, startCli } from "../_fixtures/cli.ts";
+import { curl, startHttpOrigin, startProxy } from "../_fixtures/servers.ts";
+
+/** One real exchange through a proxy logging in `format`; returns the log lines. */
+async function logged(format: "clf" | "combined" | "csv" | "squid" | "json") {
+  await using origin = startHttpOrigin(() =>
+    new Response("twelve bytes", { headers: { "content-type": "text/plain; charset=utf-8" } })
+  );
+  await using proxy = startProxy({ utc: true }, { format });
+  const res = await curl([
+    "-x",
+    proxy.addr,
+    "-A",
+    'agent "007"',
+    "-e",
+    "http://ref.test/",
+    `http://127.0.0.1:${origin.port}/p?q=1`,
+  ]);
+  assert.equal(res.stdout, "twelve bytes");
+  await proxy.waitForLine(format === "csv" ? /^\d{4}-/ : /./);
+  return { lines: proxy.lines, port: origin.port };
+}
+
+Deno.test("each log format carries the real exchange, field by field", async (t) => {
+  await t.step("combined", async () => {
+    const { lines, port } = await logged("combined");
+    const m =
+      /^(\S+) - (\S+) \[(\d\d\/\w{3}\/\d{4}:\d\d:\d\d:\d\d \+0000)\] "([^"]*)" (\d{3}) (\S+) "([^"]*)" "([^"]*)"$/
+        .exec(lines[0]!);
+    assert.ok(m, lines[0]);
+    assert.deepEqual(m.slice(1, 3), ["127.0.0.1", "-"]);
+    assert.equal(m[4], `GET http://127.0.0.1:${port}/p?q=1 HTTP/1.1`);
+    assert.deepEqual(m.slice(5), ["200", "12", "http://ref.test/", "agent \\x22007\\x22"]);
+  });
+  await t.step("clf", async () => {
+    const { lines } = await logged("clf");
+    assert.match(
+      lines[0]!,
+      /^127\.0\.0\.1 - - \[[^\]]+\] "GET http:\/\/127\.0\.0\.1:\d+\/p\?q=1 HTTP\/1\.1" 200 12$/,
+    );
+  });
+  await t.step("csv", async () => {
+    const { lines, port } = await logged("csv");
+    const [row] = parse(lines.join("\n"), { columns: true }) as Record<string, string>[];
+    assert.equal(row!.url, `http://127.0.0.1:${port}/p?q=1`);
+    assert.equal(row!.upstream, `127.0.0.1:${port}`);
+    assert.equal(row!.upstream_conn, "new");
+    assert.equal(row!.status, "200");
+    assert.equal(row!.bytes_down, "12");
+    assert.equal(row!.dns_ms, "0");
+    for (const k of ["connect_ms", "first_byte_ms", "total_ms"]) assert.ok(Number(row![k]) >= 0, k);
+    assert.ok(Number(row!.first_byte_ms) <= Number(row!.total_ms));
+  });
+  await t.step("squid", async () => {
+    const { lines, port } = await logged("squid");
+    assert.match(
+      lines[0]!,
+      new RegExp(
+        `^\\d+\\.\\d{3} +\\d+ 127\\.0\\.0\\.1 TCP_MISS/200 12 GET http://127\\.0\\.0\\.1:${port}/p\\?q=1 - HIER_DIRECT/127\\.0\\.0\\.1 text/plain$`,
+      ),
+    );
+  });
+  await t.step("json timings", async () => {
+    const { lines } = await logged("json");
+    const entry = JSON.parse(lines[0]!);
+    assert.equal(entry.dns_ms, 0); // an IP literal needs no lookup
+    assert.equal(entry.upstream_conn, "new");
+    assert.ok(entry.connect_ms <= entry.first_byte_ms && entry.first_byte_ms <= entry.total_ms);
+  });
+});
+
+Deno.test("--log-format csv writes its header once per file, not again when appending", async () => {
+  await using origin = startHttpOrigin(() => new Response("x"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/access.csv`;
+    for (let run = 0; run < 2; run++) {
+      await using cli = await startCli([
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "csv",
+        "--log-file",
+        file,
+      ], {
+        denoFlags: [`--allow-write=${dir}`],
+      });
+      await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/`]);
+      assert.equal(await cli.stop(), 0);
+    }
+    const rows = parse(await Deno.readTextFile(file), { columns: true }) as Record<
+      string,
+      string
+    >[];
+    assert.equal(rows.length, 2);
+    assert.ok(rows.every((r) => r.status === "200"));
+    const bad = await runCli(["--log-format", "xml"]);
+    assert.match(bad.stderr, /expected text, json, clf, combined, csv, squid/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
