@@ -158,6 +158,12 @@ export async function main(args: string[]): Promise<number> {
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
 
+  // SIGHUP: reopen the log file (logrotate moved it), here and in every worker.
+  const onHup = () => {
+    log.reopen();
+    for (const w of others) w.reopenLog();
+  };
+  Deno.addSignalListener("SIGHUP", onHup);
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((s) => [s, () => stop(s)] as const);
@@ -178,6 +184,7 @@ export async function main(args: string[]): Promise<number> {
     server.shutdown(config.graceMs),
     ...others.map((w) => w.stop(config.graceMs)),
   ]);
+  Deno.removeSignalListener("SIGHUP", onHup);
   logger.info("stopped");
   log.close();
   return 0;

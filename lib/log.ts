@@ -345,29 +345,109 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   };
 }
 
+/** Flush the log file at least this often while lines are waiting, in ms. */
+const FLUSH_MS = 500;
+/** …or as soon as this many bytes wait. */
+const FLUSH_BYTES = 64 * 1024;
+
 /**
- * Makes a sink that appends lines to a file, opened once.
- *
- * @param path The log file.
- * @returns The sink and a close function.
+ * An access log file: lines are buffered and written at least every {@linkcode FLUSH_MS}, when
+ * 64 KiB wait, and at close; `reopen` starts a new file under the same name (after logrotate
+ * moved the old one). A write that fails (disk full, file gone) is reported once on the
+ * diagnostic sink and its lines are dropped; the proxy keeps proxying, and the log resumes (and
+ * says so) once writes work again. Each flush is one `write` of whole lines, so lines from
+ * several workers appending to one file never interleave within a line.
  */
-export function fileSink(
-  path: string,
-): { sink: (line: string) => void; close: () => void; empty: boolean } {
-  const file = Deno.openSync(path, { append: true, create: true, write: true });
-  const encoder = new TextEncoder();
-  return {
+export class LogFile {
+  #path: string;
+  #file: Deno.FsFile;
+  #pending: string[] = [];
+  #bytes = 0;
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  #failing = false;
+  #diag: (line: string) => void;
+  #encoder = new TextEncoder();
+  /** Whether the file was empty when opened (a csv header is written only then). */
+  readonly empty: boolean;
+
+  /**
+   * Opens (creating) the file for appending.
+   *
+   * @param path The log file.
+   * @param diag Where write failures are reported.
+   * @throws {Error} when the file cannot be opened.
+   */
+  constructor(path: string, diag: (line: string) => void = (l) => console.error(l)) {
+    this.#path = path;
+    this.#diag = diag;
+    this.#file = Deno.openSync(path, { append: true, create: true, write: true });
     // The end offset is the size; fstat would need read permission.
-    empty: file.seekSync(0, Deno.SeekMode.End) === 0,
-    sink(line) {
-      const bytes = encoder.encode(line + "\n");
+    this.empty = this.#file.seekSync(0, Deno.SeekMode.End) === 0;
+  }
+
+  /**
+   * Queues one line.
+   *
+   * @param line The line, without its newline.
+   */
+  write(line: string): void {
+    this.#pending.push(line);
+    this.#bytes += line.length + 1;
+    if (this.#bytes >= FLUSH_BYTES) this.flush();
+    else if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.flush(), FLUSH_MS);
+      Deno.unrefTimer(this.#timer as unknown as number); // never keeps the process alive
+    }
+  }
+
+  /** Writes every queued line now. */
+  flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (this.#pending.length === 0) return;
+    const bytes = this.#encoder.encode(this.#pending.join("\n") + "\n");
+    const lines = this.#pending.length;
+    this.#pending = [];
+    this.#bytes = 0;
+    try {
       let off = 0;
-      while (off < bytes.length) off += file.writeSync(bytes.subarray(off));
-    },
-    close() {
-      file.close();
-    },
-  };
+      while (off < bytes.length) off += this.#file.writeSync(bytes.subarray(off));
+      if (this.#failing) {
+        this.#failing = false;
+        this.#diag(`--log-file: writing to "${this.#path}" works again`);
+      }
+    } catch (err) {
+      if (!this.#failing) {
+        this.#diag(
+          `--log-file: cannot write to "${this.#path}": ${(err as Error).message}; ` +
+            `dropped ${lines} line(s), and drops more until writing works again`,
+        );
+      }
+      this.#failing = true;
+    }
+  }
+
+  /** Flushes, then opens the path anew (SIGHUP after logrotate). */
+  reopen(): void {
+    this.flush();
+    try {
+      const next = Deno.openSync(this.#path, { append: true, create: true, write: true });
+      this.#file.close();
+      this.#file = next;
+    } catch (err) {
+      this.#diag(`--log-file: cannot reopen "${this.#path}": ${(err as Error).message}`);
+    }
+  }
+
+  /** Flushes and closes. */
+  close(): void {
+    this.flush();
+    try {
+      this.#file.close();
+    } catch {
+      // already closed
+    }
+  }
 }
 
 /**
@@ -385,18 +465,18 @@ export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"):
  * Opens the access log a config asks for: its file (appending) or stdout, in its format.
  *
  * @param config Format, file, quiet and clock settings.
- * @returns The logger and a function that closes its file.
+ * @returns The logger, and functions that close and reopen its file.
  * @throws {Error} when the log file cannot be opened.
  */
 export function openLog(
   config: { logFormat: LogFormat; logFile?: string; quiet: boolean; utc: boolean },
-): { logger: Logger; close: () => void } {
-  const file = config.logFile === undefined ? undefined : fileSink(config.logFile);
+): { logger: Logger; close: () => void; reopen: () => void } {
+  const file = config.logFile === undefined ? undefined : new LogFile(config.logFile);
   const logger = createLogger({
     format: config.logFormat,
     utc: config.utc,
     quiet: config.quiet,
-    ...(file ? { sink: file.sink, csvHeader: file.empty } : {}),
+    ...(file ? { sink: (line: string) => file.write(line), csvHeader: file.empty } : {}),
   });
-  return { logger, close: () => file?.close() };
+  return { logger, close: () => file?.close(), reopen: () => file?.reopen() };
 }

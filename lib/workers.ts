@@ -16,13 +16,16 @@ import { listenAll, ProxyServer } from "./server.ts";
 /** Messages between the main thread and a worker. */
 type ToWorker =
   | { kind: "start"; config: Config; index: number; count: number }
-  | { kind: "stop"; graceMs: number };
+  | { kind: "stop"; graceMs: number }
+  | { kind: "reopen" };
 type FromWorker = { kind: "ready" } | { kind: "error"; message: string } | { kind: "stopped" };
 
 /** A started worker. */
 export interface WorkerHandle {
   /** Asks it to stop within `graceMs` and resolves once it has. */
   stop(graceMs: number): Promise<void>;
+  /** Asks it to reopen its log file. */
+  reopenLog(): void;
 }
 
 /**
@@ -69,6 +72,9 @@ export async function startWorkers(
     starts.push(ready);
     let stopping: Promise<void> | undefined;
     handles.push({
+      reopenLog() {
+        worker.postMessage({ kind: "reopen" } satisfies ToWorker);
+      },
       stop(graceMs) {
         // A second call (a second signal) only shortens the wait: the worker gets graceMs 0.
         worker.postMessage({ kind: "stop", graceMs } satisfies ToWorker);
@@ -99,6 +105,7 @@ export function serveWorker(): void {
   };
   let server: ProxyServer | undefined;
   let closeLog: (() => void) | undefined;
+  let reopenLog: (() => void) | undefined;
   let stopping = false;
   scope.onmessage = async (e) => {
     const msg = e.data;
@@ -108,6 +115,7 @@ export function serveWorker(): void {
         if (typeof auth === "string") throw new Error(auth);
         const log = openLog(msg.config);
         closeLog = log.close;
+        reopenLog = log.reopen;
         const listeners = listenAll(msg.config.listen, true);
         server = new ProxyServer(listeners, {
           config: msg.config,
@@ -119,6 +127,8 @@ export function serveWorker(): void {
       } catch (err) {
         scope.postMessage({ kind: "error", message: (err as Error).message });
       }
+    } else if (msg.kind === "reopen") {
+      reopenLog?.();
     } else if (msg.kind === "stop") {
       if (stopping) {
         server?.shutdown(0);

@@ -75,7 +75,13 @@ export async function startCli(
   options: { denoFlags?: string[]; script?: string } = {},
 ): Promise<Cli> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [...RUN_FLAGS, ...(options.denoFlags ?? []), options.script ?? `${root}main.ts`, ...args],
+    // -A cannot be combined with --allow-net: it replaces the default permissions.
+    args: [
+      ...(options.denoFlags?.includes("-A") ? ["run"] : RUN_FLAGS),
+      ...(options.denoFlags ?? []),
+      options.script ?? `${root}main.ts`,
+      ...args,
+    ],
     stdout: "piped",
     stderr: "piped",
     stdin: "null",

@@ -102,3 +102,47 @@ Deno.test("--log-format csv writes its header once per file, not again when appe
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGHUP reopens --log-file under its name (logrotate), losing no line", async () => {
+  await using origin = startHttpOrigin(() => new Response("x"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/access.log`;
+    await using cli = await startCli(["--listen", "127.0.0.1:0", "--log-file", file], {
+      denoFlags: [`--allow-write=${dir}`],
+    });
+    await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/before`]);
+    // Lines are buffered but written within a second.
+    for (let i = 0; i < 40 && !(await Deno.readTextFile(file)).includes("/before"); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await Deno.rename(file, `${file}.1`);
+    cli.child.kill("SIGHUP");
+    await new Promise((r) => setTimeout(r, 200));
+    await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/after`]);
+    assert.equal(await cli.stop(), 0); // exit flushes
+    const old = await Deno.readTextFile(`${file}.1`);
+    const fresh = await Deno.readTextFile(file);
+    assert.match(old, /GET http:\/\/127\.0\.0\.1:\d+\/before /);
+    assert.doesNotMatch(old, /\/after/);
+    assert.match(fresh, /GET http:\/\/127\.0\.0\.1:\d+\/after /);
+    assert.match(fresh, /\] 200 OK 1 bytes \d+ ms #2\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a log file that cannot be written (disk full) is reported once, and proxying goes on", async () => {
+  await using origin = startHttpOrigin(() => new Response("still here"));
+  // /dev/full fails every write with ENOSPC; Deno wants -A for a device file.
+  await using cli = await startCli(["--listen", "127.0.0.1:0", "--log-file", "/dev/full"], {
+    denoFlags: ["-A"],
+  });
+  for (let i = 0; i < 3; i++) {
+    const res = await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/`]);
+    assert.equal(res.stdout, "still here");
+  }
+  await cli.stderr.waitFor(/--log-file: cannot write to "\/dev\/full": No space left on device/);
+  assert.equal(await cli.stop(), 0);
+  assert.equal(cli.stderr.text.match(/cannot write/g)?.length, 1, "reported once");
+});
