@@ -20,6 +20,7 @@ import { hostPort } from "./lib/dial.ts";
 import { isLoopback } from "./lib/ip.ts";
 import { openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
+import { Summary } from "./lib/summary.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
 
 /**
@@ -122,9 +123,20 @@ export async function main(args: string[]): Promise<number> {
       );
     }
   }
+  if (
+    config.summaryJson !== undefined &&
+    Deno.permissions.querySync({ name: "write", path: config.summaryJson }).state !== "granted"
+  ) {
+    return fail(
+      `--summary-json: no permission to write "${config.summaryJson}"; run with ` +
+        `--allow-write=${config.summaryJson}`,
+      2,
+    );
+  }
+  const summary = new Summary();
   let log: ReturnType<typeof openLog>;
   try {
-    log = openLog(config);
+    log = openLog(config, summary);
   } catch (err) {
     return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);
   }
@@ -158,6 +170,26 @@ export async function main(args: string[]): Promise<number> {
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
 
+  // The per-host summary: on SIGUSR1, every --summary-every, and at exit.
+  const report = async () => {
+    const all = new Summary();
+    all.merge(summary.raw());
+    for (const raw of await Promise.all(others.map((w) => w.summary()))) if (raw) all.merge(raw);
+    logger.info(all.table());
+    if (config.summaryJson !== undefined) {
+      try {
+        await Deno.writeTextFile(config.summaryJson, JSON.stringify(all.toJSON(), null, 2) + "\n");
+      } catch (err) {
+        logger.info(
+          `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,
+        );
+      }
+    }
+  };
+  const onUsr1 = () => void report();
+  Deno.addSignalListener("SIGUSR1", onUsr1);
+  const every = config.summaryEveryMs > 0 ? setInterval(onUsr1, config.summaryEveryMs) : undefined;
+  if (every !== undefined) Deno.unrefTimer(every as unknown as number);
   // SIGHUP: reopen the log file (logrotate moved it), here and in every worker.
   const onHup = () => {
     log.reopen();
@@ -175,16 +207,32 @@ export async function main(args: string[]): Promise<number> {
   );
   // A second signal means now.
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  clearInterval(every);
+  Deno.removeSignalListener("SIGUSR1", onUsr1);
   const force = () => {
     server.shutdown(0);
     for (const w of others) w.stop(0);
   };
   for (const s of signals) Deno.addSignalListener(s, force);
-  await Promise.all([
+  // Each worker hands over its final counts as it stops.
+  const [, ...fromWorkers] = await Promise.all([
     server.shutdown(config.graceMs),
     ...others.map((w) => w.stop(config.graceMs)),
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
+  const final = new Summary();
+  final.merge(summary.raw());
+  for (const raw of fromWorkers) if (raw) final.merge(raw);
+  logger.info(final.table());
+  if (config.summaryJson !== undefined) {
+    try {
+      Deno.writeTextFileSync(config.summaryJson, JSON.stringify(final.toJSON(), null, 2) + "\n");
+    } catch (err) {
+      logger.info(
+        `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,
+      );
+    }
+  }
   logger.info("stopped");
   log.close();
   return 0;

@@ -82,6 +82,10 @@ export interface Config {
   maxRequestLine: number;
   /** A CONNECT tunnel with no byte either way for this long is closed. @default 900000 */
   tunnelIdleTimeoutMs: number;
+  /** Print the per-host summary this often (besides at exit and on SIGUSR1); 0: never. @default 0 */
+  summaryEveryMs: number;
+  /** Also write the summary as JSON to this file (replaced each time). */
+  summaryJson?: string;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -113,6 +117,7 @@ export const DEFAULTS: Config = {
   maxHeaderFields: 100,
   maxRequestLine: 8192,
   tunnelIdleTimeoutMs: 900_000,
+  summaryEveryMs: 0,
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -157,6 +162,8 @@ const FLAGS = {
   "max-header-fields": { type: "string" },
   "max-request-line": { type: "string" },
   "tunnel-idle-timeout": { type: "string" },
+  "summary-every": { type: "string" },
+  "summary-json": { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
   config: { type: "string" },
@@ -210,6 +217,9 @@ Flags (defaults in brackets):
                                                                     [text]
   --log-file PATH          append the access log to PATH            [stdout]
   --quiet                  no access log                            [off]
+  --summary-every DUR      print the per-host traffic summary this often; it is also
+                           printed at exit and on SIGUSR1 (stderr)  [never]
+  --summary-json PATH      also write the summary as JSON to PATH   [none]
   --utc                    log times in UTC                         [local time]
   --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
                            needs --unstable-net, and read access to the program to load
@@ -413,7 +423,10 @@ export function parseCommand(args: string[]): Command {
       ? DEFAULTS.maxRequestLine
       : parseSize("max-request-line", values["max-request-line"]),
     tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
+    summaryEveryMs: duration(values, "summary-every", DEFAULTS.summaryEveryMs),
   };
+  if (values["summary-json"] === "") throw new UsageError(`--summary-json: empty path ${HINT}`);
+  if (values["summary-json"] !== undefined) config.summaryJson = values["summary-json"];
   if (config.maxHeaderFields === 0) {
     throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
   }

@@ -277,7 +277,10 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   });
   ex.record.bytesUp = result.up;
   ex.record.bytesDown = result.down;
-  if (result.error !== undefined) ex.record.error = result.error;
+  if (result.error !== undefined) {
+    ex.record.error = result.error;
+    ex.record.errorKind = "tunnel_error";
+  }
 }
 
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection established\r\n\r\n");
@@ -300,12 +303,14 @@ async function answerFailure(
     proxyError = err;
   } else if (err instanceof Aborted) {
     ex.record.error = err.message;
+    ex.record.errorKind = err.kind;
     return false;
   } else {
     ctx.logger.info(`internal error in exchange #${ex.record.id}: ${(err as Error)?.stack ?? err}`);
     proxyError = new ProxyError(500, "internal error (see the proxy's log)", { close: true });
   }
   ex.record.error = proxyError.message;
+  ex.record.errorKind = proxyError.kind;
   if (ex.responseStarted) return false;
   const keep = !proxyError.close && ex.requestConsumed && head !== undefined &&
     !ctx.signal.aborted && clientWantsKeepAlive(head);

@@ -56,6 +56,8 @@ export interface ExchangeRecord {
   totalMs?: number;
   /** One-line cause when the exchange failed. */
   error?: string;
+  /** The failure's kind (RFC 9209 Proxy-Status error type, or e.g. `client_closed`). */
+  errorKind?: string;
   /** Whether this is a CONNECT tunnel. */
   tunnel: boolean;
   /** Whether the open line was already written. */
@@ -465,18 +467,31 @@ export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"):
  * Opens the access log a config asks for: its file (appending) or stdout, in its format.
  *
  * @param config Format, file, quiet and clock settings.
+ * @param counter Also told of every finished exchange (the traffic summary).
  * @returns The logger, and functions that close and reopen its file.
  * @throws {Error} when the log file cannot be opened.
  */
 export function openLog(
   config: { logFormat: LogFormat; logFile?: string; quiet: boolean; utc: boolean },
+  counter?: { add(ex: ExchangeRecord): void },
 ): { logger: Logger; close: () => void; reopen: () => void } {
   const file = config.logFile === undefined ? undefined : new LogFile(config.logFile);
-  const logger = createLogger({
+  const base = createLogger({
     format: config.logFormat,
     utc: config.utc,
     quiet: config.quiet,
     ...(file ? { sink: (line: string) => file.write(line), csvHeader: file.empty } : {}),
   });
+  // Every exchange ends in close(): the one place to count it for the summary.
+  const logger: Logger = counter
+    ? {
+      open: (ex) => base.open(ex),
+      close(ex) {
+        counter.add(ex);
+        base.close(ex);
+      },
+      info: (m) => base.info(m),
+    }
+    : base;
   return { logger, close: () => file?.close(), reopen: () => file?.reopen() };
 }

@@ -12,20 +12,28 @@ import { loadAuth } from "./auth.ts";
 import type { Config } from "./config.ts";
 import { openLog } from "./log.ts";
 import { listenAll, ProxyServer } from "./server.ts";
+import { type RawSummary, Summary } from "./summary.ts";
 
 /** Messages between the main thread and a worker. */
 type ToWorker =
   | { kind: "start"; config: Config; index: number; count: number }
   | { kind: "stop"; graceMs: number }
-  | { kind: "reopen" };
-type FromWorker = { kind: "ready" } | { kind: "error"; message: string } | { kind: "stopped" };
+  | { kind: "reopen" }
+  | { kind: "summary" };
+type FromWorker =
+  | { kind: "ready" }
+  | { kind: "error"; message: string }
+  | { kind: "stopped"; raw: RawSummary }
+  | { kind: "summary"; raw: RawSummary };
 
 /** A started worker. */
 export interface WorkerHandle {
-  /** Asks it to stop within `graceMs` and resolves once it has. */
-  stop(graceMs: number): Promise<void>;
+  /** Asks it to stop within `graceMs`; resolves with its final counts once it has. */
+  stop(graceMs: number): Promise<RawSummary | undefined>;
   /** Asks it to reopen its log file. */
   reopenLog(): void;
+  /** Asks for its traffic counts (undefined if it does not answer within a second). */
+  summary(): Promise<RawSummary | undefined>;
 }
 
 /**
@@ -57,29 +65,38 @@ export async function startWorkers(
   for (let index = 1; index < count; index++) {
     const worker = new Worker(entry, { type: "module", name: `http-proxy-worker-${index}` });
     const { promise: ready, resolve, reject } = Promise.withResolvers<void>();
-    let stopped: (() => void) | undefined;
+    let stopped: ((raw: RawSummary | undefined) => void) | undefined;
+    const summaries: ((raw: RawSummary | undefined) => void)[] = [];
     worker.onmessage = (e: MessageEvent<FromWorker>) => {
       if (e.data.kind === "ready") resolve();
       else if (e.data.kind === "error") reject(new Error(e.data.message));
-      else if (e.data.kind === "stopped") stopped?.();
+      else if (e.data.kind === "stopped") stopped?.(e.data.raw);
+      else if (e.data.kind === "summary") summaries.shift()?.(e.data.raw);
     };
     worker.onerror = (e) => {
       e.preventDefault();
       reject(new Error(`worker ${index} failed: ${e.message}`));
-      stopped?.();
+      stopped?.(undefined);
     };
     worker.postMessage({ kind: "start", config, index, count } satisfies ToWorker);
     starts.push(ready);
-    let stopping: Promise<void> | undefined;
+    let stopping: Promise<RawSummary | undefined> | undefined;
     handles.push({
       reopenLog() {
         worker.postMessage({ kind: "reopen" } satisfies ToWorker);
+      },
+      summary() {
+        const { promise, resolve } = Promise.withResolvers<RawSummary | undefined>();
+        summaries.push(resolve);
+        worker.postMessage({ kind: "summary" } satisfies ToWorker);
+        const timer = setTimeout(() => resolve(undefined), 1000);
+        return promise.finally(() => clearTimeout(timer));
       },
       stop(graceMs) {
         // A second call (a second signal) only shortens the wait: the worker gets graceMs 0.
         worker.postMessage({ kind: "stop", graceMs } satisfies ToWorker);
         if (!stopping) {
-          const { promise, resolve } = Promise.withResolvers<void>();
+          const { promise, resolve } = Promise.withResolvers<RawSummary | undefined>();
           stopped = resolve;
           stopping = promise.finally(() => worker.terminate());
         }
@@ -107,13 +124,14 @@ export function serveWorker(): void {
   let closeLog: (() => void) | undefined;
   let reopenLog: (() => void) | undefined;
   let stopping = false;
+  const summary = new Summary();
   scope.onmessage = async (e) => {
     const msg = e.data;
     if (msg.kind === "start") {
       try {
         const auth = await loadAuth(msg.config);
         if (typeof auth === "string") throw new Error(auth);
-        const log = openLog(msg.config);
+        const log = openLog(msg.config, summary);
         closeLog = log.close;
         reopenLog = log.reopen;
         const listeners = listenAll(msg.config.listen, true);
@@ -129,6 +147,8 @@ export function serveWorker(): void {
       }
     } else if (msg.kind === "reopen") {
       reopenLog?.();
+    } else if (msg.kind === "summary") {
+      scope.postMessage({ kind: "summary", raw: summary.raw() });
     } else if (msg.kind === "stop") {
       if (stopping) {
         server?.shutdown(0);
@@ -137,7 +157,7 @@ export function serveWorker(): void {
       stopping = true;
       await server?.shutdown(msg.graceMs);
       closeLog?.();
-      scope.postMessage({ kind: "stopped" });
+      scope.postMessage({ kind: "stopped", raw: summary.raw() });
       scope.close();
     }
   };

@@ -86,8 +86,25 @@ Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and
   await cli.stdout.waitFor(/\] 200 OK 5 bytes \d+ ms #2\n/);
   assert.equal(await cli.stop("SIGTERM"), 0);
   assert.match(cli.stderr.text, /SIGTERM: shutting down/);
-  // stderr holds the startup and shutdown lines and nothing else.
-  assert.equal(cli.stderr.text.trimEnd().split("\n").length, 3, cli.stderr.text);
+  // stderr holds the startup and shutdown lines and the exit summary, nothing else.
+  const lines = cli.stderr.text.trimEnd().split("\n");
+  assert.match(lines[0]!, /listening on/);
+  assert.match(lines[1]!, /^SIGTERM: shutting down/);
+  assert.match(
+    lines[2]!,
+    /^summary: 2 exchange\(s\) in \d+ s, by destination, most traffic first$/,
+  );
+  assert.match(
+    lines[3]!,
+    /^host +requests +1xx +2xx +3xx +4xx +5xx +none +bytes up +bytes down +p50 ms +p95 ms +max ms +errors$/,
+  );
+  assert.match(
+    lines[4]!,
+    new RegExp(
+      `^127\\.0\\.0\\.1:${origin.port} +2 +0 +2 +0 +0 +0 +0 +0 +10 +[\\d.]+ +[\\d.]+ +[\\d.]+ +-$`,
+    ),
+  );
+  assert.deepEqual(lines.slice(5), ["stopped"]);
 });
 
 Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async () => {
@@ -278,6 +295,31 @@ Deno.test("--config reads flags from a JSON file; the command line wins; errors 
     const noRead = await runCli(["--config", file]);
     assert.equal(noRead.code, 2);
     assert.match(noRead.stderr, /--config: no permission to read/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGUSR1 prints the summary; --summary-json writes it; workers' counts are merged", async () => {
+  await using origin = startHttpOrigin(() => new Response("abc"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const json = `${dir}/summary.json`;
+    await using cli = await startCli(
+      ["--listen", "127.0.0.1:0", "--workers", "2", "--summary-json", json, "--quiet"],
+      { denoFlags: ["--unstable-net", `--allow-read=${ROOT}`, `--allow-write=${dir}`] },
+    );
+    for (let i = 0; i < 10; i++) {
+      await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`]);
+    }
+    cli.child.kill("SIGUSR1");
+    await cli.stderr.waitFor(new RegExp(`127\\.0\\.0\\.1:${origin.port} +10 +0 +10 `));
+    assert.equal(await cli.stop(), 0);
+    const data = JSON.parse(await Deno.readTextFile(json));
+    const host = data.hosts.find((h: { host: string }) => h.host === `127.0.0.1:${origin.port}`);
+    assert.equal(host.requests, 10);
+    assert.equal(host.bytesDown, 30);
+    assert.deepEqual(host.status, { "2xx": 10 });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -1,0 +1,252 @@
+/**
+ * Traffic summary per destination host: requests, status classes, bytes each way, latency
+ * percentiles (from a bounded sample) and errors by kind, sorted by traffic. It only counts what
+ * the logger sees end; printing and writing are the caller's.
+ *
+ * @module
+ */
+
+import type { ExchangeRecord } from "./log.ts";
+
+/** Latencies kept per host for percentiles: a uniform sample of at most this many. */
+const SAMPLE = 1000;
+
+/** One host's figures. */
+export interface HostStats {
+  /** `host:port` of the destination, or `-` when the request never named one. */
+  host: string;
+  /** Exchanges. */
+  requests: number;
+  /** Count per status class: `1xx` … `5xx`, and `none` when nothing could be answered. */
+  status: Record<string, number>;
+  /** Request body bytes sent up (tunnels: client → upstream). */
+  bytesUp: number;
+  /** Response body bytes sent down (tunnels: upstream → client). */
+  bytesDown: number;
+  /** Median total time, ms. */
+  p50Ms: number;
+  /** 95th percentile total time, ms. */
+  p95Ms: number;
+  /** Longest total time, ms. */
+  maxMs: number;
+  /** Count per error kind (Proxy-Status kinds, e.g. `dns_error`). */
+  errors: Record<string, number>;
+}
+
+interface Acc {
+  requests: number;
+  status: Record<string, number>;
+  bytesUp: number;
+  bytesDown: number;
+  maxMs: number;
+  seen: number;
+  sample: number[];
+  errors: Record<string, number>;
+}
+
+/**
+ * The destination an exchange went to: the URL's authority, or the CONNECT target.
+ *
+ * @param ex The exchange.
+ * @returns `host:port` as sent, lower-cased, or `-`.
+ */
+export function destination(ex: ExchangeRecord): string {
+  if (ex.target === "-") return "-";
+  if (ex.tunnel) return ex.target.toLowerCase();
+  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(ex.target);
+  if (!m) return "-";
+  const authority = m[1]!.toLowerCase();
+  // No port (`host`, `[::1]`) or an empty one (`host:`) means port 80.
+  if (/:\d+$/.test(authority) && !authority.endsWith("]")) return authority;
+  return `${authority.replace(/:$/, "")}:80`;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 10) / 10;
+}
+
+/** A summary's counts as plain data, to send from a worker and merge in the main thread. */
+export interface RawSummary {
+  /** Epoch ms of the first count. */
+  since: number;
+  /** Accumulators by host. */
+  hosts: [string, Acc][];
+}
+
+/** Counts exchanges per destination; see the module doc. */
+export class Summary {
+  #hosts = new Map<string, Acc>();
+  #since = Date.now();
+
+  /**
+   * The counts as plain data (structured-clone safe).
+   *
+   * @returns The raw counts.
+   */
+  raw(): RawSummary {
+    return { since: this.#since, hosts: [...this.#hosts] };
+  }
+
+  /**
+   * Adds another summary's counts (a worker's) to this one.
+   *
+   * @param other The raw counts.
+   */
+  merge(other: RawSummary): void {
+    this.#since = Math.min(this.#since, other.since);
+    for (const [host, b] of other.hosts) {
+      const a = this.#hosts.get(host);
+      if (!a) {
+        this.#hosts.set(host, structuredClone(b));
+        continue;
+      }
+      a.requests += b.requests;
+      a.bytesUp += b.bytesUp;
+      a.bytesDown += b.bytesDown;
+      a.maxMs = Math.max(a.maxMs, b.maxMs);
+      for (const [k, n] of Object.entries(b.status)) a.status[k] = (a.status[k] ?? 0) + n;
+      for (const [k, n] of Object.entries(b.errors)) a.errors[k] = (a.errors[k] ?? 0) + n;
+      // Both samples stand for their counts; keep a proportional share of each.
+      const total = a.seen + b.seen;
+      const fromB = Math.round((SAMPLE * b.seen) / total);
+      a.sample = [
+        ...a.sample.slice(0, SAMPLE - Math.min(fromB, b.sample.length)),
+        ...b.sample.slice(0, fromB),
+      ];
+      a.seen = total;
+    }
+  }
+
+  /**
+   * Counts one finished exchange.
+   *
+   * @param ex The exchange, as logged.
+   */
+  add(ex: ExchangeRecord): void {
+    const key = destination(ex);
+    let acc = this.#hosts.get(key);
+    if (!acc) {
+      acc = {
+        requests: 0,
+        status: {},
+        bytesUp: 0,
+        bytesDown: 0,
+        maxMs: 0,
+        seen: 0,
+        sample: [],
+        errors: {},
+      };
+      this.#hosts.set(key, acc);
+    }
+    acc.requests++;
+    const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
+    acc.status[cls] = (acc.status[cls] ?? 0) + 1;
+    acc.bytesUp += ex.bytesUp;
+    acc.bytesDown += ex.bytesDown;
+    const ms = ex.totalMs ?? 0;
+    acc.maxMs = Math.max(acc.maxMs, ms);
+    // Reservoir sampling keeps a uniform sample of every latency seen.
+    acc.seen++;
+    if (acc.sample.length < SAMPLE) acc.sample.push(ms);
+    else {
+      const j = Math.floor(Math.random() * acc.seen);
+      if (j < SAMPLE) acc.sample[j] = ms;
+    }
+    if (ex.error !== undefined) {
+      const kind = ex.errorKind ?? "error";
+      acc.errors[kind] = (acc.errors[kind] ?? 0) + 1;
+    }
+  }
+
+  /**
+   * The figures per host, most traffic first.
+   *
+   * @returns One entry per destination.
+   */
+  hosts(): HostStats[] {
+    return [...this.#hosts].map(([host, a]) => {
+      const sorted = [...a.sample].sort((x, y) => x - y);
+      return {
+        host,
+        requests: a.requests,
+        status: { ...a.status },
+        bytesUp: a.bytesUp,
+        bytesDown: a.bytesDown,
+        p50Ms: round(percentile(sorted, 50)),
+        p95Ms: round(percentile(sorted, 95)),
+        maxMs: round(a.maxMs),
+        errors: { ...a.errors },
+      };
+    }).sort((x, y) =>
+      y.bytesUp + y.bytesDown - (x.bytesUp + x.bytesDown) || y.requests - x.requests
+    );
+  }
+
+  /**
+   * The summary as JSON-ready data.
+   *
+   * @returns Time span and hosts.
+   */
+  toJSON(): { since: string; until: string; hosts: HostStats[] } {
+    return {
+      since: new Date(this.#since).toISOString(),
+      until: new Date().toISOString(),
+      hosts: this.hosts(),
+    };
+  }
+
+  /**
+   * The summary as a text table.
+   *
+   * @returns The lines.
+   */
+  table(): string {
+    const hosts = this.hosts();
+    const secs = Math.round((Date.now() - this.#since) / 1000);
+    const total = hosts.reduce((n, h) => n + h.requests, 0);
+    const head = [
+      "host",
+      "requests",
+      "1xx",
+      "2xx",
+      "3xx",
+      "4xx",
+      "5xx",
+      "none",
+      "bytes up",
+      "bytes down",
+      "p50 ms",
+      "p95 ms",
+      "max ms",
+      "errors",
+    ];
+    const rows = hosts.map((h) => [
+      h.host,
+      String(h.requests),
+      ...["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map((c) => String(h.status[c] ?? 0)),
+      String(h.bytesUp),
+      String(h.bytesDown),
+      String(h.p50Ms),
+      String(h.p95Ms),
+      String(h.maxMs),
+      Object.entries(h.errors).map(([k, n]) => `${k}=${n}`).join(" ") || "-",
+    ]);
+    const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
+    const line = (cells: string[]) =>
+      cells.map((
+        c,
+        i,
+      ) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+        .join("  ").trimEnd();
+    return [
+      `summary: ${total} exchange(s) in ${secs} s, by destination, most traffic first`,
+      line(head),
+      ...rows.map(line),
+    ].join("\n");
+  }
+}
