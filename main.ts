@@ -21,6 +21,8 @@ import { isLoopback } from "./lib/ip.ts";
 import { openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { Summary } from "./lib/summary.ts";
+import { type AdminServer, startAdmin } from "./lib/admin.ts";
+import { Metrics } from "./lib/metrics.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
 
 /**
@@ -134,9 +136,16 @@ export async function main(args: string[]): Promise<number> {
     );
   }
   const summary = new Summary();
+  const metrics = new Metrics();
   let log: ReturnType<typeof openLog>;
   try {
-    log = openLog(config, summary);
+    log = openLog(config, {
+      add(ex) {
+        summary.add(ex);
+        metrics.closed(ex);
+      },
+      opened: (ex) => metrics.opened(ex),
+    });
   } catch (err) {
     return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);
   }
@@ -164,6 +173,31 @@ export async function main(args: string[]): Promise<number> {
     await server.shutdown(0);
     log.close();
     return fail((err as Error).message, 1);
+  }
+  let admin: AdminServer | undefined;
+  if (config.admin) {
+    try {
+      admin = startAdmin(config.admin, {
+        metrics,
+        summary,
+        gauges: {
+          connections: () => server.connections,
+          idleUpstreams: () => server.idleUpstreams,
+        },
+      });
+    } catch (err) {
+      await server.shutdown(0);
+      await Promise.all(others.map((w) => w.stop(0)));
+      log.close();
+      const why = err instanceof Deno.errors.AddrInUse
+        ? "address already in use"
+        : (err as Error).message;
+      return fail(
+        `--admin: cannot listen on ${hostPort(config.admin.hostname, config.admin.port)}: ${why}`,
+        1,
+      );
+    }
+    logger.info(`admin: http://${admin.addr}/ (metrics at /metrics)`);
   }
   const addrs = bound.map((a) => hostPort(a.hostname, a.port)).join(", ");
   logger.info(
@@ -220,6 +254,7 @@ export async function main(args: string[]): Promise<number> {
     ...others.map((w) => w.stop(config.graceMs)),
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
+  await admin?.shutdown();
   const final = new Summary();
   final.merge(summary.raw());
   for (const raw of fromWorkers) if (raw) final.merge(raw);

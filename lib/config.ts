@@ -86,6 +86,8 @@ export interface Config {
   summaryEveryMs: number;
   /** Also write the summary as JSON to this file (replaced each time). */
   summaryJson?: string;
+  /** Where the admin listener (metrics, dashboard, API) listens; off when absent. */
+  admin?: ListenAddr;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -164,6 +166,7 @@ const FLAGS = {
   "tunnel-idle-timeout": { type: "string" },
   "summary-every": { type: "string" },
   "summary-json": { type: "string" },
+  admin: { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
   config: { type: "string" },
@@ -220,6 +223,8 @@ Flags (defaults in brackets):
   --summary-every DUR      print the per-host traffic summary this often; it is also
                            printed at exit and on SIGUSR1 (stderr)  [never]
   --summary-json PATH      also write the summary as JSON to PATH   [none]
+  --admin [ADDR:]PORT      serve /metrics (Prometheus), /api/recent, /api/summary and a
+                           live dashboard at / (a bare port means 127.0.0.1) [off]
   --utc                    log times in UTC                         [local time]
   --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
                            needs --unstable-net, and read access to the program to load
@@ -427,6 +432,12 @@ export function parseCommand(args: string[]): Command {
   };
   if (values["summary-json"] === "") throw new UsageError(`--summary-json: empty path ${HINT}`);
   if (values["summary-json"] !== undefined) config.summaryJson = values["summary-json"];
+  if (values.admin !== undefined) {
+    const text = values.admin;
+    config.admin = /^\d{1,5}$/.test(text)
+      ? parseListen(`127.0.0.1:${text}`)
+      : parseListen(text.startsWith(":") ? `127.0.0.1${text}` : text);
+  }
   if (config.maxHeaderFields === 0) {
     throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
   }

@@ -176,7 +176,17 @@ export function formatTextClose(ex: ExchangeRecord, utc = false): string {
  * @returns The JSON line.
  */
 export function formatJson(ex: ExchangeRecord): string {
-  return JSON.stringify({
+  return JSON.stringify(jsonRecord(ex));
+}
+
+/**
+ * The JSON format's object for an exchange (also served by the admin API).
+ *
+ * @param ex The exchange.
+ * @returns The object, fields in the stable order.
+ */
+export function jsonRecord(ex: ExchangeRecord): Record<string, unknown> {
+  return {
     time: new Date(ex.start).toISOString(),
     id: ex.id,
     client: `${bracket(ex.clientIp)}:${ex.clientPort}`,
@@ -194,7 +204,7 @@ export function formatJson(ex: ExchangeRecord): string {
     first_byte_ms: ms(ex.firstByteMs),
     total_ms: ms(ex.totalMs),
     error: ex.error ?? null,
-  });
+  };
 }
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -473,7 +483,7 @@ export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"):
  */
 export function openLog(
   config: { logFormat: LogFormat; logFile?: string; quiet: boolean; utc: boolean },
-  counter?: { add(ex: ExchangeRecord): void },
+  counter?: { add(ex: ExchangeRecord): void; opened?(ex: ExchangeRecord): void },
 ): { logger: Logger; close: () => void; reopen: () => void } {
   const file = config.logFile === undefined ? undefined : new LogFile(config.logFile);
   const base = createLogger({
@@ -485,7 +495,10 @@ export function openLog(
   // Every exchange ends in close(): the one place to count it for the summary.
   const logger: Logger = counter
     ? {
-      open: (ex) => base.open(ex),
+      open(ex) {
+        counter.opened?.(ex);
+        base.open(ex);
+      },
       close(ex) {
         counter.add(ex);
         base.close(ex);

@@ -1,0 +1,149 @@
+/**
+ * Live counters for the admin listener: Prometheus text-format metrics and the most recent
+ * exchanges. Fed by the logger (every exchange opens and closes there), so it sees exactly
+ * what the access log sees. No sockets.
+ *
+ * @module
+ */
+
+import type { ExchangeRecord } from "./log.ts";
+
+/** Request duration histogram buckets, in seconds. */
+const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** Gauges read when metrics are rendered. */
+export interface Gauges {
+  /** Client connections open now. */
+  connections(): number;
+  /** Idle upstream connections held for reuse. */
+  idleUpstreams(): number;
+}
+
+/** Escapes a Prometheus label value. */
+function label(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** Counts exchanges for /metrics and keeps the latest for /api/recent. */
+export class Metrics {
+  #requests = new Map<string, number>();
+  #errors = new Map<string, number>();
+  #bytesUp = 0;
+  #bytesDown = 0;
+  #buckets = new Array<number>(BUCKETS.length).fill(0);
+  #count = 0;
+  #sum = 0;
+  #tunnels = 0;
+  #inUse = 0;
+  #recent: ExchangeRecord[] = [];
+  #keep: number;
+  #listeners = new Set<(ex: ExchangeRecord) => void>();
+  /** Exchanges counted as holding an upstream (a retry opens twice; it counts once). */
+  #holding = new WeakSet<ExchangeRecord>();
+
+  /**
+   * @param keep How many recent exchanges to keep. @default 200
+   */
+  constructor(keep = 200) {
+    this.#keep = keep;
+  }
+
+  /**
+   * An exchange's upstream connection opened.
+   *
+   * @param ex The exchange.
+   */
+  opened(ex: ExchangeRecord): void {
+    if (this.#holding.has(ex)) return;
+    this.#holding.add(ex);
+    if (ex.tunnel) this.#tunnels++;
+    else this.#inUse++;
+  }
+
+  /**
+   * An exchange ended.
+   *
+   * @param ex The exchange.
+   */
+  closed(ex: ExchangeRecord): void {
+    if (this.#holding.delete(ex)) {
+      if (ex.tunnel) this.#tunnels--;
+      else this.#inUse--;
+    }
+    const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
+    const key = `${ex.method}\u0000${cls}`;
+    this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
+    if (ex.errorKind !== undefined) {
+      this.#errors.set(ex.errorKind, (this.#errors.get(ex.errorKind) ?? 0) + 1);
+    }
+    this.#bytesUp += ex.bytesUp;
+    this.#bytesDown += ex.bytesDown;
+    const secs = (ex.totalMs ?? 0) / 1000;
+    this.#count++;
+    this.#sum += secs;
+    for (let i = 0; i < BUCKETS.length; i++) if (secs <= BUCKETS[i]!) this.#buckets[i]!++;
+    this.#recent.push({ ...ex });
+    if (this.#recent.length > this.#keep) this.#recent.shift();
+    for (const l of this.#listeners) l(ex);
+  }
+
+  /**
+   * The most recent exchanges, newest last.
+   *
+   * @returns Copies of their records.
+   */
+  recent(): ExchangeRecord[] {
+    return [...this.#recent];
+  }
+
+  /**
+   * Calls `listener` with every exchange that ends from now on (the live dashboard).
+   *
+   * @param listener The callback.
+   * @returns A function that stops the calls.
+   */
+  subscribe(listener: (ex: ExchangeRecord) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Renders the Prometheus text exposition format (version 0.0.4).
+   *
+   * @param gauges Live gauges.
+   * @returns The metrics text.
+   */
+  render(gauges: Gauges): string {
+    const out: string[] = [];
+    const metric = (name: string, type: string, help: string) => {
+      out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    };
+    metric("http_proxy_requests_total", "counter", "Exchanges ended, by method and status class.");
+    for (const [key, n] of [...this.#requests].sort()) {
+      const [method, cls] = key.split("\u0000");
+      out.push(`http_proxy_requests_total{method="${label(method!)}",status_class="${cls}"} ${n}`);
+    }
+    metric("http_proxy_body_bytes_total", "counter", "Body bytes relayed, by direction.");
+    out.push(`http_proxy_body_bytes_total{direction="up"} ${this.#bytesUp}`);
+    out.push(`http_proxy_body_bytes_total{direction="down"} ${this.#bytesDown}`);
+    metric("http_proxy_errors_total", "counter", "Failed exchanges, by error kind.");
+    for (const [kind, n] of [...this.#errors].sort()) {
+      out.push(`http_proxy_errors_total{kind="${label(kind)}"} ${n}`);
+    }
+    metric("http_proxy_client_connections", "gauge", "Client connections open.");
+    out.push(`http_proxy_client_connections ${gauges.connections()}`);
+    metric("http_proxy_tunnels_open", "gauge", "CONNECT tunnels open.");
+    out.push(`http_proxy_tunnels_open ${this.#tunnels}`);
+    metric("http_proxy_upstream_connections", "gauge", "Upstream connections, by state.");
+    out.push(`http_proxy_upstream_connections{state="in_use"} ${this.#inUse}`);
+    out.push(`http_proxy_upstream_connections{state="idle"} ${gauges.idleUpstreams()}`);
+    metric("http_proxy_request_duration_seconds", "histogram", "Exchange duration.");
+    BUCKETS.forEach((le, i) => {
+      out.push(`http_proxy_request_duration_seconds_bucket{le="${le}"} ${this.#buckets[i]}`);
+    });
+    out.push(`http_proxy_request_duration_seconds_bucket{le="+Inf"} ${this.#count}`);
+    out.push(`http_proxy_request_duration_seconds_sum ${this.#sum}`);
+    out.push(`http_proxy_request_duration_seconds_count ${this.#count}`);
+    return out.join("\n") + "\n";
+  }
+}

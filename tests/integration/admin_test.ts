@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import parsePrometheus from "parse-prometheus-text-format";
+import { startCli } from "../_fixtures/cli.ts";
+import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
+
+type Family = {
+  name: string;
+  type: string;
+  metrics: {
+    value?: string;
+    labels?: Record<string, string>;
+    buckets?: Record<string, string>;
+    count?: string;
+  }[];
+};
+
+Deno.test("--admin serves Prometheus metrics, the recent exchanges, the summary and live events", async () => {
+  await using origin = startHttpOrigin(() => new Response("0123456789"));
+  await using cli = await startCli([
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--quiet",
+  ]);
+  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const events = await fetch(`http://${admin}/api/events`);
+  const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
+  for (let i = 0; i < 3; i++) {
+    assert.equal(
+      (await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`])).stdout,
+      "0123456789",
+    );
+  }
+  await curl(["-x", cli.addrs[0]!, "http://127.0.0.1:9/"]);
+
+  // Live: each exchange arrives as an event.
+  let text = "";
+  while ((text.match(/^data: /gm)?.length ?? 0) < 4) text += (await reader.read()).value ?? "";
+  const first = JSON.parse(/^data: (.*)$/m.exec(text)![1]!);
+  assert.equal(first.url, `http://127.0.0.1:${origin.port}/0`);
+  await reader.cancel();
+
+  const families = parsePrometheus(
+    await (await fetch(`http://${admin}/metrics`)).text(),
+  ) as Family[];
+  const get = (name: string) => families.find((f) => f.name === name)!;
+  const requests = get("http_proxy_requests_total");
+  assert.equal(requests.type, "COUNTER");
+  assert.deepEqual(
+    requests.metrics.map((m) => [m.labels!.method, m.labels!.status_class, m.value]),
+    [["GET", "2xx", "3"], ["GET", "5xx", "1"]],
+  );
+  assert.equal(
+    get("http_proxy_body_bytes_total").metrics.find((m) => m.labels!.direction === "down")!.value,
+    "30",
+  );
+  assert.equal(get("http_proxy_errors_total").metrics[0]!.labels!.kind, "connection_refused");
+  assert.equal(get("http_proxy_request_duration_seconds").type, "HISTOGRAM");
+  assert.equal(get("http_proxy_request_duration_seconds").metrics[0]!.count, "4");
+  assert.equal(get("http_proxy_tunnels_open").metrics[0]!.value, "0");
+  assert.equal(
+    get("http_proxy_upstream_connections").metrics.find((m) => m.labels!.state === "idle")!.value,
+    "1",
+  );
+
+  const recent = await (await fetch(`http://${admin}/api/recent`)).json();
+  assert.equal(recent.length, 4);
+  assert.equal(recent[3].error, 'Cannot connect to upstream "127.0.0.1:9": connection refused');
+  const summary = await (await fetch(`http://${admin}/api/summary`)).json();
+  assert.equal(summary.hosts[0].host, `127.0.0.1:${origin.port}`);
+  assert.equal(summary.hosts[0].requests, 3);
+  const page = await fetch(`http://${admin}/`);
+  assert.match(
+    await page.text(),
+    /<title>http-proxy<\/title>[\s\S]*new EventSource\("\/api\/events"\)/,
+  );
+  const missing = await fetch(`http://${admin}/nope`);
+  assert.equal(missing.status, 404);
+  await missing.body?.cancel();
+  assert.equal(await cli.stop(), 0);
+  assert.doesNotMatch(cli.stderr.text, /legacy behavior|Uncaught|internal error/);
+});
