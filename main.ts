@@ -23,6 +23,7 @@ import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
 import { Metrics } from "./lib/metrics.ts";
+import { HarFile } from "./lib/har.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
 
 /**
@@ -137,12 +138,28 @@ export async function main(args: string[]): Promise<number> {
   }
   const summary = new Summary();
   const metrics = new Metrics();
+  if (
+    config.har !== undefined &&
+    Deno.permissions.querySync({ name: "write", path: config.har }).state !== "granted"
+  ) {
+    return fail(
+      `--har: no permission to write "${config.har}"; run with --allow-write=${config.har}`,
+      2,
+    );
+  }
+  let har: HarFile | undefined;
+  try {
+    if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
+  } catch (err) {
+    return fail(`--har: cannot create "${config.har}": ${(err as Error).message}`, 1);
+  }
   let log: ReturnType<typeof openLog>;
   try {
     log = openLog(config, {
       add(ex) {
         summary.add(ex);
         metrics.closed(ex);
+        har?.add(ex);
       },
       opened: (ex) => metrics.opened(ex),
     });
@@ -268,6 +285,7 @@ export async function main(args: string[]): Promise<number> {
       );
     }
   }
+  har?.close();
   logger.info("stopped");
   log.close();
   return 0;

@@ -88,6 +88,8 @@ export interface Config {
   summaryJson?: string;
   /** Where the admin listener (metrics, dashboard, API) listens; off when absent. */
   admin?: ListenAddr;
+  /** Write the exchanges as HAR 1.2 to this file. */
+  har?: string;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -167,6 +169,7 @@ const FLAGS = {
   "summary-every": { type: "string" },
   "summary-json": { type: "string" },
   admin: { type: "string" },
+  har: { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
   config: { type: "string" },
@@ -225,6 +228,8 @@ Flags (defaults in brackets):
   --summary-json PATH      also write the summary as JSON to PATH   [none]
   --admin [ADDR:]PORT      serve /metrics (Prometheus), /api/recent, /api/summary and a
                            live dashboard at / (a bare port means 127.0.0.1) [off]
+  --har PATH               write the exchanges as HAR 1.2 (devtools import it; no bodies,
+                           no credentials), complete once the proxy stops  [off]
   --utc                    log times in UTC                         [local time]
   --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
                            needs --unstable-net, and read access to the program to load
@@ -432,6 +437,8 @@ export function parseCommand(args: string[]): Command {
   };
   if (values["summary-json"] === "") throw new UsageError(`--summary-json: empty path ${HINT}`);
   if (values["summary-json"] !== undefined) config.summaryJson = values["summary-json"];
+  if (values.har === "") throw new UsageError(`--har: empty path ${HINT}`);
+  if (values.har !== undefined) config.har = values.har;
   if (values.admin !== undefined) {
     const text = values.admin;
     config.admin = /^\d{1,5}$/.test(text)

@@ -229,7 +229,9 @@ export async function forward(
 
   const fields = endToEnd(head.fields, ["host", "expect"]);
   if (hops !== undefined) {
-    for (const f of fields) if (f[0].toLowerCase() === "max-forwards") f[1] = String(hops - 1);
+    fields.forEach((f, i) => {
+      if (f[0].toLowerCase() === "max-forwards") fields[i] = [f[0], String(hops - 1)];
+    });
   }
   fields.unshift(["Host", target.authority]);
   addVia(fields, head.minor);
@@ -309,6 +311,7 @@ export async function forward(
 
   ex.record.status = response.status;
   ex.record.reason = response.reason;
+  ex.record.responseFields = response.fields;
   const type = response.fields.find(([n]) => n.length === 12 && n.toLowerCase() === "content-type");
   if (type) ex.record.contentType = type[1];
   ex.responseStarted = true;

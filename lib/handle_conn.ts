@@ -218,6 +218,7 @@ async function exchange(
     ex.record.method = head.method;
     ex.record.target = head.target;
     ex.record.version = `HTTP/1.${head.minor}`;
+    ex.record.requestFields = head.fields;
     for (const [n, v] of head.fields) {
       if (n.length === 7 && n.toLowerCase() === "referer") ex.record.referer ??= v;
       else if (n.length === 10 && n.toLowerCase() === "user-agent") ex.record.userAgent ??= v;

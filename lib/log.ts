@@ -30,6 +30,10 @@ export interface ExchangeRecord {
   contentType?: string;
   /** ms spent resolving the upstream host name (0 for an IP literal). */
   dnsMs?: number;
+  /** The request's header fields as received (for HAR; never logged by the other formats). */
+  requestFields?: readonly [string, string][];
+  /** The response's header fields as received (for HAR). */
+  responseFields?: readonly [string, string][];
   /** Method, or "-" when the request line could not be parsed. */
   method: string;
   /** Absolute URL or CONNECT authority as sent, or "-". */

@@ -87,7 +87,8 @@ export function addVia(fields: Field[], minor: 0 | 1): void {
   for (let i = fields.length - 1; i >= 0; i--) {
     const f = fields[i]!;
     if (f[0].toLowerCase() === "via") {
-      f[1] = f[1] === "" ? entry : `${f[1]}, ${entry}`;
+      // A new tuple: the received field stays as it was (the HAR log shows it).
+      fields[i] = [f[0], f[1] === "" ? entry : `${f[1]}, ${entry}`];
       return;
     }
   }
