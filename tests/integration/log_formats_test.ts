@@ -146,3 +146,43 @@ Deno.test("a log file that cannot be written (disk full) is reported once, and p
   assert.equal(await cli.stop(), 0);
   assert.equal(cli.stderr.text.match(/cannot write/g)?.length, 1, "reported once");
 });
+
+const hasGoAccess = await new Deno.Command("goaccess", {
+  args: ["--version"],
+  stdout: "null",
+  stderr: "null",
+})
+  .output().then((o) => o.success, () => false);
+
+Deno.test({
+  name: "GoAccess reads the clf and combined logs of real exchanges with no line rejected",
+  ignore: !hasGoAccess, // .ci/run installs Debian's goaccess
+  async fn() {
+    for (const [format, goFormat] of [["combined", "COMBINED"], ["clf", "COMMON"]] as const) {
+      const { lines } = await logged(format);
+      const more = await logged(format);
+      const dir = await Deno.makeTempDir();
+      try {
+        await Deno.writeTextFile(`${dir}/access.log`, [...lines, ...more.lines].join("\n") + "\n");
+        const out = await new Deno.Command("goaccess", {
+          args: [
+            `${dir}/access.log`,
+            `--log-format=${goFormat}`,
+            "--no-global-config",
+            "-o",
+            `${dir}/report.json`,
+          ],
+          stdout: "null",
+          stderr: "piped",
+        }).output();
+        assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        const report = JSON.parse(await Deno.readTextFile(`${dir}/report.json`));
+        assert.equal(report.general.total_requests, 2, format);
+        assert.equal(report.general.valid_requests, 2, format);
+        assert.equal(report.general.failed_requests, 0, format);
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
+    }
+  },
+});
