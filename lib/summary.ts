@@ -61,9 +61,10 @@ export function destination(ex: ExchangeRecord): string {
   return `${authority.replace(/:$/, "")}:80`;
 }
 
+/** The nearest-rank percentile of sorted values. */
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+  return sorted[Math.max(0, Math.ceil((p / 100) * sorted.length) - 1)]!;
 }
 
 function round(ms: number): number {
