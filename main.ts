@@ -38,11 +38,9 @@ export async function main(args: string[]): Promise<number> {
   try {
     const file = configPath(args);
     if (file !== undefined) {
-      if (Deno.permissions.querySync({ name: "read", path: file }).state !== "granted") {
-        printLine(
-          `http-proxy: --config: no permission to read "${file}"; run with --allow-read=${file}`,
-          "stderr",
-        );
+      const missing = needs("--config", "read", file);
+      if (missing) {
+        printLine(`http-proxy: ${missing}`, "stderr");
         return 2;
       }
       let text: string;
@@ -84,16 +82,12 @@ export async function main(args: string[]): Promise<number> {
       2,
     );
   }
-  if (
-    config.authFile !== undefined &&
-    Deno.permissions.querySync({ name: "read", path: config.authFile }).state !== "granted"
-  ) {
-    return fail(
-      `--auth-file: no permission to read "${config.authFile}"; run with ` +
-        `--allow-read=${config.authFile}`,
-      2,
-    );
-  }
+  // Each file flag needs its permission; say which flag lacks what, in one line.
+  const denied = needs("--auth-file", "read", config.authFile) ??
+    needs("--log-file", "write", config.logFile) ??
+    needs("--summary-json", "write", config.summaryJson) ??
+    needs("--har", "write", config.har);
+  if (denied) return fail(denied, 2);
   const auth = await loadAuth(config);
   if (typeof auth === "string") return fail(auth, 2);
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
@@ -117,36 +111,8 @@ export async function main(args: string[]): Promise<number> {
       2,
     );
   }
-  if (config.logFile !== undefined) {
-    const path = config.logFile;
-    if (Deno.permissions.querySync({ name: "write", path }).state !== "granted") {
-      return fail(
-        `--log-file: no permission to write "${path}"; run with --allow-write=${path}`,
-        2,
-      );
-    }
-  }
-  if (
-    config.summaryJson !== undefined &&
-    Deno.permissions.querySync({ name: "write", path: config.summaryJson }).state !== "granted"
-  ) {
-    return fail(
-      `--summary-json: no permission to write "${config.summaryJson}"; run with ` +
-        `--allow-write=${config.summaryJson}`,
-      2,
-    );
-  }
   const summary = new Summary();
   const metrics = new Metrics();
-  if (
-    config.har !== undefined &&
-    Deno.permissions.querySync({ name: "write", path: config.har }).state !== "granted"
-  ) {
-    return fail(
-      `--har: no permission to write "${config.har}"; run with --allow-write=${config.har}`,
-      2,
-    );
-  }
   let har: HarFile | undefined;
   try {
     if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
@@ -289,6 +255,19 @@ export async function main(args: string[]): Promise<number> {
   logger.info("stopped");
   log.close();
   return 0;
+}
+
+/**
+ * The one-line error for a file flag whose permission is missing, or undefined when granted.
+ *
+ * @param flag The flag, for the message.
+ * @param name The permission.
+ * @param path The file, or undefined when the flag is not used.
+ * @returns The message, or undefined.
+ */
+function needs(flag: string, name: "read" | "write", path: string | undefined): string | undefined {
+  if (path === undefined || Deno.permissions.querySync({ name, path }).state === "granted") return;
+  return `${flag}: no permission to ${name} "${path}"; run with --allow-${name}=${path}`;
 }
 
 /** The `--config` path on the command line, if any (`--config PATH` or `--config=PATH`). */
