@@ -18,7 +18,7 @@ import {
 } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
 import { isLoopback } from "./lib/ip.ts";
-import { openLog, printLine } from "./lib/log.ts";
+import { type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
@@ -121,13 +121,15 @@ export async function main(args: string[]): Promise<number> {
   }
   let log: ReturnType<typeof openLog>;
   try {
+    // Metrics cost a little per exchange: counted only when --admin serves them.
+    const live = config.admin ? metrics : undefined;
     log = openLog(config, {
       add(ex) {
         summary.add(ex);
-        metrics.closed(ex);
+        live?.closed(ex);
         har?.add(ex);
       },
-      opened: (ex) => metrics.opened(ex),
+      ...(live ? { opened: (ex: ExchangeRecord) => live.opened(ex) } : {}),
     });
   } catch (err) {
     return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);

@@ -36,6 +36,7 @@ export class Metrics {
   #tunnels = 0;
   #inUse = 0;
   #recent: ExchangeRecord[] = [];
+  #next = 0;
   #keep: number;
   #listeners = new Set<(ex: ExchangeRecord) => void>();
   /** Exchanges counted as holding an upstream (a retry opens twice; it counts once). */
@@ -82,8 +83,9 @@ export class Metrics {
     this.#count++;
     this.#sum += secs;
     for (let i = 0; i < BUCKETS.length; i++) if (secs <= BUCKETS[i]!) this.#buckets[i]!++;
-    this.#recent.push({ ...ex });
-    if (this.#recent.length > this.#keep) this.#recent.shift();
+    // A ring: the slot of the oldest is overwritten.
+    this.#recent[this.#next % this.#keep] = { ...ex };
+    this.#next++;
     for (const l of this.#listeners) l(ex);
   }
 
@@ -93,7 +95,8 @@ export class Metrics {
    * @returns Copies of their records.
    */
   recent(): ExchangeRecord[] {
-    return [...this.#recent];
+    const start = this.#next > this.#keep ? this.#next % this.#keep : 0;
+    return [...this.#recent.slice(start), ...this.#recent.slice(0, start)];
   }
 
   /**
