@@ -90,6 +90,8 @@ export interface Config {
   admin?: ListenAddr;
   /** Write the exchanges as HAR 1.2 to this file. */
   har?: string;
+  /** This proxy's pseudonym in Via, and what loop detection looks for. @default "http-proxy" */
+  viaName: string;
 }
 
 /** Defaults, as `--help` prints them. */
@@ -122,6 +124,7 @@ export const DEFAULTS: Config = {
   maxRequestLine: 8192,
   tunnelIdleTimeoutMs: 900_000,
   summaryEveryMs: 0,
+  viaName: "http-proxy",
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -170,6 +173,7 @@ const FLAGS = {
   "summary-json": { type: "string" },
   admin: { type: "string" },
   har: { type: "string" },
+  "via-name": { type: "string" },
   "auth-file": { type: "string" },
   utc: { type: "boolean" },
   config: { type: "string" },
@@ -189,6 +193,8 @@ Flags (defaults in brackets):
                                                                     [loopback only]
   --open                   serve every client (an open proxy: only on a trusted network)
   --allow-trace            relay TRACE requests                     [refused: 405]
+  --via-name NAME          this proxy's name in Via and in loop detection; give chained
+                           instances different names                [http-proxy]
   --auth USER:PASSWORD     require Basic proxy credentials, repeatable (visible to ps:
                            prefer --auth-file)                       [no auth]
   --auth-file PATH         users as "user:pbkdf2-sha256$…" lines; make one with
@@ -434,7 +440,13 @@ export function parseCommand(args: string[]): Command {
       : parseSize("max-request-line", values["max-request-line"]),
     tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
     summaryEveryMs: duration(values, "summary-every", DEFAULTS.summaryEveryMs),
+    viaName: values["via-name"] ?? DEFAULTS.viaName,
   };
+  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(config.viaName)) {
+    throw new UsageError(
+      `--via-name: "${config.viaName}" is not a single token of 1 to 64 characters ${HINT}`,
+    );
+  }
   if (values["summary-json"] === "") throw new UsageError(`--summary-json: empty path ${HINT}`);
   if (values["summary-json"] !== undefined) config.summaryJson = values["summary-json"];
   if (values.har === "") throw new UsageError(`--har: empty path ${HINT}`);

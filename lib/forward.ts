@@ -205,7 +205,7 @@ export async function forward(
   const target = wrap(() => parseHttpTarget(head.target));
   const framing = wrap(() => requestFraming(head));
   ex.requestConsumed = framing.kind === "none";
-  checkLoop(head.fields);
+  checkLoop(head.fields, config.viaName);
   if (head.method === "TRACE" && !config.allowTrace) {
     // TRACE echoes the request back, cookies and all, to whatever script sent it.
     throw new ProxyError(405, "TRACE is refused (see --allow-trace)", {
@@ -234,7 +234,7 @@ export async function forward(
     });
   }
   fields.unshift(["Host", target.authority]);
-  addVia(fields, head.minor);
+  addVia(fields, head.minor, config.viaName);
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
   if (!ctx.pool) fields.push(["Connection", "close"]);
   const requestHead = encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields);
@@ -296,7 +296,7 @@ export async function forward(
   let keep = clientWantsKeepAlive(head) && ex.requestConsumed && !upstreamBroke &&
     !ctx.signal.aborted;
   const out = endToEnd(response.fields);
-  addVia(out, response.minor);
+  addVia(out, response.minor, config.viaName);
   let outFraming: "raw" | "chunked" = "raw";
   if (rframing.kind === "chunked" || rframing.kind === "close") {
     if (head.minor === 1) {

@@ -260,7 +260,7 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
     throw new BadRequest((err as Error).message);
   }
   ex.record.target = hostPort(target.hostname, target.port);
-  checkLoop(head.fields);
+  checkLoop(head.fields, ctx.config.viaName);
   checkConnectPort(target.port, ctx.config.connectPorts);
   const host = normalizeHost(target.hostname);
   checkDestination(ctx.config, host, undefined, target.port);

@@ -60,13 +60,14 @@ export function checkConnectPort(port: number, allowed: PortRule): void {
  * (RFC 9110 §7.6.3), so forwarding it would loop. Chained instances need distinct names.
  *
  * @param fields The request fields.
+ * @param name This proxy's pseudonym (`--via-name`). @default "http-proxy"
  * @throws {ProxyError} 508 Loop Detected.
  */
-export function checkLoop(fields: readonly Field[]): void {
+export function checkLoop(fields: readonly Field[], name = VIA_NAME): void {
   for (const entry of listValues(fields, "via")) {
     const receivedBy = entry.split(/[ \t]+/)[1];
-    if (receivedBy?.toLowerCase() === VIA_NAME) {
-      throw new ProxyError(508, `loop detected: the request already passed through ${VIA_NAME}`, {
+    if (receivedBy?.toLowerCase() === name.toLowerCase()) {
+      throw new ProxyError(508, `loop detected: the request already passed through ${name}`, {
         kind: "http_request_denied",
         close: true,
       });

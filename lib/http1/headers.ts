@@ -81,9 +81,10 @@ export function endToEnd(fields: readonly Field[], extra: readonly string[] = []
  *
  * @param fields Fields to change in place.
  * @param minor Minor version of the message as received (RFC 9110 §7.6.3 received-protocol).
+ * @param name This proxy's pseudonym (`--via-name`). @default "http-proxy"
  */
-export function addVia(fields: Field[], minor: 0 | 1): void {
-  const entry = `1.${minor} ${VIA_NAME}`;
+export function addVia(fields: Field[], minor: 0 | 1, name = VIA_NAME): void {
+  const entry = `1.${minor} ${name}`;
   for (let i = fields.length - 1; i >= 0; i--) {
     const f = fields[i]!;
     if (f[0].toLowerCase() === "via") {

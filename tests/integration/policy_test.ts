@@ -285,3 +285,17 @@ Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", asy
     });
   }
 });
+
+Deno.test("--via-name lets two chained instances tell each other apart", async () => {
+  await using origin = startHttpOrigin(() => new Response("through two"));
+  await using edgeA = startProxy({ viaName: "edge-a" });
+  await using edgeB = startProxy({ viaName: "edge-b" });
+  // A request that already passed edge-b (as edge-a sees it behind edge-b) is forwarded by
+  // edge-a, which adds its own entry; edge-b itself refuses it as a loop.
+  const req = `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nVia: 1.1 edge-b\r\n` +
+    `Connection: close\r\n\r\n`;
+  const passed = await rawExchange(edgeA.port, req);
+  assert.match(passed, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\nVia: 1\.1 edge-a\r\n[\s\S]*through two$/);
+  const loop = await rawExchange(edgeB.port, req);
+  assert.match(loop, /^HTTP\/1\.1 508 Loop Detected\r\n[\s\S]*already passed through edge-b\n$/);
+});
