@@ -113,6 +113,9 @@ export async function main(args: string[]): Promise<number> {
   }
   const summary = new Summary();
   const metrics = new Metrics();
+  // For --admin: the summary of every thread's traffic, and the workers' latest gauges.
+  const everywhere = new Summary();
+  const workerGauges = new Map<number, { connections: number; idleUpstreams: number }>();
   let har: HarFile | undefined;
   try {
     if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
@@ -127,6 +130,7 @@ export async function main(args: string[]): Promise<number> {
       add(ex) {
         summary.add(ex);
         live?.closed(ex);
+        if (live) everywhere.add(ex);
         har?.add(ex);
       },
       ...(live ? { opened: (ex: ExchangeRecord) => live.opened(ex) } : {}),
@@ -153,7 +157,22 @@ export async function main(args: string[]): Promise<number> {
   const bound = server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
   let others: WorkerHandle[] = [];
   try {
-    others = await startWorkers(import.meta.url, { ...config, listen: bound }, workers);
+    others = await startWorkers(
+      import.meta.url,
+      { ...config, listen: bound },
+      workers,
+      config.admin
+        ? {
+          opened: (ex) => metrics.opened(ex),
+          closed(ex) {
+            metrics.closed(ex);
+            everywhere.add(ex);
+          },
+          gauges: (i, connections, idleUpstreams) =>
+            workerGauges.set(i, { connections, idleUpstreams }),
+        }
+        : undefined,
+    );
   } catch (err) {
     await server.shutdown(0);
     log.close();
@@ -162,12 +181,14 @@ export async function main(args: string[]): Promise<number> {
   let admin: AdminServer | undefined;
   if (config.admin) {
     try {
+      const sum = (pick: (g: { connections: number; idleUpstreams: number }) => number) =>
+        [...workerGauges.values()].reduce((n, g) => n + pick(g), 0);
       admin = startAdmin(config.admin, {
         metrics,
-        summary,
+        summary: everywhere,
         gauges: {
-          connections: () => server.connections,
-          idleUpstreams: () => server.idleUpstreams,
+          connections: () => server.connections + sum((g) => g.connections),
+          idleUpstreams: () => server.idleUpstreams + sum((g) => g.idleUpstreams),
         },
       });
     } catch (err) {

@@ -39,8 +39,8 @@ export class Metrics {
   #next = 0;
   #keep: number;
   #listeners = new Set<(ex: ExchangeRecord) => void>();
-  /** Exchanges counted as holding an upstream (a retry opens twice; it counts once). */
-  #holding = new WeakSet<ExchangeRecord>();
+  /** Ids of exchanges counted as holding an upstream (a retry opens twice; it counts once). */
+  #holding = new Set<number>();
 
   /**
    * @param keep How many recent exchanges to keep. @default 200
@@ -55,8 +55,8 @@ export class Metrics {
    * @param ex The exchange.
    */
   opened(ex: ExchangeRecord): void {
-    if (this.#holding.has(ex)) return;
-    this.#holding.add(ex);
+    if (this.#holding.has(ex.id)) return;
+    this.#holding.add(ex.id);
     if (ex.tunnel) this.#tunnels++;
     else this.#inUse++;
   }
@@ -67,7 +67,7 @@ export class Metrics {
    * @param ex The exchange.
    */
   closed(ex: ExchangeRecord): void {
-    if (this.#holding.delete(ex)) {
+    if (this.#holding.delete(ex.id)) {
       if (ex.tunnel) this.#tunnels--;
       else this.#inUse--;
     }

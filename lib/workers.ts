@@ -10,7 +10,7 @@
 
 import { loadAuth } from "./auth.ts";
 import type { Config } from "./config.ts";
-import { openLog } from "./log.ts";
+import { type ExchangeRecord, openLog } from "./log.ts";
 import { listenAll, ProxyServer } from "./server.ts";
 import { type RawSummary, Summary } from "./summary.ts";
 
@@ -24,7 +24,19 @@ type FromWorker =
   | { kind: "ready" }
   | { kind: "error"; message: string }
   | { kind: "stopped"; raw: RawSummary }
+  | { kind: "opened" | "closed"; ex: ExchangeRecord }
+  | { kind: "gauges"; connections: number; idleUpstreams: number }
   | { kind: "summary"; raw: RawSummary };
+
+/** What the main thread hears of the workers' traffic (with --admin). */
+export interface WorkerEvents {
+  /** An exchange's upstream opened in a worker. */
+  opened(ex: ExchangeRecord): void;
+  /** An exchange ended in a worker. */
+  closed(ex: ExchangeRecord): void;
+  /** Worker `index`'s gauges, sent every second. */
+  gauges(index: number, connections: number, idleUpstreams: number): void;
+}
 
 /** A started worker. */
 export interface WorkerHandle {
@@ -59,6 +71,7 @@ export async function startWorkers(
   entry: string,
   config: Config,
   count: number,
+  events?: WorkerEvents,
 ): Promise<WorkerHandle[]> {
   const handles: WorkerHandle[] = [];
   const starts: Promise<void>[] = [];
@@ -72,6 +85,11 @@ export async function startWorkers(
       else if (e.data.kind === "error") reject(new Error(e.data.message));
       else if (e.data.kind === "stopped") stopped?.(e.data.raw);
       else if (e.data.kind === "summary") summaries.shift()?.(e.data.raw);
+      else if (e.data.kind === "opened") events?.opened(e.data.ex);
+      else if (e.data.kind === "closed") events?.closed(e.data.ex);
+      else if (e.data.kind === "gauges") {
+        events?.gauges(index, e.data.connections, e.data.idleUpstreams);
+      }
     };
     worker.onerror = (e) => {
       e.preventDefault();
@@ -125,13 +143,24 @@ export function serveWorker(): void {
   let reopenLog: (() => void) | undefined;
   let stopping = false;
   const summary = new Summary();
+  let gaugeTimer: ReturnType<typeof setInterval> | undefined;
   scope.onmessage = async (e) => {
     const msg = e.data;
     if (msg.kind === "start") {
       try {
         const auth = await loadAuth(msg.config);
         if (typeof auth === "string") throw new Error(auth);
-        const log = openLog(msg.config, summary);
+        // With --admin, the main thread's listener shows every worker's traffic: send it there.
+        const live = msg.config.admin !== undefined;
+        const log = openLog(msg.config, {
+          add(ex) {
+            summary.add(ex);
+            if (live) scope.postMessage({ kind: "closed", ex });
+          },
+          ...(live
+            ? { opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }) }
+            : {}),
+        });
         closeLog = log.close;
         reopenLog = log.reopen;
         const listeners = listenAll(msg.config.listen, true);
@@ -141,6 +170,15 @@ export function serveWorker(): void {
           ids: { first: msg.index + 1, step: msg.count },
           ...(auth ? { auth } : {}),
         });
+        if (live) {
+          gaugeTimer = setInterval(() => {
+            scope.postMessage({
+              kind: "gauges",
+              connections: server!.connections,
+              idleUpstreams: server!.idleUpstreams,
+            });
+          }, 1000);
+        }
         scope.postMessage({ kind: "ready" });
       } catch (err) {
         scope.postMessage({ kind: "error", message: (err as Error).message });
@@ -155,6 +193,7 @@ export function serveWorker(): void {
         return;
       }
       stopping = true;
+      clearInterval(gaugeTimer);
       await server?.shutdown(msg.graceMs);
       closeLog?.();
       scope.postMessage({ kind: "stopped", raw: summary.raw() });

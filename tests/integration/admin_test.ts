@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
-import { startCli } from "../_fixtures/cli.ts";
+import { ROOT, startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
 
 type Family = {
@@ -80,4 +80,36 @@ Deno.test("--admin serves Prometheus metrics, the recent exchanges, the summary 
   await missing.body?.cancel();
   assert.equal(await cli.stop(), 0);
   assert.doesNotMatch(cli.stderr.text, /legacy behavior|Uncaught|internal error/);
+});
+
+Deno.test("with --workers 2, the admin listener shows every worker's traffic", async () => {
+  await using origin = startHttpOrigin(() => new Response("w"));
+  await using cli = await startCli(
+    ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2", "--quiet"],
+    { denoFlags: ["--unstable-net", `--allow-read=${ROOT}`] },
+  );
+  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  for (let i = 0; i < 24; i++) {
+    await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`]);
+  }
+  // Workers report as their exchanges end; give the messages a moment.
+  let recent: { id: number }[] = [];
+  for (let i = 0; i < 40 && recent.length < 24; i++) {
+    recent = await (await fetch(`http://${admin}/api/recent`)).json();
+    if (recent.length < 24) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.equal(recent.length, 24);
+  assert.ok(
+    recent.some((e) => e.id % 2 === 0) && recent.some((e) => e.id % 2 === 1),
+    "both workers",
+  );
+  const families = parsePrometheus(
+    await (await fetch(`http://${admin}/metrics`)).text(),
+  ) as Family[];
+  const total = families.find((f) => f.name === "http_proxy_requests_total")!.metrics
+    .reduce((n, m) => n + Number(m.value), 0);
+  assert.equal(total, 24);
+  const summary = await (await fetch(`http://${admin}/api/summary`)).json();
+  assert.equal(summary.hosts[0].requests, 24);
+  assert.equal(await cli.stop(), 0);
 });
