@@ -107,7 +107,7 @@ export interface DestRule {
 
 /**
  * Parses a destination rule: `example.com`, `*.example.com` (the name and every name under
- * it), `10.0.0.0/8`, `192.0.2.7`, `[fd00::]/8`, each optionally with `:PORT`, or `:PORT` alone.
+ * it), `198.51.100.0/24`, `192.0.2.7`, `[fd00::]/8`, each optionally with `:PORT`, or `:PORT` alone.
  *
  * @param text The entry.
  * @returns The rule, or undefined when malformed.
