@@ -20,7 +20,7 @@ import { hostPort } from "./lib/dial.ts";
 import { isLoopback } from "./lib/ip.ts";
 import { type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
-import { Summary } from "./lib/summary.ts";
+import { type RawSummary, Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { HarFile } from "./lib/har.ts";
@@ -210,22 +210,22 @@ export async function main(args: string[]): Promise<number> {
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
 
-  // The per-host summary: on SIGUSR1, every --summary-every, and at exit.
-  const report = async () => {
+  // The per-host summary, all threads merged: on SIGUSR1, every --summary-every, and at exit.
+  const publish = async (fromWorkers: (RawSummary | undefined)[]) => {
     const all = new Summary();
     all.merge(summary.raw());
-    for (const raw of await Promise.all(others.map((w) => w.summary()))) if (raw) all.merge(raw);
+    for (const raw of fromWorkers) if (raw) all.merge(raw);
     logger.info(all.table());
-    if (config.summaryJson !== undefined) {
-      try {
-        await Deno.writeTextFile(config.summaryJson, JSON.stringify(all.toJSON(), null, 2) + "\n");
-      } catch (err) {
-        logger.info(
-          `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,
-        );
-      }
+    if (config.summaryJson === undefined) return;
+    try {
+      await Deno.writeTextFile(config.summaryJson, JSON.stringify(all.toJSON(), null, 2) + "\n");
+    } catch (err) {
+      logger.info(
+        `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,
+      );
     }
   };
+  const report = async () => publish(await Promise.all(others.map((w) => w.summary())));
   const onUsr1 = () => void report();
   Deno.addSignalListener("SIGUSR1", onUsr1);
   const every = config.summaryEveryMs > 0 ? setInterval(onUsr1, config.summaryEveryMs) : undefined;
@@ -261,19 +261,7 @@ export async function main(args: string[]): Promise<number> {
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
   await admin?.shutdown();
-  const final = new Summary();
-  final.merge(summary.raw());
-  for (const raw of fromWorkers) if (raw) final.merge(raw);
-  logger.info(final.table());
-  if (config.summaryJson !== undefined) {
-    try {
-      Deno.writeTextFileSync(config.summaryJson, JSON.stringify(final.toJSON(), null, 2) + "\n");
-    } catch (err) {
-      logger.info(
-        `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,
-      );
-    }
-  }
+  await publish(fromWorkers);
   har?.close();
   logger.info("stopped");
   log.close();

@@ -26,6 +26,7 @@ import {
 } from "./forward.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
+import { requestFraming } from "./http1/headers.ts";
 import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
 import { Deadline } from "./deadline.ts";
 import {
@@ -132,6 +133,15 @@ export async function handleConn(
   }
 }
 
+/** Whether a request carries no body (malformed framing counts as a body: close after). */
+function hasNoBody(head: RequestHead): boolean {
+  try {
+    return requestFraming(head).kind === "none";
+  } catch {
+    return false;
+  }
+}
+
 /** A point in time, by wall clock (for the log) and monotonic clock (for durations). */
 function now(): { wall: number; mono: number } {
   return { wall: Date.now(), mono: performance.now() };
@@ -227,10 +237,7 @@ async function exchange(
     ex.head = head.method === "HEAD";
     if (ctx.rate || ctx.auth) {
       // A 429 or 407 to a request without a body keeps the connection (for the retry).
-      ex.requestConsumed = head.method !== "CONNECT" &&
-        !head.fields.some(([n, v]) =>
-          /^transfer-encoding$/i.test(n) || (/^content-length$/i.test(n) && v.trim() !== "0")
-        );
+      ex.requestConsumed = head.method !== "CONNECT" && hasNoBody(head);
       ctx.rate?.take(ex.record.clientIp);
       if (ctx.auth) ex.record.user = await ctx.auth.check(head.fields);
     }

@@ -8,6 +8,8 @@
 
 // deno-lint-ignore-file no-console -- the one module allowed to print (STYLE.md)
 
+import { hostPort } from "./dial.ts";
+
 /** What one exchange (a request and its response, or a CONNECT tunnel) is logged with. */
 export interface ExchangeRecord {
   /** Short exchange id, unique in this process. */
@@ -193,11 +195,11 @@ export function jsonRecord(ex: ExchangeRecord): Record<string, unknown> {
   return {
     time: new Date(ex.start).toISOString(),
     id: ex.id,
-    client: `${bracket(ex.clientIp)}:${ex.clientPort}`,
+    client: hostPort(ex.clientIp, ex.clientPort),
     user: ex.user ?? null,
     method: ex.method,
     url: ex.target,
-    upstream: ex.upstreamIp === undefined ? null : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,
+    upstream: ex.upstreamIp === undefined ? null : hostPort(ex.upstreamIp, ex.upstreamPort!),
     upstream_conn: ex.upstreamUse ?? null,
     status: ex.status ?? null,
     reason: ex.reason ?? null,
@@ -277,11 +279,11 @@ export function formatCsv(ex: ExchangeRecord): string {
   return [
     new Date(ex.start).toISOString(),
     ex.id,
-    `${bracket(ex.clientIp)}:${ex.clientPort}`,
+    hostPort(ex.clientIp, ex.clientPort),
     ex.user,
     ex.method,
     ex.target,
-    ex.upstreamIp === undefined ? undefined : `${bracket(ex.upstreamIp)}:${ex.upstreamPort}`,
+    ex.upstreamIp === undefined ? undefined : hostPort(ex.upstreamIp, ex.upstreamPort!),
     ex.upstreamUse,
     ex.status,
     ex.reason,
@@ -319,10 +321,6 @@ export function formatSquid(ex: ExchangeRecord): string {
   const type = ex.contentType?.split(";")[0]?.trim() || "-";
   return `${time} ${elapsed} ${ex.clientIp} ${code}/${status} ${ex.bytesDown} ${ex.method} ` +
     `${ex.target} ${ex.user ?? "-"} ${peer} ${type.replace(/\s/g, "")}`;
-}
-
-function bracket(ip: string): string {
-  return ip.includes(":") ? `[${ip}]` : ip;
 }
 
 /**

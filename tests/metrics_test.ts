@@ -2,30 +2,11 @@ import assert from "node:assert/strict";
 import type { ExchangeRecord } from "../lib/log.ts";
 import { Metrics } from "../lib/metrics.ts";
 
-Deno.test("Metrics keeps the latest exchanges in order, oldest first, at most `keep`", () => {
-  const m = new Metrics(3);
-  for (let id = 1; id <= 5; id++) {
-    m.closed(
-      {
-        id,
-        start: 0,
-        clientIp: "127.0.0.1",
-        clientPort: 1,
-        method: "GET",
-        target: "-",
-        bytesUp: 0,
-        bytesDown: 0,
-        tunnel: false,
-        opened: false,
-      } as ExchangeRecord,
-    );
-  }
-  assert.deepEqual(m.recent().map((e) => e.id), [3, 4, 5]);
-  const two = new Metrics(3);
-  two.closed({
-    id: 9,
+function record(id: number): ExchangeRecord {
+  return {
+    id,
     start: 0,
-    clientIp: "x",
+    clientIp: "127.0.0.1",
     clientPort: 1,
     method: "GET",
     target: "-",
@@ -33,6 +14,14 @@ Deno.test("Metrics keeps the latest exchanges in order, oldest first, at most `k
     bytesDown: 0,
     tunnel: false,
     opened: false,
-  });
+  };
+}
+
+Deno.test("Metrics keeps the latest exchanges in order, oldest first, at most `keep`", () => {
+  const m = new Metrics(3);
+  for (let id = 1; id <= 5; id++) m.closed(record(id));
+  assert.deepEqual(m.recent().map((e) => e.id), [3, 4, 5]);
+  const two = new Metrics(3);
+  two.closed(record(9));
   assert.deepEqual(two.recent().map((e) => e.id), [9]);
 });
