@@ -7,7 +7,8 @@ const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
 
 Deno.test({
-  name: "the dashboard loads in headless Chromium and shows a new exchange within 2 s",
+  name:
+    "the dashboard loads in headless Chromium and shows a new exchange within 2 s (needs chromium)",
   // .ci/run installs Debian's chromium; without it (a bare dev machine) this test is skipped.
   ignore: !hasChromium,
   // Playwright's pipes to the browser close a moment after browser.close() resolves.

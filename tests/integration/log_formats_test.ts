@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parse } from "csv-parse/sync";
 import { runCli, startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin, startProxy } from "../_fixtures/servers.ts";
+import { hasTool } from "../_fixtures/tools.ts";
 
 /** One real exchange through a proxy logging in `format`; returns the log lines. */
 async function logged(format: "clf" | "combined" | "csv" | "squid" | "json") {
@@ -147,15 +148,11 @@ Deno.test("a log file that cannot be written (disk full) is reported once, and p
   assert.equal(cli.stderr.text.match(/cannot write/g)?.length, 1, "reported once");
 });
 
-const hasGoAccess = await new Deno.Command("goaccess", {
-  args: ["--version"],
-  stdout: "null",
-  stderr: "null",
-})
-  .output().then((o) => o.success, () => false);
+const hasGoAccess = await hasTool("goaccess");
 
 Deno.test({
-  name: "GoAccess reads the clf and combined logs of real exchanges with no line rejected",
+  name:
+    "GoAccess reads the clf and combined logs of real exchanges with no line rejected (needs goaccess)",
   ignore: !hasGoAccess, // .ci/run installs Debian's goaccess
   async fn() {
     for (const [format, goFormat] of [["combined", "COMBINED"], ["clf", "COMMON"]] as const) {
