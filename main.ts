@@ -7,7 +7,7 @@
  * @module
  */
 
-import { hashLine, loadAuth } from "./lib/auth.ts";
+import { envCredentials, hashLine, loadAuth } from "./lib/auth.ts";
 import {
   type Config,
   configFileArgs,
@@ -24,6 +24,9 @@ import { type RawSummary, Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
 import { Metrics } from "./lib/metrics.ts";
 import { HarFile } from "./lib/har.ts";
+import { HostAddresses } from "./lib/host_addresses.ts";
+import { guardInspector } from "./lib/inspector.ts";
+import { describePolicy } from "./lib/policy.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
 
 /**
@@ -71,8 +74,12 @@ export async function main(args: string[]): Promise<number> {
     return code;
   };
 
+  // Secrets from the environment, where `ps` does not show them.
+  config.auth.push(...envCredentials("HTTP_PROXY_AUTH"));
+  config.adminAuth.push(...envCredentials("HTTP_PROXY_ADMIN_AUTH"));
+  const local = (hostname: string) => isLoopback(hostname) || hostname === "localhost";
   // An address others can reach, with nobody named as allowed, would be an open proxy.
-  const exposed = config.listen.find((a) => !isLoopback(a.hostname) && a.hostname !== "localhost");
+  const exposed = config.listen.find((a) => !local(a.hostname));
   const authed = config.auth.length > 0 || config.authFile !== undefined;
   if (exposed && config.allow.length === 0 && !config.open && !authed) {
     return fail(
@@ -82,14 +89,32 @@ export async function main(args: string[]): Promise<number> {
       2,
     );
   }
+  // The admin listener shows every user's URLs: beyond loopback only behind credentials.
+  if (
+    config.admin && !local(config.admin.hostname) && config.adminAuth.length === 0 &&
+    config.adminAuthFile === undefined
+  ) {
+    return fail(
+      `--admin ${hostPort(config.admin.hostname, config.admin.port)}: an admin listener on a ` +
+        `non-loopback address shows every user's traffic to whoever reaches it; give admin ` +
+        `credentials (--admin-auth-file or HTTP_PROXY_ADMIN_AUTH) or listen on loopback`,
+      2,
+    );
+  }
   // Each file flag needs its permission; say which flag lacks what, in one line.
   const denied = needs("--auth-file", "read", config.authFile) ??
+    needs("--admin-auth-file", "read", config.adminAuthFile) ??
     needs("--log-file", "write", config.logFile) ??
     needs("--summary-json", "write", config.summaryJson) ??
     needs("--har", "write", config.har);
   if (denied) return fail(denied, 2);
   const auth = await loadAuth(config);
   if (typeof auth === "string") return fail(auth, 2);
+  const adminAuth = await loadAuth(
+    { auth: config.adminAuth, authFile: config.adminAuthFile },
+    { plain: "HTTP_PROXY_ADMIN_AUTH", file: "--admin-auth-file" },
+  );
+  if (typeof adminAuth === "string") return fail(adminAuth, 2);
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
   // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
   // throwing, so ask first: the unstable net APIs exist only with the flag.
@@ -148,14 +173,50 @@ export async function main(args: string[]): Promise<number> {
     if (!(err instanceof ListenError)) throw err;
     return fail(err.message, 1);
   }
-  const server = new ProxyServer(listeners, {
+  const hostAddresses = new HostAddresses();
+  // The admin listener first, so the proxy (and every worker) knows its real port and never
+  // relays a request to it.
+  let admin: AdminServer | undefined;
+  // Assigned once, after the admin listener whose gauges read it (so not a const).
+  // deno-lint-ignore prefer-const
+  let server: ProxyServer | undefined;
+  let others: WorkerHandle[] = [];
+  if (config.admin) {
+    try {
+      const sum = (pick: (g: { connections: number; idleUpstreams: number }) => number) =>
+        [...workerGauges.values()].reduce((n, g) => n + pick(g), 0);
+      admin = startAdmin(config.admin, {
+        metrics,
+        summary: everywhere,
+        gauges: {
+          connections: () => (server?.connections ?? 0) + sum((g) => g.connections),
+          idleUpstreams: () => (server?.idleUpstreams ?? 0) + sum((g) => g.idleUpstreams),
+        },
+        auth: adminAuth,
+        hosts: config.adminHosts,
+        hostAddresses,
+      });
+    } catch (err) {
+      for (const l of listeners) l.close();
+      log.close();
+      const why = err instanceof Deno.errors.AddrInUse
+        ? "address already in use"
+        : (err as Error).message;
+      return fail(
+        `--admin: cannot listen on ${hostPort(config.admin.hostname, config.admin.port)}: ${why}`,
+        1,
+      );
+    }
+    config = { ...config, admin: admin.bound };
+  }
+  server = new ProxyServer(listeners, {
     config,
     logger,
     ids: { first: 1, step: workers },
+    hostAddresses,
     ...(auth ? { auth } : {}),
   });
   const bound = server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
-  let others: WorkerHandle[] = [];
   try {
     others = await startWorkers(
       import.meta.url,
@@ -175,42 +236,24 @@ export async function main(args: string[]): Promise<number> {
     );
   } catch (err) {
     await server.shutdown(0);
+    await admin?.shutdown();
     log.close();
     return fail((err as Error).message, 1);
-  }
-  let admin: AdminServer | undefined;
-  if (config.admin) {
-    try {
-      const sum = (pick: (g: { connections: number; idleUpstreams: number }) => number) =>
-        [...workerGauges.values()].reduce((n, g) => n + pick(g), 0);
-      admin = startAdmin(config.admin, {
-        metrics,
-        summary: everywhere,
-        gauges: {
-          connections: () => server.connections + sum((g) => g.connections),
-          idleUpstreams: () => server.idleUpstreams + sum((g) => g.idleUpstreams),
-        },
-      });
-    } catch (err) {
-      await server.shutdown(0);
-      await Promise.all(others.map((w) => w.stop(0)));
-      log.close();
-      const why = err instanceof Deno.errors.AddrInUse
-        ? "address already in use"
-        : (err as Error).message;
-      return fail(
-        `--admin: cannot listen on ${hostPort(config.admin.hostname, config.admin.port)}: ${why}`,
-        1,
-      );
-    }
-    logger.info(`admin: http://${admin.addr}/ (metrics at /metrics)`);
   }
   const addrs = bound.map((a) => hostPort(a.hostname, a.port)).join(", ");
   logger.info(
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
+  const users = auth?.users ?? 0;
+  for (const line of describePolicy(config, users)) logger.info(line);
+  if (admin) {
+    logger.info(
+      `admin: http://${admin.addr}/ (metrics at /metrics), ` +
+        (adminAuth ? `asks for admin credentials` : `no credentials (loopback only)`),
+    );
+  }
 
-  // The per-host summary, all threads merged: on SIGUSR1, every --summary-every, and at exit.
+  // The per-host summary, all threads merged: on SIGUSR2, every --summary-every, and at exit.
   const publish = async (fromWorkers: (RawSummary | undefined)[]) => {
     const all = new Summary();
     all.merge(summary.raw());
@@ -226,9 +269,9 @@ export async function main(args: string[]): Promise<number> {
     }
   };
   const report = async () => publish(await Promise.all(others.map((w) => w.summary())));
-  const onUsr1 = () => void report();
-  Deno.addSignalListener("SIGUSR1", onUsr1);
-  const every = config.summaryEveryMs > 0 ? setInterval(onUsr1, config.summaryEveryMs) : undefined;
+  const onUsr2 = () => void report();
+  Deno.addSignalListener("SIGUSR2", onUsr2);
+  const every = config.summaryEveryMs > 0 ? setInterval(onUsr2, config.summaryEveryMs) : undefined;
   if (every !== undefined) Deno.unrefTimer(every as unknown as number);
   // SIGHUP: reopen the log file (logrotate moved it), here and in every worker.
   const onHup = () => {
@@ -240,15 +283,21 @@ export async function main(args: string[]): Promise<number> {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  // SIGUSR1 opens Deno's debugger: closed at once, or, if this process may not, a stop now.
+  const unguard = guardInspector({
+    warn: (line) => logger.info(line),
+    cannotClose: () => stop("SIGUSR1"),
+  });
   const signal = await stopped;
+  const graceMs = signal === "SIGUSR1" ? 0 : config.graceMs;
   logger.info(
     `${signal}: shutting down, ${server.connections} connection(s) open` +
-      `${workers > 1 ? " in the main thread" : ""}, up to ${config.graceMs} ms grace`,
+      `${workers > 1 ? " in the main thread" : ""}, up to ${graceMs} ms grace`,
   );
   // A second signal means now.
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   clearInterval(every);
-  Deno.removeSignalListener("SIGUSR1", onUsr1);
+  Deno.removeSignalListener("SIGUSR2", onUsr2);
   const force = () => {
     server.shutdown(0);
     for (const w of others) w.stop(0);
@@ -256,16 +305,18 @@ export async function main(args: string[]): Promise<number> {
   for (const s of signals) Deno.addSignalListener(s, force);
   // Each worker hands over its final counts as it stops.
   const [, ...fromWorkers] = await Promise.all([
-    server.shutdown(config.graceMs),
-    ...others.map((w) => w.stop(config.graceMs)),
+    server.shutdown(graceMs),
+    ...others.map((w) => w.stop(graceMs)),
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
+  unguard();
   await admin?.shutdown();
   await publish(fromWorkers);
   har?.close();
   logger.info("stopped");
   log.close();
-  return 0;
+  // Stopped because a debugger opened that could not be closed: a failure for the supervisor.
+  return signal === "SIGUSR1" ? 1 : 0;
 }
 
 /**

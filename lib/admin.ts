@@ -1,51 +1,137 @@
 /**
  * The admin listener (`--admin`): `/metrics` in Prometheus text format, `/api/recent` and
  * `/api/summary` as JSON, `/api/events` as a server-sent event stream of finished exchanges,
- * and `/`, a live dashboard page whose every asset is served from here (no CDN). It is an
- * ordinary HTTP server (Deno.serve): the proxy path itself stays on raw sockets.
+ * and `/`, a live dashboard page whose every asset is served from here (no CDN). It is the
+ * operator's: a request whose Host is not this listener's own address (or an `--admin-host`
+ * name) gets 421, so a page whose name rebinds to this address reads nothing; with admin
+ * credentials every path asks for them (401); every response forbids caching, sniffing,
+ * referrers and framing, and the page runs under a CSP with no inline script. It is an ordinary
+ * HTTP server (Deno.serve): the proxy path itself stays on raw sockets.
  *
  * @module
  */
 
+import type { Authenticator } from "./auth.ts";
+import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from "./dashboard.ts";
 import { hostPort } from "./dial.ts";
+import type { HostAddresses } from "./host_addresses.ts";
+import { isLoopback, parseIp } from "./ip.ts";
 import { type ExchangeRecord, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
+import { normalizeHost } from "./policy.ts";
 import type { Summary } from "./summary.ts";
 
 /** A running admin server. */
 export interface AdminServer {
   /** Its address. */
   addr: string;
+  /** Its bound address and port. */
+  bound: { hostname: string; port: number };
   /** Stops it, ending every event stream. */
   shutdown(): Promise<void>;
+}
+
+/** What the admin listener serves, and to whom. */
+export interface AdminOptions {
+  /** Metrics (and the recent exchanges). */
+  metrics: Metrics;
+  /** The traffic summary. */
+  summary: Summary;
+  /** Live gauges. */
+  gauges: Gauges;
+  /** Admin credentials: every path asks for them when given. */
+  auth?: Authenticator | undefined;
+  /** Host names answered to besides the listener's own address. @default [] */
+  hosts?: readonly string[];
+  /** The host's addresses, for a listener on 0.0.0.0 or ::. */
+  hostAddresses: HostAddresses;
+}
+
+/** Headers on every admin response. */
+const SECURITY_HEADERS: Record<string, string> = {
+  "cache-control": "no-store",
+  "x-content-type-options": "nosniff",
+  "referrer-policy": "no-referrer",
+  "content-security-policy": "default-src 'none'; script-src 'self'; style-src 'self'; " +
+    "connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; " +
+    "frame-ancestors 'none'",
+  "x-frame-options": "DENY",
+};
+
+/**
+ * Splits a Host header value into a normalised host and a port.
+ *
+ * @param value The Host value.
+ * @returns Host (IPv6 without brackets) and port (80 when absent), or undefined when malformed.
+ */
+export function splitHost(value: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]]+))(?::(\d{1,5}))?$/.exec(value.trim());
+  if (!m) return undefined;
+  return { host: normalizeHost(m[1] ?? m[2]!), port: m[3] === undefined ? 80 : Number(m[3]) };
+}
+
+/**
+ * Tells whether a Host names this admin listener: its own address and port, `localhost` when
+ * it listens on loopback or everywhere, any of the host's addresses when it listens
+ * everywhere, or a configured name. Anything else may be a rebinding page's own name.
+ *
+ * @param value The Host value (null when absent).
+ * @param bound The listener's address.
+ * @param hosts Configured names.
+ * @param hostAddresses The host's addresses.
+ * @returns True when it names us.
+ */
+export function hostAllowed(
+  value: string | null,
+  bound: { hostname: string; port: number },
+  hosts: readonly string[],
+  hostAddresses: HostAddresses,
+): boolean {
+  const parts = value === null ? undefined : splitHost(value);
+  if (!parts || parts.port !== bound.port) return false;
+  const { host } = parts;
+  if (hosts.includes(host)) return true;
+  const wildcard = bound.hostname === "0.0.0.0" || bound.hostname === "::";
+  if (host === "localhost") return wildcard || isLoopback(bound.hostname);
+  const ip = parseIp(host);
+  if (!ip) return false;
+  if (wildcard) return hostAddresses.has(ip);
+  const mine = parseIp(bound.hostname);
+  return mine !== undefined && mine.version === ip.version &&
+    mine.bytes.every((b, i) => b === ip.bytes[i]);
 }
 
 /**
  * Starts the admin listener.
  *
  * @param addr Where to listen.
- * @param sources Metrics, summary and live gauges to serve.
+ * @param options Metrics, summary, live gauges, credentials and host names.
  * @returns The server.
  */
 export function startAdmin(
   addr: { hostname: string; port: number },
-  sources: { metrics: Metrics; summary: Summary; gauges: Gauges },
+  options: AdminOptions,
 ): AdminServer {
-  const { metrics, summary, gauges } = sources;
+  const { metrics, summary, gauges, auth, hostAddresses } = options;
+  const hosts = options.hosts ?? [];
   const streams = new Set<ReadableStreamDefaultController<Uint8Array>>();
   const enc = new TextEncoder();
-  const json = (data: unknown) =>
-    new Response(JSON.stringify(data, null, 1), {
-      headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" },
+  const respond = (body: BodyInit | null, type: string, status = 200, extra = {}) =>
+    new Response(body, {
+      status,
+      headers: { ...SECURITY_HEADERS, "content-type": type, ...extra },
     });
-  const server = Deno.serve({ hostname: addr.hostname, port: addr.port, onListen() {} }, (req) => {
+  const text = (body: string, status: number, extra = {}) =>
+    respond(body, "text/plain; charset=utf-8", status, extra);
+  const json = (data: unknown) =>
+    respond(JSON.stringify(data, null, 1), "application/json; charset=utf-8");
+  let bound = addr;
+  const route = (req: Request): Response => {
     const path = new URL(req.url).pathname;
-    if (req.method !== "GET") return new Response("only GET\n", { status: 405 });
+    if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
     switch (path) {
       case "/metrics":
-        return new Response(metrics.render(gauges), {
-          headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-        });
+        return respond(metrics.render(gauges), "text/plain; version=0.0.4; charset=utf-8");
       case "/api/recent":
         return json(metrics.recent().map(jsonRecord));
       case "/api/summary":
@@ -75,20 +161,42 @@ export function startAdmin(
             if (mine) streams.delete(mine);
           },
         });
-        return new Response(body, {
-          headers: { "content-type": "text/event-stream", "cache-control": "no-store" },
-        });
+        return respond(body, "text/event-stream");
       }
       case "/":
-        return new Response(DASHBOARD, { headers: { "content-type": "text/html; charset=utf-8" } });
+        return respond(DASHBOARD_HTML, "text/html; charset=utf-8");
+      case "/dashboard.js":
+        return respond(DASHBOARD_JS, "text/javascript; charset=utf-8");
+      case "/dashboard.css":
+        return respond(DASHBOARD_CSS, "text/css; charset=utf-8");
       default:
-        return new Response("not found: try /, /metrics, /api/recent, /api/summary\n", {
-          status: 404,
-        });
+        return text("not found: try /, /metrics, /api/recent, /api/summary\n", 404);
     }
-  });
+  };
+  const server = Deno.serve(
+    { hostname: addr.hostname, port: addr.port, onListen() {} },
+    async (req) => {
+      // RFC 9110 §15.5.20: 421 for a request this server is not configured to answer.
+      if (!hostAllowed(req.headers.get("host"), bound, hosts, hostAddresses)) {
+        return text(
+          `misdirected request: this admin listener answers to ${
+            hostPort(bound.hostname, bound.port)
+          }${hosts.length ? ` and ${hosts.join(", ")}` : ""} (see --admin-host)\n`,
+          421,
+        );
+      }
+      if (auth && await auth.verify(req.headers.get("authorization")) === undefined) {
+        return text("admin credentials required\n", 401, {
+          "www-authenticate": 'Basic realm="http-proxy admin", charset="UTF-8"',
+        });
+      }
+      return route(req);
+    },
+  );
+  bound = { hostname: server.addr.hostname, port: server.addr.port };
   return {
     addr: hostPort(server.addr.hostname, server.addr.port),
+    bound,
     async shutdown() {
       for (const c of streams) {
         try {
@@ -102,81 +210,3 @@ export function startAdmin(
     },
   };
 }
-
-/** The dashboard: one page, inline script and styles, charts drawn on canvas. */
-const DASHBOARD = `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>http-proxy</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font:14px system-ui,sans-serif;margin:0;background:#0f1419;color:#d8dee9}
-header{padding:12px 20px;background:#1b2129;display:flex;gap:28px;align-items:baseline}
-h1{font-size:18px;margin:0}.kpi b{font-size:20px;color:#fff}.kpi{color:#9aa5b1}
-main{display:grid;grid-template-columns:1fr 1fr;gap:16px;padding:16px 20px}
-section{background:#1b2129;border-radius:6px;padding:12px}h2{font-size:14px;margin:0 0 8px;color:#9aa5b1}
-canvas{width:100%;height:140px}table{width:100%;border-collapse:collapse;font-size:12px}
-td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:420px}
-.s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
-</style></head><body>
-<header><h1>http-proxy</h1>
-<span class="kpi">connections <b id="conns">0</b></span>
-<span class="kpi">requests/s <b id="rps">0</b></span>
-<span class="kpi">bytes/s <b id="bps">0</b></span>
-<span class="kpi">exchanges <b id="total">0</b></span>
-<span class="kpi">errors <b id="errors">0</b></span></header>
-<main>
-<section><h2>requests per second (last 5 minutes)</h2><canvas id="rchart"></canvas></section>
-<section><h2>bytes per second (last 5 minutes)</h2><canvas id="bchart"></canvas></section>
-<section><h2>top hosts</h2><table id="hosts"><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
-<section><h2>recent errors</h2><table id="errs"><tbody></tbody></table></section>
-<section class="wide"><h2>recent exchanges</h2><table id="recent"><thead><tr><th>time</th><th>#</th><th>client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th>upstream</th></tr></thead><tbody></tbody></table></section>
-</main>
-<script>
-const $ = (id) => document.getElementById(id);
-const N = 300, reqs = new Array(N).fill(0), bytes = new Array(N).fill(0);
-let total = 0, errors = 0;
-function esc(s) { return String(s ?? "").replace(/[&<>"]/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\\"":"&quot;"})[c]); }
-function human(n) { return n >= 1e9 ? (n/1e9).toFixed(1)+"G" : n >= 1e6 ? (n/1e6).toFixed(1)+"M" : n >= 1e3 ? (n/1e3).toFixed(1)+"k" : String(Math.round(n)); }
-function draw(canvas, data, color) {
-  const w = canvas.width = canvas.clientWidth * devicePixelRatio, h = canvas.height = canvas.clientHeight * devicePixelRatio;
-  const g = canvas.getContext("2d"); g.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...data);
-  g.strokeStyle = color; g.lineWidth = 2 * devicePixelRatio; g.beginPath();
-  data.forEach((v, i) => { const x = i * w / (N - 1), y = h - 4 - v / max * (h - 8); i ? g.lineTo(x, y) : g.moveTo(x, y); });
-  g.stroke(); g.fillStyle = "#9aa5b1"; g.font = 11 * devicePixelRatio + "px sans-serif"; g.fillText("max " + human(max), 6, 14 * devicePixelRatio);
-}
-function row(ex) {
-  const cls = ex.status ? "s" + String(ex.status)[0] : "err";
-  return "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td>" + esc(ex.client) + "</td><td>" + esc(ex.method) +
-    "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td class=\\"" + cls + "\\">" + esc(ex.status ?? "-") + "</td><td>" +
-    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td>" + esc(ex.upstream ?? "-") + "</td></tr>";
-}
-function add(ex) {
-  total++; reqs[N - 1]++; bytes[N - 1] += ex.bytes_up + ex.bytes_down;
-  const body = $("recent").tBodies[0]; body.insertAdjacentHTML("afterbegin", row(ex));
-  while (body.rows.length > 50) body.deleteRow(-1);
-  if (ex.error) {
-    errors++; const e = $("errs").tBodies[0];
-    e.insertAdjacentHTML("afterbegin", "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td class=err>" + esc(ex.status ?? "-") + "</td><td>" + esc(ex.url) + "</td><td>" + esc(ex.error) + "</td></tr>");
-    while (e.rows.length > 20) e.deleteRow(-1);
-  }
-  $("total").textContent = total; $("errors").textContent = errors;
-}
-async function summary() {
-  const s = await (await fetch("/api/summary")).json();
-  $("conns").textContent = s.connections;
-  $("hosts").tBodies[0].innerHTML = s.hosts.slice(0, 10).map((h) => "<tr><td>" + esc(h.host) + "</td><td>" + h.requests + "</td><td>" +
-    human(h.bytesUp + h.bytesDown) + "</td><td>" + h.p50Ms + "</td><td>" + esc(Object.entries(h.errors).map(([k, n]) => k + "=" + n).join(" ") || "-") + "</td></tr>").join("");
-}
-setInterval(() => {
-  $("rps").textContent = reqs[N - 1]; $("bps").textContent = human(bytes[N - 1]);
-  reqs.push(0); reqs.shift(); bytes.push(0); bytes.shift();
-  draw($("rchart"), reqs, "#7fb6ff"); draw($("bchart"), bytes, "#a3d977");
-}, 1000);
-setInterval(summary, 2000);
-(async () => {
-  for (const ex of await (await fetch("/api/recent")).json()) add(ex);
-  reqs.fill(0); bytes.fill(0); summary();
-  new EventSource("/api/events").onmessage = (m) => add(JSON.parse(m.data));
-})();
-</script></body></html>
-`;

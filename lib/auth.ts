@@ -140,6 +140,27 @@ export class Authenticator {
     }
   }
 
+  /** How many users are configured. */
+  get users(): number {
+    return this.#users.size;
+  }
+
+  /**
+   * Checks a Basic `Authorization` value (the admin listener's).
+   *
+   * @param value The header value, or null when absent.
+   * @returns The user name, or undefined when missing or wrong.
+   */
+  async verify(value: string | null): Promise<string | undefined> {
+    if (value === null) return undefined;
+    try {
+      return await this.check([["Proxy-Authorization", value]]);
+    } catch (err) {
+      if (err instanceof ProxyError) return undefined;
+      throw err;
+    }
+  }
+
   /**
    * Checks a request's Proxy-Authorization.
    *
@@ -188,15 +209,17 @@ export class Authenticator {
  * Builds the authenticator a config asks for (`--auth`, `--auth-file`), or none.
  *
  * @param config The auth settings.
+ * @param flags The flag names for messages. @default { plain: "--auth", file: "--auth-file" }
  * @returns The authenticator, undefined when no auth is configured, or a one-line error.
  */
 export async function loadAuth(
-  config: { auth: readonly string[]; authFile?: string },
+  config: { auth: readonly string[]; authFile?: string | undefined },
+  flags = { plain: "--auth", file: "--auth-file" },
 ): Promise<Authenticator | undefined | string> {
   const credentials: Credential[] = [];
   for (const text of config.auth) {
     const cred = await plainCredential(text);
-    if (typeof cred === "string") return `--auth: ${cred}`;
+    if (typeof cred === "string") return `${flags.plain}: ${cred}`;
     credentials.push(cred);
   }
   if (config.authFile !== undefined) {
@@ -204,12 +227,25 @@ export async function loadAuth(
     try {
       text = await Deno.readTextFile(config.authFile);
     } catch (err) {
-      return `--auth-file: cannot read "${config.authFile}": ${(err as Error).message}`;
+      return `${flags.file}: cannot read "${config.authFile}": ${(err as Error).message}`;
     }
     const found = fileCredentials(text);
-    if (typeof found === "string") return `--auth-file: "${config.authFile}" ${found}`;
-    if (found.length === 0) return `--auth-file: "${config.authFile}" holds no user`;
+    if (typeof found === "string") return `${flags.file}: "${config.authFile}" ${found}`;
+    if (found.length === 0) return `${flags.file}: "${config.authFile}" holds no user`;
     credentials.push(...found);
   }
   return credentials.length > 0 ? new Authenticator(credentials) : undefined;
+}
+
+/**
+ * Reads `user:password` lines from an environment variable, where secrets stay off the
+ * command line (which `ps` and `deno task` show). Blank lines are skipped.
+ *
+ * @param name The variable.
+ * @returns The lines; none when unset or when this process may not read it.
+ */
+export function envCredentials(name: string): string[] {
+  if (Deno.permissions.querySync({ name: "env", variable: name }).state !== "granted") return [];
+  const text = Deno.env.get(name) ?? "";
+  return text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l !== "");
 }

@@ -8,7 +8,7 @@
 import { parseArgs } from "node:util";
 import { type Cidr, parseCidr } from "./ip.ts";
 import { LOG_FORMATS, type LogFormat } from "./log.ts";
-import { type DestRule, parseDestRule } from "./policy.ts";
+import { type DestRule, normalizeHost, parseDestRule } from "./policy.ts";
 import type { PortRule } from "./policy.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
@@ -82,12 +82,21 @@ export interface Config {
   maxRequestLine: number;
   /** A CONNECT tunnel with no byte either way for this long is closed. @default 900000 */
   tunnelIdleTimeoutMs: number;
-  /** Print the per-host summary this often (besides at exit and on SIGUSR1); 0: never. @default 0 */
+  /** Print the per-host summary this often (besides at exit and on SIGUSR2); 0: never. @default 0 */
   summaryEveryMs: number;
   /** Also write the summary as JSON to this file (replaced each time). */
   summaryJson?: string;
   /** Where the admin listener (metrics, dashboard, API) listens; off when absent. */
   admin?: ListenAddr;
+  /** Admin users as `user:pbkdf2-sha256$…` lines (hash-password); every admin path asks then. */
+  adminAuthFile?: string;
+  /**
+   * Admin `user:password` pairs, from the HTTP_PROXY_ADMIN_AUTH environment variable (never a
+   * flag: a command line shows in `ps`). @default []
+   */
+  adminAuth: string[];
+  /** Host names the admin listener answers to besides its own address. @default [] */
+  adminHosts: string[];
   /** Write the exchanges as HAR 1.2 to this file. */
   har?: string;
   /** This proxy's pseudonym in Via, and what loop detection looks for. @default "http-proxy" */
@@ -125,6 +134,8 @@ export const DEFAULTS: Config = {
   tunnelIdleTimeoutMs: 900_000,
   summaryEveryMs: 0,
   viaName: "http-proxy",
+  adminAuth: [],
+  adminHosts: [],
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -172,6 +183,8 @@ const FLAGS = {
   "summary-every": { type: "string" },
   "summary-json": { type: "string" },
   admin: { type: "string" },
+  "admin-auth-file": { type: "string" },
+  "admin-host": { type: "string", multiple: true },
   har: { type: "string" },
   "via-name": { type: "string" },
   "auth-file": { type: "string" },
@@ -196,7 +209,7 @@ Flags (defaults in brackets):
   --via-name NAME          this proxy's name in Via and in loop detection; give chained
                            instances different names                [http-proxy]
   --auth USER:PASSWORD     require Basic proxy credentials, repeatable (visible to ps:
-                           prefer --auth-file)                       [no auth]
+                           prefer --auth-file or HTTP_PROXY_AUTH)   [no auth]
   --auth-file PATH         users as "user:pbkdf2-sha256$…" lines; make one with
                            http-proxy hash-password USER < password
   --deny-dest RULE         never reach RULE, repeatable: example.com, *.example.com,
@@ -230,10 +243,15 @@ Flags (defaults in brackets):
   --log-file PATH          append the access log to PATH            [stdout]
   --quiet                  no access log                            [off]
   --summary-every DUR      print the per-host traffic summary this often; it is also
-                           printed at exit and on SIGUSR1 (stderr)  [never]
+                           printed at exit and on SIGUSR2 (stderr)  [never]
   --summary-json PATH      also write the summary as JSON to PATH   [none]
   --admin [ADDR:]PORT      serve /metrics (Prometheus), /api/recent, /api/summary and a
-                           live dashboard at / (a bare port means 127.0.0.1) [off]
+                           live dashboard at / (a bare port means 127.0.0.1); a
+                           non-loopback ADDR needs admin credentials   [off]
+  --admin-auth-file PATH   admin users as "user:pbkdf2-sha256$…" lines (hash-password):
+                           every admin path then asks for them (401)   [none]
+  --admin-host NAME        a host name the admin listener answers to, repeatable; any
+                           other Host gets 421 (DNS rebinding)     [its own address]
   --har PATH               write the exchanges as HAR 1.2 (devtools import it; no bodies,
                            no credentials), complete once the proxy stops  [off]
   --utc                    log times in UTC                         [local time]
@@ -246,7 +264,15 @@ Flags (defaults in brackets):
   -V, --version            print the version
 
 DUR is a number with a unit: 500ms, 10s, 2m (a bare number is seconds).
-SIZE is bytes, or with a unit: 64KiB, 1MiB.`;
+SIZE is bytes, or with a unit: 64KiB, 1MiB.
+
+Environment (read with --allow-env for these names; never shown by ps):
+  HTTP_PROXY_AUTH          proxy users, "user:password", one per line (like --auth)
+  HTTP_PROXY_ADMIN_AUTH    admin users, "user:password", one per line
+
+Signals: SIGINT/SIGTERM stop (a second one: now), SIGHUP reopens the log file, SIGUSR2
+prints the summary. Never send SIGUSR1: Deno opens a debugger for it (closed at once with
+--allow-sys, else the proxy stops).`;
 
 const HINT = "(see --help)";
 
@@ -441,6 +467,8 @@ export function parseCommand(args: string[]): Command {
     tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
     summaryEveryMs: duration(values, "summary-every", DEFAULTS.summaryEveryMs),
     viaName: values["via-name"] ?? DEFAULTS.viaName,
+    adminAuth: [],
+    adminHosts: [],
   };
   if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(config.viaName)) {
     throw new UsageError(
@@ -459,6 +487,19 @@ export function parseCommand(args: string[]): Command {
   }
   if (config.maxHeaderFields === 0) {
     throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
+  }
+  if (values["admin-auth-file"] === "") {
+    throw new UsageError(`--admin-auth-file: empty path ${HINT}`);
+  }
+  if (values["admin-auth-file"] !== undefined) config.adminAuthFile = values["admin-auth-file"];
+  for (const name of values["admin-host"] ?? []) {
+    if (
+      !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/
+        .test(name)
+    ) {
+      throw new UsageError(`--admin-host: "${name}" is not a host name ${HINT}`);
+    }
+    config.adminHosts.push(normalizeHost(name));
   }
   if (values["auth-file"] === "") throw new UsageError(`--auth-file: empty path ${HINT}`);
   if (values["auth-file"] !== undefined) config.authFile = values["auth-file"];

@@ -39,7 +39,13 @@ import {
   type ResponseHead,
 } from "./http1/parse.ts";
 import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
-import { checkDestination, checkLoop, maxForwards, normalizeHost } from "./policy.ts";
+import {
+  checkDestination,
+  checkLoop,
+  type LocalView,
+  maxForwards,
+  normalizeHost,
+} from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** What an exchange needs from the connection that carries it. */
@@ -86,6 +92,8 @@ export interface ExchangeContext {
   nextId?: () => number;
   /** Aborted when the proxy shuts down: no more keep-alive. */
   signal: AbortSignal;
+  /** The host's own addresses and listeners, and whether this client is local (per connection). */
+  local?: LocalView;
 }
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
@@ -127,7 +135,7 @@ export async function openUpstream(
   const conn = await dial(hostname, port, {
     timeoutMs: ctx.config.connectTimeoutMs,
     onResolved: (ms) => (ex.record.dnsMs = ms),
-    check: (address) => checkDestination(ctx.config, hostname, address, port),
+    check: (address) => checkDestination(ctx.config, hostname, address, port, ctx.local),
     ...(ctx.connect ? { connect: ctx.connect } : {}),
     ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
   });
@@ -241,7 +249,7 @@ export async function forward(
 
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
   const host = normalizeHost(target.hostname);
-  checkDestination(config, host, undefined, target.port);
+  checkDestination(config, host, undefined, target.port, ctx.local);
   const key = `${host}:${target.port}`;
   // Only a request without a body can be sent again: its bytes are all in requestHead.
   const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";

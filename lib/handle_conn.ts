@@ -36,6 +36,7 @@ import {
   checkLoop,
   normalizeHost,
 } from "./policy.ts";
+import { isLoopback } from "./ip.ts";
 import { HeldUpstream } from "./pool.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -71,7 +72,9 @@ export async function handleConn(
   const reader = new BufferedReader(conn);
   const { config } = ctx;
   const held = ctx.pool ? new HeldUpstream(ctx.pool, config.upstreamIdleTimeoutMs) : undefined;
-  if (held) ctx = { ...ctx, held };
+  // The rules about this host itself depend on whether the client is on it.
+  const local = ctx.local && { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
+  if (held || local) ctx = { ...ctx, ...(held ? { held } : {}), ...(local ? { local } : {}) };
   let first = true;
   let current: Exchange | undefined;
   // Closing only the client would leave an exchange blocked on an upstream read.
@@ -270,7 +273,7 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   checkLoop(head.fields, ctx.config.viaName);
   checkConnectPort(target.port, ctx.config.connectPorts);
   const host = normalizeHost(target.hostname);
-  checkDestination(ctx.config, host, undefined, target.port);
+  checkDestination(ctx.config, host, undefined, target.port, ctx.local);
   const upstream = await openUpstream(ex, ctx, host, target.port);
   ex.record.status = 200;
   ex.record.reason = "Connection established";

@@ -9,6 +9,7 @@
 import { Forbidden, ProxyError } from "./errors.ts";
 import { listValues, VIA_NAME } from "./http1/headers.ts";
 import type { Field } from "./http1/parse.ts";
+import type { HostAddresses, OwnListeners } from "./host_addresses.ts";
 import { type Cidr, inRange, type Ip, LOOPBACK, parseCidr, parseIp } from "./ip.ts";
 
 /**
@@ -202,17 +203,35 @@ export interface DestConfig {
   blockPrivate: boolean;
 }
 
+/** Where a request comes from and what this host is, for the rules about the host itself. */
+export interface LocalView {
+  /** The host's own addresses. */
+  host: HostAddresses;
+  /** This process's own listeners (proxy and admin). */
+  own: OwnListeners;
+  /** Whether the client is on loopback (this machine). */
+  loopbackClient: boolean;
+}
+
+/** Names that mean this host by definition (RFC 6761 §6.3), not by what a DNS server says. */
+function isLocalhostName(host: string): boolean {
+  return host === "localhost" || host.endsWith(".localhost");
+}
+
 /**
  * Checks a destination before anything is sent to it. The order: an explicit `--deny-dest`
- * match denies; else an explicit `--allow-dest` match allows (it can open a hole in the
- * defaults and the preset); else link-local and metadata addresses are denied, and with
- * `--block-private` the private ranges; else, when `--allow-dest` lists anything, the rest is
- * denied.
+ * match denies; this proxy's own listeners (proxy and admin ports) are denied to everyone; an
+ * explicit `--allow-dest` range allows (it can open a hole in the defaults and the preset);
+ * the host's own addresses are denied to clients that are not on loopback, and to everyone when
+ * reached through a name other than `localhost` (DNS rebinding), unless an `--allow-dest` name
+ * names it; link-local and metadata addresses are denied, and with `--block-private` the
+ * private ranges; else, when `--allow-dest` lists anything, the rest is denied.
  *
  * @param rules The configured rules.
  * @param host The requested host (normalised).
  * @param address The address about to be dialed, or undefined for the check before DNS.
  * @param port The port.
+ * @param local The client's side and the host's addresses; without it, no host-local rule.
  * @throws {Forbidden} naming the rule.
  */
 export function checkDestination(
@@ -220,6 +239,7 @@ export function checkDestination(
   host: string,
   address: string | undefined,
   port: number,
+  local?: LocalView,
 ): void {
   const ip = parsedIp(address ?? host);
   const deny = (why: string): never => {
@@ -230,13 +250,78 @@ export function checkDestination(
   if (denied) deny(`by --deny-dest ${denied.text}`);
   // Before DNS only names and ports can be judged; the addresses are checked once known.
   if (address === undefined && ip === undefined) return;
+  const own = ip && local?.own.find(ip, port);
+  if (own) deny(`(it is this proxy's own ${own} listener)`);
   const allowed = rules.allowDest.find((r) => matches(r, host, ip, port));
   // Only an address range may open a hole in the defaults: a name is whatever its DNS says.
   if (allowed?.kind === "range") return;
+  if (ip && local?.host.has(ip)) {
+    if (!local.loopbackClient) {
+      deny(
+        "(the proxy host's own addresses are reachable only by clients on it; see --allow-dest)",
+      );
+    }
+    // A name that resolves here may be DNS rebinding: a page's own name now pointing at us.
+    const literal = parsedIp(host) !== undefined;
+    if (!literal && !isLocalhostName(host) && allowed === undefined) {
+      deny(
+        "(a name that resolves to this host could be DNS rebinding; use localhost or the " +
+          "address, or name it in --allow-dest)",
+      );
+    }
+  }
   if (ip && LINK_LOCAL.some((r) => inRange(r, ip))) {
     deny("(link-local and cloud metadata addresses are denied by default)");
   }
   const preset = rules.blockPrivate && ip ? PRIVATE.find((r) => inRange(r, ip)) : undefined;
   if (preset) deny(`by --block-private (${preset.text})`);
   if (rules.allowDest.length > 0 && !allowed) deny("(not in --allow-dest)");
+}
+
+/** What {@linkcode describePolicy} reads of the configuration. */
+export interface PolicySettings extends DestConfig {
+  /** `--allow` ranges. */
+  allow: readonly Cidr[];
+  /** `--open`. */
+  open: boolean;
+}
+
+/**
+ * Says in one line who may use the proxy and where they may go, and warns in a second line
+ * when clients beyond this machine can reach private networks.
+ *
+ * @param config The policy settings.
+ * @param users How many proxy users are configured (0: no authentication).
+ * @returns The lines to log at startup.
+ */
+export function describePolicy(config: PolicySettings, users: number): string[] {
+  const clients = config.open
+    ? "anyone (--open)"
+    : config.allow.length > 0
+    ? config.allow.map((r) => r.text).join(", ")
+    : users > 0
+    ? "anyone with credentials"
+    : "loopback only";
+  const auth = users > 0 ? `Basic proxy authentication (${users} user(s))` : "no authentication";
+  const privateNets = config.blockPrivate ? "blocked (--block-private)" : "reachable";
+  const dest = `this host: clients on it only; link-local and metadata: denied; ` +
+    `private networks: ${privateNets}` +
+    (config.allowDest.length > 0 ? `; only --allow-dest (${config.allowDest.length})` : "") +
+    (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "");
+  const lines = [`policy: clients ${clients}, ${auth}; destinations: ${dest}`];
+  const beyond = config.open || (users > 0 && config.allow.length === 0) ||
+    config.allow.some((r) => !LOOPBACK.some((l) => l.version === r.version && covers(l, r)));
+  if (beyond && !config.blockPrivate) {
+    lines.push(
+      "warning: clients beyond loopback can reach every private network this host reaches " +
+        "(10/8, 172.16/12, 192.168/16, fc00::/7, 100.64/10) through the proxy; pass " +
+        "--block-private unless that is what they are for",
+    );
+  }
+  return lines;
+}
+
+/** Whether `outer` contains all of `inner`. */
+function covers(outer: Cidr, inner: Cidr): boolean {
+  return inner.prefix >= outer.prefix && inRange(outer, inner);
 }

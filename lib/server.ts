@@ -13,6 +13,8 @@ import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./log.ts";
 import { ConnectionLimits, RateLimiter } from "./limits.ts";
 import { UpstreamPool } from "./pool.ts";
+import { HostAddresses, OwnListeners } from "./host_addresses.ts";
+import type { LocalView } from "./policy.ts";
 
 /** A listen address could not be bound; the message is one line. */
 export class ListenError extends Error {
@@ -73,6 +75,8 @@ export interface ServerOptions {
   resolve?: ResolveFn;
   /** Proxy authentication, when configured. */
   auth?: Authenticator;
+  /** The host's own addresses. @default read from the system's interfaces */
+  hostAddresses?: HostAddresses;
   /**
    * Exchange ids `first`, `first + step`, …: with N workers, worker k uses first k+1 and step N,
    * so ids stay unique across the process. @default { first: 1, step: 1 }
@@ -94,6 +98,7 @@ export class ProxyServer {
   #limits: ConnectionLimits;
   #rate: RateLimiter | undefined;
   #endGrace: () => void = () => {};
+  #local: LocalView;
 
   /**
    * Starts accepting on every listener.
@@ -116,6 +121,12 @@ export class ProxyServer {
     if (maxIdlePerHost > 0) {
       this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
     }
+    // This host and our own listeners (and the admin's) are never destinations for just anyone.
+    const host = options.hostAddresses ?? new HostAddresses();
+    const own = new OwnListeners(host);
+    for (const l of listeners) own.add({ ...l.addr, what: "proxy" });
+    if (options.config.admin) own.add({ ...options.config.admin, what: "admin" });
+    this.#local = { host, own, loopbackClient: false };
     // One accept loop per listener: Deno refuses a second accept in flight on the same
     // listener ("Another accept task is ongoing").
     this.#loops = listeners.map((l) => this.#accept(l));
@@ -161,6 +172,7 @@ export class ProxyServer {
         logger: this.#options.logger,
         signal: this.#abort.signal,
         nextId: this.#nextId,
+        local: this.#local,
         ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),

@@ -86,25 +86,30 @@ Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and
   await cli.stdout.waitFor(/\] 200 OK 5 bytes \d+ ms #2\n/);
   assert.equal(await cli.stop("SIGTERM"), 0);
   assert.match(cli.stderr.text, /SIGTERM: shutting down/);
-  // stderr holds the startup and shutdown lines and the exit summary, nothing else.
+  // stderr holds the startup, policy and shutdown lines and the exit summary, nothing else.
   const lines = cli.stderr.text.trimEnd().split("\n");
   assert.match(lines[0]!, /listening on/);
-  assert.match(lines[1]!, /^SIGTERM: shutting down/);
+  assert.equal(
+    lines[1]!,
+    "policy: clients loopback only, no authentication; destinations: this host: clients on it " +
+      "only; link-local and metadata: denied; private networks: reachable",
+  );
+  assert.match(lines[2]!, /^SIGTERM: shutting down/);
   assert.match(
-    lines[2]!,
+    lines[3]!,
     /^summary: 2 exchange\(s\) in \d+ s, by destination, most traffic first$/,
   );
   assert.match(
-    lines[3]!,
+    lines[4]!,
     /^host +requests +1xx +2xx +3xx +4xx +5xx +none +bytes up +bytes down +p50 ms +p95 ms +max ms +errors$/,
   );
   assert.match(
-    lines[4]!,
+    lines[5]!,
     new RegExp(
       `^127\\.0\\.0\\.1:${origin.port} +2 +0 +2 +0 +0 +0 +0 +0 +10 +[\\d.]+ +[\\d.]+ +[\\d.]+ +-$`,
     ),
   );
-  assert.deepEqual(lines.slice(5), ["stopped"]);
+  assert.deepEqual(lines.slice(6), ["stopped"]);
 });
 
 Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async () => {
@@ -300,7 +305,7 @@ Deno.test("--config reads flags from a JSON file; the command line wins; errors 
   }
 });
 
-Deno.test("SIGUSR1 prints the summary; --summary-json writes it; workers' counts are merged", async () => {
+Deno.test("SIGUSR2 prints the summary; --summary-json writes it; workers' counts are merged", async () => {
   await using origin = startHttpOrigin(() => new Response("abc"));
   const dir = await Deno.makeTempDir();
   try {
@@ -312,7 +317,7 @@ Deno.test("SIGUSR1 prints the summary; --summary-json writes it; workers' counts
     for (let i = 0; i < 10; i++) {
       await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`]);
     }
-    cli.child.kill("SIGUSR1");
+    cli.child.kill("SIGUSR2");
     await cli.stderr.waitFor(new RegExp(`127\\.0\\.0\\.1:${origin.port} +10 +0 +10 `));
     assert.equal(await cli.stop(), 0);
     const data = JSON.parse(await Deno.readTextFile(json));

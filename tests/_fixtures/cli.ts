@@ -64,19 +64,30 @@ export interface Cli extends AsyncDisposable {
 /** Deno permissions the CLI runs with in tests, as the README says. */
 export const RUN_FLAGS = ["run", "--allow-net"];
 
+/** Options of {@linkcode startCli}. */
+export interface CliOptions {
+  /** Extra deno flags (permissions). */
+  denoFlags?: string[];
+  /** The script to run. @default main.ts */
+  script?: string;
+  /** A command that runs deno (e.g. nsenter into a network namespace). */
+  prefix?: string[];
+  /** Extra environment variables. */
+  env?: Record<string, string>;
+}
+
 /**
  * Starts the CLI and waits for its startup line.
  *
  * @param args Flags for http-proxy.
- * @param options Extra deno flags (permissions) and the script to run.
+ * @param options Extra deno flags, the script, a prefix command and environment.
  */
-export async function startCli(
-  args: string[],
-  options: { denoFlags?: string[]; script?: string } = {},
-): Promise<Cli> {
-  const child = new Deno.Command(Deno.execPath(), {
+export async function startCli(args: string[], options: CliOptions = {}): Promise<Cli> {
+  const [program, ...before] = [...(options.prefix ?? []), Deno.execPath()];
+  const child = new Deno.Command(program!, {
     // -A cannot be combined with --allow-net: it replaces the default permissions.
     args: [
+      ...before,
       ...(options.denoFlags?.includes("-A") ? ["run"] : RUN_FLAGS),
       ...(options.denoFlags ?? []),
       options.script ?? `${root}main.ts`,
@@ -86,6 +97,7 @@ export async function startCli(
     stderr: "piped",
     stdin: "null",
     cwd: root,
+    ...(options.env ? { env: options.env } : {}),
   }).spawn();
   const stdout = new Collector(child.stdout);
   const stderr = new Collector(child.stderr);
@@ -128,6 +140,7 @@ export async function startCli(
 export async function runCli(
   args: string[],
   denoFlags: string[] = [],
+  env?: Record<string, string>,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command(Deno.execPath(), {
     args: [...RUN_FLAGS, ...denoFlags, `${root}main.ts`, ...args],
@@ -135,6 +148,7 @@ export async function runCli(
     stderr: "piped",
     stdin: "null",
     cwd: root,
+    ...(env ? { env } : {}),
   }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };

@@ -71,10 +71,10 @@ Deno.test("--admin serves Prometheus metrics, the recent exchanges, the summary 
   assert.equal(summary.hosts[0].host, `127.0.0.1:${origin.port}`);
   assert.equal(summary.hosts[0].requests, 3);
   const page = await fetch(`http://${admin}/`);
-  assert.match(
-    await page.text(),
-    /<title>http-proxy<\/title>[\s\S]*new EventSource\("\/api\/events"\)/,
-  );
+  assert.match(await page.text(), /<title>http-proxy<\/title>[\s\S]*src="\/dashboard\.js"/);
+  const script = await fetch(`http://${admin}/dashboard.js`);
+  assert.equal(script.headers.get("content-type"), "text/javascript; charset=utf-8");
+  assert.match(await script.text(), /new EventSource\("\/api\/events"\)/);
   const missing = await fetch(`http://${admin}/nope`);
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
