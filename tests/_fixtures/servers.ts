@@ -347,13 +347,15 @@ export function concat(chunks: Uint8Array[]): Uint8Array {
  * Runs curl and returns its exit code and output.
  *
  * @param args Arguments after `curl -sS`.
- * @param stdin Optional input.
+ * @param prefix A command that runs curl (nsenter into a network namespace). @default none
  */
 export async function curl(
   args: string[],
+  prefix: string[] = [],
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("curl", {
-    args: ["-sS", "--max-time", "20", "--noproxy", "", ...args],
+  const [program, ...before] = [...prefix, "curl"];
+  const out = await new Deno.Command(program!, {
+    args: [...before, "-sS", "--max-time", "20", "--noproxy", "", ...args],
     stdout: "piped",
     stderr: "piped",
     env: {

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { ROOT, startCli } from "../_fixtures/cli.ts";
+import { canUseNetns, makeNetns } from "../_fixtures/netns.ts";
+import { curl } from "../_fixtures/servers.ts";
+
+// Inside a private network namespace (no route out): the proxy on 198.18.0.1, a client on
+// 198.18.0.2, every address of the namespace on its lo. Needs root; CI runs as root.
+const usable = await canUseNetns();
+
+Deno.test({
+  name:
+    "a client beyond loopback cannot reach the proxy host's own addresses; one on it can (needs root: network namespace)",
+  ignore: !usable,
+  async fn() {
+    await using ns = await makeNetns(
+      ["198.18.0.1", "198.18.0.2", "198.18.0.3"],
+      "127.0.0.1 localhost\n127.0.0.1 rebind.test\n198.18.0.3 other.test\n",
+    );
+    // The origin listens on every address of the namespace.
+    const origin = new Deno.Command(ns.prefix[0]!, {
+      args: [
+        ...ns.prefix.slice(1),
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        `${ROOT}tests/_fixtures/origin_main.ts`,
+        "0.0.0.0",
+      ],
+      stdout: "piped",
+      stderr: "null",
+      stdin: "null",
+    }).spawn();
+    const lines = origin.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      const port = Number((await lines.read()).value?.trim());
+      assert.ok(port > 0);
+      await using cli = await startCli(
+        [
+          "--listen",
+          "198.18.0.1:0",
+          "--listen",
+          "127.0.0.1:0",
+          "--allow",
+          "198.18.0.0/15",
+          "--allow",
+          "127.0.0.0/8",
+          "--admin",
+          "127.0.0.1:0",
+          "--connect-ports",
+          "any",
+        ],
+        { prefix: ns.prefix, denoFlags: ["--allow-sys"] },
+      );
+      // The startup lines say who may connect, and warn about private networks.
+      await cli.stderr.waitFor(
+        /policy: clients 198\.18\.0\.0\/15, 127\.0\.0\.0\/8, no authentication; destinations: this host: clients on it only; link-local and metadata: denied; private networks: reachable\n/,
+      );
+      await cli.stderr.waitFor(
+        /warning: clients beyond loopback can reach every private network this host reaches/,
+      );
+      const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+      const [outer, inner] = cli.addrs as [string, string];
+      const from = (client: string, proxy: string, url: string, extra: string[] = []) =>
+        curl(["--interface", client, "-x", proxy, "-i", ...extra, url], ns.prefix);
+
+      // Beyond loopback: every address of this host, by literal, name or CONNECT, is refused.
+      for (
+        const url of [
+          `http://127.0.0.1:${port}/`,
+          `http://127.0.0.2:${port}/`,
+          `http://localhost:${port}/`,
+          `http://[::1]:${port}/`,
+          `http://0.0.0.0:${port}/`,
+          `http://198.18.0.1:${port}/`,
+          `http://198.18.0.3:${port}/`,
+          `http://other.test:${port}/`,
+        ]
+      ) {
+        const res = await from("198.18.0.2", outer, url);
+        assert.match(res.stdout, /^HTTP\/1\.1 403 Forbidden\r\n/, url);
+        assert.match(
+          res.stdout,
+          /is denied \(the proxy host's own addresses are reachable only by clients on it; see --allow-dest\)\n$/,
+          url,
+        );
+      }
+      const tunnel = await from("198.18.0.2", outer, `http://127.0.0.1:${port}/`, ["-p"]);
+      assert.match(tunnel.stderr, /CONNECT tunnel failed, response 403/);
+      const viaAdmin = await from("198.18.0.2", outer, `http://${admin}/api/recent`);
+      assert.match(viaAdmin.stdout, /is denied \(it is this proxy's own admin listener\)\n$/);
+
+      // On loopback: literals and localhost reach local servers; a name resolving here does not.
+      for (const url of [`http://127.0.0.1:${port}/a`, `http://localhost:${port}/a`]) {
+        const res = await from("127.0.0.1", inner, url);
+        assert.match(res.stdout, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\norigin \/a$/, url);
+      }
+      const rebind = await from("127.0.0.1", inner, `http://rebind.test:${port}/`);
+      assert.match(rebind.stdout, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*could be DNS rebinding/);
+      const selfAdmin = await from("127.0.0.1", inner, `http://${admin}/api/recent`);
+      assert.match(selfAdmin.stdout, /is denied \(it is this proxy's own admin listener\)\n$/);
+      assert.equal(await cli.stop(), 0);
+      // The access log says which client was refused what.
+      assert.match(cli.stdout.text, /GET http:\/\/127\.0\.0\.1:\d+\/ from 198\.18\.0\.2 #1\n/);
+      assert.equal(cli.stdout.text.match(/ -> /g)?.length, 2, "only the two allowed were dialed");
+
+      // --allow-dest opens one address of this host on purpose.
+      await using opened = await startCli(
+        ["--listen", "198.18.0.1:0", "--allow", "198.18.0.0/15", "--allow-dest", "198.18.0.3/32"],
+        { prefix: ns.prefix, denoFlags: ["--allow-sys"] },
+      );
+      const res = await from("198.18.0.2", opened.addrs[0]!, `http://198.18.0.3:${port}/b`);
+      assert.match(res.stdout, /^HTTP\/1\.1 200 OK\r\n[\s\S]*origin \/b$/);
+      const still = await from("198.18.0.2", opened.addrs[0]!, `http://127.0.0.1:${port}/`);
+      assert.match(still.stdout, /^HTTP\/1\.1 403 Forbidden\r\n/);
+      assert.equal(await opened.stop(), 0);
+    } finally {
+      await lines.cancel();
+      try {
+        origin.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await origin.status;
+    }
+  },
+});
