@@ -251,7 +251,7 @@ export function checkDestination(
   // Before DNS only names and ports can be judged; the addresses are checked once known.
   if (address === undefined && ip === undefined) return;
   const own = ip && local?.own.find(ip, port);
-  if (own) deny(`(it is this proxy's own ${own} listener)`);
+  if (own) deny(`(it is ${own === "admin" ? "this proxy's admin listener" : "this proxy itself"})`);
   const allowed = rules.allowDest.find((r) => matches(r, host, ip, port));
   // Only an address range may open a hole in the defaults: a name is whatever its DNS says.
   if (allowed?.kind === "range") return;
@@ -284,6 +284,8 @@ export interface PolicySettings extends DestConfig {
   allow: readonly Cidr[];
   /** `--open`. */
   open: boolean;
+  /** Listen addresses (on loopback only, nobody beyond this machine can connect). */
+  listen: readonly { hostname: string }[];
 }
 
 /**
@@ -309,8 +311,12 @@ export function describePolicy(config: PolicySettings, users: number): string[] 
     (config.allowDest.length > 0 ? `; only --allow-dest (${config.allowDest.length})` : "") +
     (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "");
   const lines = [`policy: clients ${clients}, ${auth}; destinations: ${dest}`];
-  const beyond = config.open || (users > 0 && config.allow.length === 0) ||
-    config.allow.some((r) => !LOOPBACK.some((l) => l.version === r.version && covers(l, r)));
+  const reachable = config.listen.some((a) => {
+    const ip = parseIp(a.hostname);
+    return a.hostname !== "localhost" && !(ip && LOOPBACK.some((l) => inRange(l, ip)));
+  });
+  const beyond = reachable && (config.open || (users > 0 && config.allow.length === 0) ||
+    config.allow.some((r) => !LOOPBACK.some((l) => l.version === r.version && covers(l, r))));
   if (beyond && !config.blockPrivate) {
     lines.push(
       "warning: clients beyond loopback can reach every private network this host reaches " +

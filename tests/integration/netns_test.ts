@@ -87,7 +87,7 @@ Deno.test({
       const tunnel = await from("198.18.0.2", outer, `http://127.0.0.1:${port}/`, ["-p"]);
       assert.match(tunnel.stderr, /CONNECT tunnel failed, response 403/);
       const viaAdmin = await from("198.18.0.2", outer, `http://${admin}/api/recent`);
-      assert.match(viaAdmin.stdout, /is denied \(it is this proxy's own admin listener\)\n$/);
+      assert.match(viaAdmin.stdout, /is denied \(it is this proxy's admin listener\)\n$/);
 
       // On loopback: literals and localhost reach local servers; a name resolving here does not.
       for (const url of [`http://127.0.0.1:${port}/a`, `http://localhost:${port}/a`]) {
@@ -97,7 +97,7 @@ Deno.test({
       const rebind = await from("127.0.0.1", inner, `http://rebind.test:${port}/`);
       assert.match(rebind.stdout, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*could be DNS rebinding/);
       const selfAdmin = await from("127.0.0.1", inner, `http://${admin}/api/recent`);
-      assert.match(selfAdmin.stdout, /is denied \(it is this proxy's own admin listener\)\n$/);
+      assert.match(selfAdmin.stdout, /is denied \(it is this proxy's admin listener\)\n$/);
       assert.equal(await cli.stop(), 0);
       // The access log says which client was refused what.
       assert.match(cli.stdout.text, /GET http:\/\/127\.0\.0\.1:\d+\/ from 198\.18\.0\.2 #1\n/);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import type { ConnectFn } from "../../lib/dial.ts";
 import { isLoopback, parseCidr } from "../../lib/ip.ts";
-import { parseDestRule } from "../../lib/policy.ts";
+import { describePolicy, parseDestRule } from "../../lib/policy.ts";
+import { DEFAULTS } from "../../lib/config.ts";
 import { rawExchange, startHttpOrigin, startOrigin, startProxy } from "../_fixtures/servers.ts";
 
 Deno.test("a client outside --allow gets 403 before any of its request is read, and nothing is dialed", async () => {
@@ -312,4 +313,23 @@ Deno.test("--via-name lets two chained instances tell each other apart", async (
   assert.match(passed, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\nVia: 1\.1 edge-a\r\n[\s\S]*through two$/);
   const loop = await rawExchange(edgeB.port, req);
   assert.match(loop, /^HTTP\/1\.1 508 Loop Detected\r\n[\s\S]*already passed through edge-b\n$/);
+});
+
+Deno.test("describePolicy() says who may connect and warns only when clients beyond loopback can reach private networks", () => {
+  const base = { ...DEFAULTS, listen: [{ hostname: "0.0.0.0", port: 8081 }] };
+  assert.deepEqual(describePolicy({ ...DEFAULTS }, 0), [
+    "policy: clients loopback only, no authentication; destinations: this host: clients on it " +
+    "only; link-local and metadata: denied; private networks: reachable",
+  ]);
+  // Credentials on a loopback listener: nobody beyond this machine can connect, no warning.
+  assert.equal(describePolicy({ ...DEFAULTS }, 2).length, 1);
+  const lan = describePolicy({ ...base, allow: [parseCidr("203.0.113.0/24")!] }, 0);
+  assert.match(lan[0]!, /^policy: clients 203\.0\.113\.0\/24, no authentication;/);
+  assert.match(lan[1]!, /^warning: clients beyond loopback can reach every private network/);
+  const blocked = describePolicy({ ...base, open: true, blockPrivate: true }, 0);
+  assert.deepEqual(blocked, [
+    "policy: clients anyone (--open), no authentication; destinations: this host: clients on it " +
+    "only; link-local and metadata: denied; private networks: blocked (--block-private)",
+  ]);
+  assert.equal(describePolicy({ ...base, allow: [parseCidr("127.0.0.0/8")!] }, 0).length, 1);
 });

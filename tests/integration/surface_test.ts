@@ -65,17 +65,23 @@ Deno.test("the proxy's own port and the admin port are never destinations, by ab
   const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
   const proxyPort = portOf(cli.addrs[0]!);
   const cases = [
-    [`GET http://${admin}/api/recent HTTP/1.1\r\nHost: ${admin}\r\n\r\n`, "admin"],
-    [`GET http://localhost:${portOf(admin)}/metrics HTTP/1.1\r\nHost: x\r\n\r\n`, "admin"],
-    [`CONNECT ${admin} HTTP/1.1\r\n\r\n`, "admin"],
-    [`CONNECT 127.0.0.1:${proxyPort} HTTP/1.1\r\n\r\n`, "proxy"],
-    [`CONNECT 0.0.0.0:${proxyPort} HTTP/1.1\r\n\r\n`, "proxy"],
-    [`GET http://127.0.0.1:${proxyPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`, "proxy"],
+    [
+      `GET http://${admin}/api/recent HTTP/1.1\r\nHost: ${admin}\r\n\r\n`,
+      "this proxy's admin listener",
+    ],
+    [
+      `GET http://localhost:${portOf(admin)}/metrics HTTP/1.1\r\nHost: x\r\n\r\n`,
+      "this proxy's admin listener",
+    ],
+    [`CONNECT ${admin} HTTP/1.1\r\n\r\n`, "this proxy's admin listener"],
+    [`CONNECT 127.0.0.1:${proxyPort} HTTP/1.1\r\n\r\n`, "this proxy itself"],
+    [`CONNECT 0.0.0.0:${proxyPort} HTTP/1.1\r\n\r\n`, "this proxy itself"],
+    [`GET http://127.0.0.1:${proxyPort}/ HTTP/1.1\r\nHost: x\r\n\r\n`, "this proxy itself"],
   ] as const;
   for (const [request, what] of cases) {
     const res = await rawExchange(proxyPort, request, { halfClose: true });
     assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/, request);
-    assert.match(res, new RegExp(`is denied \\(it is this proxy's own ${what} listener\\)\\n$`));
+    assert.match(res, new RegExp(`is denied \\(it is ${what}\\)\\n$`));
   }
   // CONNECT to its own port would nest tunnels: it stays at one socket.
   assert.deepEqual(
