@@ -37,6 +37,13 @@ import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/wo
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "hash-password") return await hashPassword(args.slice(1));
+  // SIGUSR1 opens Deno's debugger: closed at once, from the first moment. If this process may
+  // not close it, it stops: at once during startup (nothing to lose yet), later with no grace.
+  let cannotClose = (): void => Deno.exit(1);
+  guardInspector({
+    warn: (line) => printLine(line, "stderr"),
+    cannotClose: () => cannotClose(),
+  });
   let config: Config;
   try {
     const file = configPath(args);
@@ -246,6 +253,12 @@ export async function main(args: string[]): Promise<number> {
   );
   const users = auth?.users ?? 0;
   for (const line of describePolicy(config, users)) logger.info(line);
+  if (exposed && !hostAddresses.complete) {
+    logger.info(
+      "warning: without --allow-sys the proxy cannot read this host's interface addresses, so " +
+        "only loopback and 0.0.0.0 are refused to other machines as this host's own",
+    );
+  }
   if (admin) {
     logger.info(
       `admin: http://${admin.addr}/ (metrics at /metrics), ` +
@@ -283,11 +296,7 @@ export async function main(args: string[]): Promise<number> {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-  // SIGUSR1 opens Deno's debugger: closed at once, or, if this process may not, a stop now.
-  const unguard = guardInspector({
-    warn: (line) => logger.info(line),
-    cannotClose: () => stop("SIGUSR1"),
-  });
+  cannotClose = () => stop("SIGUSR1");
   const signal = await stopped;
   const graceMs = signal === "SIGUSR1" ? 0 : config.graceMs;
   logger.info(
@@ -309,7 +318,6 @@ export async function main(args: string[]): Promise<number> {
     ...others.map((w) => w.stop(graceMs)),
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
-  unguard();
   await admin?.shutdown();
   await publish(fromWorkers);
   har?.close();
