@@ -198,7 +198,8 @@ export class Authenticator {
           ? same(digest, cred.digest)
           : same(await pbkdf2(password, cred.salt, cred.iterations), cred.hash));
     }
-    if (!ok) throw challenge(`wrong user name or password (user "${user.slice(0, 64)}")`);
+    // The rejected name is not echoed: it is the client's text, bound for the operator's log.
+    if (!ok) throw challenge("wrong user name or password");
     if (this.#verified.size >= 1024) this.#verified.clear();
     this.#verified.set(key, user);
     return user;

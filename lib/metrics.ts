@@ -8,6 +8,20 @@
 
 import type { ExchangeRecord } from "./log.ts";
 
+/** Methods with a series of their own (RFC 9110 §9, PATCH, and "-" for an unparsed request). */
+const KNOWN_METHODS = new Set([
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+  "-",
+]);
+
 /** Request duration histogram buckets, in seconds. */
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -72,7 +86,9 @@ export class Metrics {
       else this.#inUse--;
     }
     const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
-    const key = `${ex.method}\u0000${cls}`;
+    // A client picks the method: only the known ones get a series of their own.
+    const method = KNOWN_METHODS.has(ex.method) ? ex.method : "OTHER";
+    const key = `${method}\u0000${cls}`;
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
     if (ex.errorKind !== undefined) {
       this.#errors.set(ex.errorKind, (this.#errors.get(ex.errorKind) ?? 0) + 1);

@@ -76,6 +76,14 @@ Deno.test("--auth: no, wrong or malformed credentials get 407 with a Basic chall
   await proxy.waitForLine(
     / 407 Proxy Authentication Required 0 bytes \(proxy authentication required\)/,
   );
+  // A rejected user name is the client's text: it never reaches the log (no forged lines).
+  const forged = "\x1b[2J\n[12:00:00] 200 OK";
+  const res = await rawExchange(proxy.port, get(basic(`${forged}:x`)));
+  assert.match(res, /^HTTP\/1\.1 407 [\s\S]*wrong user name or password\n$/);
+  await proxy.waitForLine(
+    / 407 Proxy Authentication Required 0 bytes \(wrong user name or password\)/,
+  );
+  assert.ok(proxy.lines.every((l) => !l.includes("\x1b") && !l.includes("12:00:00")));
 });
 
 Deno.test("a 407 to a request without a body keeps the connection for the retry", async () => {
