@@ -250,7 +250,11 @@ export async function forward(
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
   const host = normalizeHost(target.hostname);
   checkDestination(config, host, undefined, target.port, ctx.local);
-  const key = `${host}:${target.port}`;
+  // A pooled connection passed the destination check for the client that opened it; the host's
+  // own addresses are allowed for clients on it only, so the others never share its pool.
+  const key = ctx.local?.loopbackClient === false
+    ? `${host}:${target.port} (remote clients)`
+    : `${host}:${target.port}`;
   // Only a request without a body can be sent again: its bytes are all in requestHead.
   const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, target.port, key);

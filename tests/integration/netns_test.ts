@@ -94,6 +94,9 @@ Deno.test({
         const res = await from("127.0.0.1", inner, url);
         assert.match(res.stdout, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\norigin \/a$/, url);
       }
+      // A connection pooled for the loopback client is not lent to a client beyond loopback.
+      const pooled = await from("198.18.0.2", outer, `http://localhost:${port}/a`);
+      assert.match(pooled.stdout, /^HTTP\/1\.1 403 Forbidden\r\n/);
       const rebind = await from("127.0.0.1", inner, `http://rebind.test:${port}/`);
       assert.match(rebind.stdout, /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*could be DNS rebinding/);
       const selfAdmin = await from("127.0.0.1", inner, `http://${admin}/api/recent`);
