@@ -307,7 +307,7 @@ Deno.test("--via-name lets two chained instances tell each other apart", async (
 });
 
 Deno.test("describePolicy() says who may connect and warns only when clients beyond loopback can reach private networks", () => {
-  const base = { ...DEFAULTS, listen: [{ hostname: "0.0.0.0", port: 8081 }] };
+  const base = { ...DEFAULTS, listen: [{ hostname: "0.0.0.0", port: 0 }] }; // never bound: describePolicy reads it
   assert.deepEqual(describePolicy({ ...DEFAULTS }, 0), [
     "policy: clients loopback only, no authentication; destinations: this host: clients on it " +
     "only; link-local and metadata: denied; private networks: reachable",
