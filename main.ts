@@ -17,7 +17,7 @@ import {
   VERSION,
 } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
-import { isLoopback } from "./lib/ip.ts";
+import { isLoopbackListen } from "./lib/ip.ts";
 import { type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { type RawSummary, Summary } from "./lib/summary.ts";
@@ -84,9 +84,8 @@ export async function main(args: string[]): Promise<number> {
   // Secrets from the environment, where `ps` does not show them.
   config.auth.push(...envCredentials("HTTP_PROXY_AUTH"));
   config.adminAuth.push(...envCredentials("HTTP_PROXY_ADMIN_AUTH"));
-  const local = (hostname: string) => isLoopback(hostname) || hostname === "localhost";
   // An address others can reach, with nobody named as allowed, would be an open proxy.
-  const exposed = config.listen.find((a) => !local(a.hostname));
+  const exposed = config.listen.find((a) => !isLoopbackListen(a.hostname));
   const authed = config.auth.length > 0 || config.authFile !== undefined;
   if (exposed && config.allow.length === 0 && !config.open && !authed) {
     return fail(
@@ -98,7 +97,7 @@ export async function main(args: string[]): Promise<number> {
   }
   // The admin listener shows every user's URLs: beyond loopback only behind credentials.
   if (
-    config.admin && !local(config.admin.hostname) && config.adminAuth.length === 0 &&
+    config.admin && !isLoopbackListen(config.admin.hostname) && config.adminAuth.length === 0 &&
     config.adminAuthFile === undefined
   ) {
     return fail(

@@ -15,7 +15,7 @@ import type { Authenticator } from "./auth.ts";
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from "./dashboard.ts";
 import { hostPort } from "./dial.ts";
 import type { HostAddresses } from "./host_addresses.ts";
-import { isLoopback, parseIp } from "./ip.ts";
+import { isLoopback, isUnspecified, parseIp, sameIp } from "./ip.ts";
 import { type ExchangeRecord, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
 import { normalizeHost } from "./policy.ts";
@@ -91,14 +91,12 @@ export function hostAllowed(
   if (!parts || parts.port !== bound.port) return false;
   const { host } = parts;
   if (hosts.includes(host)) return true;
-  const wildcard = bound.hostname === "0.0.0.0" || bound.hostname === "::";
+  const mine = parseIp(bound.hostname);
+  const wildcard = mine !== undefined && isUnspecified(mine);
   if (host === "localhost") return wildcard || isLoopback(bound.hostname);
   const ip = parseIp(host);
-  if (!ip) return false;
-  if (wildcard) return hostAddresses.has(ip);
-  const mine = parseIp(bound.hostname);
-  return mine !== undefined && mine.version === ip.version &&
-    mine.bytes.every((b, i) => b === ip.bytes[i]);
+  if (!ip || !mine) return false;
+  return wildcard ? hostAddresses.has(ip) : sameIp(mine, ip);
 }
 
 /**
@@ -125,7 +123,6 @@ export function startAdmin(
     respond(body, "text/plain; charset=utf-8", status, extra);
   const json = (data: unknown) =>
     respond(JSON.stringify(data, null, 1), "application/json; charset=utf-8");
-  let bound = addr;
   const route = (req: Request): Response => {
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
@@ -173,14 +170,14 @@ export function startAdmin(
         return text("not found: try /, /metrics, /api/recent, /api/summary\n", 404);
     }
   };
-  const server = Deno.serve(
+  const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
     { hostname: addr.hostname, port: addr.port, onListen() {} },
-    async (req) => {
+    async (req): Promise<Response> => {
       // RFC 9110 §15.5.20: 421 for a request this server is not configured to answer.
-      if (!hostAllowed(req.headers.get("host"), bound, hosts, hostAddresses)) {
+      if (!hostAllowed(req.headers.get("host"), server.addr, hosts, hostAddresses)) {
         return text(
           `misdirected request: this admin listener answers to ${
-            hostPort(bound.hostname, bound.port)
+            hostPort(server.addr.hostname, server.addr.port)
           }${hosts.length ? ` and ${hosts.join(", ")}` : ""} (see --admin-host)\n`,
           421,
         );
@@ -193,10 +190,9 @@ export function startAdmin(
       return route(req);
     },
   );
-  bound = { hostname: server.addr.hostname, port: server.addr.port };
   return {
     addr: hostPort(server.addr.hostname, server.addr.port),
-    bound,
+    bound: { hostname: server.addr.hostname, port: server.addr.port },
     async shutdown() {
       for (const c of streams) {
         try {

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { type Cidr, inRange, type Ip, parseCidr, parseIp } from "./ip.ts";
+import { type Cidr, inRange, type Ip, isUnspecified, parseCidr, parseIp, sameIp } from "./ip.ts";
 
 /** Always this host, whatever its interfaces: 127/8, ::1, 0.0.0.0/8 and ::. */
 const FIXED: readonly Cidr[] = ["127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128"].map((t) =>
@@ -17,11 +17,6 @@ const FIXED: readonly Cidr[] = ["127.0.0.0/8", "::1/128", "0.0.0.0/8", "::/128"]
 
 /** How long a reading of the interfaces is trusted. */
 const REFRESH_MS = 5_000;
-
-/** Same address, byte for byte (IPv4-mapped forms were already folded by parseIp). */
-function sameIp(a: Ip, b: Ip): boolean {
-  return a.version === b.version && a.bytes.every((x, i) => x === b.bytes[i]);
-}
 
 /** Reads the interface addresses, or undefined without permission. */
 function readInterfaces(): Ip[] | undefined {
@@ -130,14 +125,9 @@ export class OwnListeners {
     for (const e of this.#endpoints) {
       if (e.port !== port) continue;
       // A wildcard (or unparsable) bind answers on every address of this host.
-      const wildcard = e.ip === undefined || e.ip.bytes.every((b) => b === 0);
+      const wildcard = e.ip === undefined || isUnspecified(e.ip);
       if (wildcard ? this.#host.has(ip) : sameIp(e.ip!, ip) || isUnspecified(ip)) return e.what;
     }
     return undefined;
   }
-}
-
-/** 0.0.0.0 (and 0/8) and :: reach a listener on any local address. */
-function isUnspecified(ip: Ip): boolean {
-  return ip.version === 4 ? ip.bytes[0] === 0 : ip.bytes.every((b) => b === 0);
 }

@@ -122,6 +122,39 @@ export function inRange(range: Cidr, ip: Ip): boolean {
 export const LOOPBACK: readonly Cidr[] = ["127.0.0.0/8", "::1/128"].map((t) => parseCidr(t)!);
 
 /**
+ * Tells whether two addresses are the same (IPv4-mapped forms were already folded by parseIp).
+ *
+ * @param a One address.
+ * @param b The other.
+ * @returns True when equal byte for byte.
+ */
+export function sameIp(a: Ip, b: Ip): boolean {
+  return a.version === b.version && a.bytes.every((x, i) => x === b.bytes[i]);
+}
+
+/**
+ * Tells whether an address is unspecified: 0.0.0.0 (all of 0/8) or `::`. Bound, it listens on
+ * every address; dialed, it reaches a listener on any local address.
+ *
+ * @param ip The address.
+ * @returns True for 0/8 and ::.
+ */
+export function isUnspecified(ip: Ip): boolean {
+  return ip.version === 4 ? ip.bytes[0] === 0 : ip.bytes.every((b) => b === 0);
+}
+
+/**
+ * Tells whether a listen address is reachable from this machine only: a loopback address or
+ * the name `localhost`.
+ *
+ * @param hostname The address or name to bind.
+ * @returns True for loopback.
+ */
+export function isLoopbackListen(hostname: string): boolean {
+  return hostname === "localhost" || isLoopback(hostname);
+}
+
+/**
  * Tells whether an address is loopback.
  *
  * @param text The address.

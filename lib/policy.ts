@@ -10,7 +10,15 @@ import { Forbidden, ProxyError } from "./errors.ts";
 import { listValues, VIA_NAME } from "./http1/headers.ts";
 import type { Field } from "./http1/parse.ts";
 import type { HostAddresses, OwnListeners } from "./host_addresses.ts";
-import { type Cidr, inRange, type Ip, LOOPBACK, parseCidr, parseIp } from "./ip.ts";
+import {
+  type Cidr,
+  inRange,
+  type Ip,
+  isLoopbackListen,
+  LOOPBACK,
+  parseCidr,
+  parseIp,
+} from "./ip.ts";
 
 /**
  * Checks a client address against `--allow` / `--open` (default: loopback only, or anyone
@@ -311,10 +319,7 @@ export function describePolicy(config: PolicySettings, users: number): string[] 
     (config.allowDest.length > 0 ? `; only --allow-dest (${config.allowDest.length})` : "") +
     (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "");
   const lines = [`policy: clients ${clients}, ${auth}; destinations: ${dest}`];
-  const reachable = config.listen.some((a) => {
-    const ip = parseIp(a.hostname);
-    return a.hostname !== "localhost" && !(ip && LOOPBACK.some((l) => inRange(l, ip)));
-  });
+  const reachable = config.listen.some((a) => !isLoopbackListen(a.hostname));
   const beyond = reachable && (config.open || (users > 0 && config.allow.length === 0) ||
     config.allow.some((r) => !LOOPBACK.some((l) => l.version === r.version && covers(l, r))));
   if (beyond && !config.blockPrivate) {
