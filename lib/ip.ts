@@ -164,3 +164,37 @@ export function isLoopback(text: string): boolean {
   const ip = parseIp(text);
   return ip !== undefined && LOOPBACK.some((r) => inRange(r, ip));
 }
+
+/** IPv6 ranges that carry an IPv4 address, and where it sits in the 16 bytes. */
+const CARRIERS: readonly { range: Cidr; at: (b: Uint8Array) => Uint8Array }[] = [
+  // RFC 6052 well-known NAT64 prefix: the IPv4 address is the last 32 bits.
+  { range: parseCidr("64:ff9b::/96")!, at: (b) => b.slice(12) },
+  // RFC 8215 local-use NAT64: a /48 puts it in bits 48–63 and 72–87 (RFC 6052 §2.2), but a
+  // network may use a /96 inside it: both readings are checked.
+  { range: parseCidr("64:ff9b:1::/48")!, at: (b) => Uint8Array.of(b[6]!, b[7]!, b[9]!, b[10]!) },
+  { range: parseCidr("64:ff9b:1::/48")!, at: (b) => b.slice(12) },
+  // RFC 3056 6to4: bits 16–47.
+  { range: parseCidr("2002::/16")!, at: (b) => b.slice(2, 6) },
+  // RFC 4380 Teredo: the server in bits 32–63, the client (inverted) in the last 32.
+  { range: parseCidr("2001::/32")!, at: (b) => b.slice(4, 8) },
+  { range: parseCidr("2001::/32")!, at: (b) => b.slice(12).map((x) => x ^ 0xff) },
+  // RFC 4291 §2.5.5.1 IPv4-compatible (deprecated, still routed by some stacks): ::a.b.c.d.
+  { range: parseCidr("::/96")!, at: (b) => b.slice(12) },
+];
+
+/**
+ * The IPv4 addresses an IPv6 address carries in a transition form (NAT64, 6to4, Teredo,
+ * IPv4-compatible), which a translator or tunnel may deliver to: a rule about an IPv4 range
+ * must hold for them too.
+ *
+ * @param ip The address.
+ * @returns The embedded IPv4 addresses (none for IPv4 or a plain IPv6 address).
+ */
+export function embeddedIpv4(ip: Ip): Ip[] {
+  if (ip.version === 4) return [];
+  const out: Ip[] = [];
+  for (const c of CARRIERS) {
+    if (inRange(c.range, ip)) out.push({ version: 4, bytes: c.at(ip.bytes) });
+  }
+  return out;
+}

@@ -12,6 +12,7 @@ import type { Field } from "./http1/parse.ts";
 import type { HostAddresses, OwnListeners } from "./host_addresses.ts";
 import {
   type Cidr,
+  embeddedIpv4,
   inRange,
   type Ip,
   isLoopbackListen,
@@ -157,8 +158,20 @@ export function normalizeHost(host: string): string {
   return lower.endsWith(".") ? lower.slice(0, -1) : lower;
 }
 
-/** Address ranges denied by default: link-local, which holds the cloud metadata services. */
-const LINK_LOCAL = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"].map((t) => parseCidr(t)!);
+/**
+ * Address ranges denied by default: link-local, which holds most cloud metadata services
+ * (AWS, GCP, Azure, DigitalOcean, Oracle at 169.254.169.254), and the providers' metadata and
+ * platform addresses outside it: AWS's IPv6 one, Alibaba's 100.100.100.200, Oracle's legacy
+ * 192.0.0.192 and Azure's platform endpoint 168.63.129.16.
+ */
+const LINK_LOCAL = [
+  "169.254.0.0/16",
+  "fe80::/10",
+  "fd00:ec2::254/128",
+  "100.100.100.200/32",
+  "192.0.0.192/32",
+  "168.63.129.16/32",
+].map((t) => parseCidr(t)!);
 
 /** The `--block-private` preset (IPv4-mapped IPv6 forms are caught by normalisation). */
 const PRIVATE = [
@@ -173,9 +186,18 @@ const PRIVATE = [
   "100.64.0.0/10",
   "0.0.0.0/8",
   "::/128",
+  // Not private, but never a public web destination: benchmarking (RFC 2544), IETF protocol
+  // assignments, multicast, reserved and broadcast, IPv6 site-local and multicast.
+  "198.18.0.0/15",
+  "192.0.0.0/24",
+  "224.0.0.0/4",
+  "240.0.0.0/4",
+  "fec0::/10",
+  "ff00::/8",
 ].map((t) => parseCidr(t)!);
 
-function matches(rule: DestRule, host: string, ip: Ip | undefined, port: number): boolean {
+/** Whether a rule matches; a range rule matches when any of `ips` lies in it. */
+function matches(rule: DestRule, host: string, ips: readonly Ip[], port: number): boolean {
   if (rule.port !== undefined && rule.port !== port) return false;
   switch (rule.kind) {
     case "any":
@@ -185,7 +207,7 @@ function matches(rule: DestRule, host: string, ip: Ip | undefined, port: number)
     case "suffix":
       return host === rule.name || host.endsWith("." + rule.name);
     case "range":
-      return ip !== undefined && inRange(rule.range!, ip);
+      return ips.some((ip) => inRange(rule.range!, ip));
   }
 }
 
@@ -250,17 +272,27 @@ export function checkDestination(
   local?: LocalView,
 ): void {
   const ip = parsedIp(address ?? host);
+  // The address, and the IPv4 one it carries in a transition form (NAT64, 6to4, Teredo, …):
+  // a deny rule or a default about IPv4 holds for both.
+  const ips = ip ? [ip, ...embeddedIpv4(ip)] : [];
   const deny = (why: string): never => {
     const shown = address === undefined || address === host ? host : `${host} (${address})`;
     throw new Forbidden(`destination ${shown} is denied ${why}`);
   };
-  const denied = rules.denyDest.find((r) => matches(r, host, ip, port));
+  const denied = rules.denyDest.find((r) => matches(r, host, ips, port));
   if (denied) deny(`by --deny-dest ${denied.text}`);
-  // Before DNS only names and ports can be judged; the addresses are checked once known.
-  if (address === undefined && ip === undefined) return;
+  // Only the address itself can be opened by a range, not what it carries.
+  const allowed = rules.allowDest.find((r) => matches(r, host, ip ? [ip] : [], port));
+  if (address === undefined && ip === undefined) {
+    // Before DNS only names and ports can be judged. When no --allow-dest rule could allow
+    // this name (none names it, and none is a range its addresses could fall in), it is
+    // refused now, so no rule-less name is ever looked up.
+    const ranges = rules.allowDest.some((r) => r.kind === "range");
+    if (rules.allowDest.length > 0 && !allowed && !ranges) deny("(not in --allow-dest)");
+    return;
+  }
   const own = ip && local?.own.find(ip, port);
   if (own) deny(`(it is ${own === "admin" ? "this proxy's admin listener" : "this proxy itself"})`);
-  const allowed = rules.allowDest.find((r) => matches(r, host, ip, port));
   // Only an address range may open a hole in the defaults: a name is whatever its DNS says.
   if (allowed?.kind === "range") return;
   if (ip && local?.host.has(ip)) {
@@ -278,11 +310,16 @@ export function checkDestination(
       );
     }
   }
-  if (ip && LINK_LOCAL.some((r) => inRange(r, ip))) {
-    deny("(link-local and cloud metadata addresses are denied by default)");
+  const carried = (r: Cidr) => ips.find((a) => inRange(r, a));
+  const via = (a: Ip | undefined) => (a === ip || a === undefined ? "" : ", carried in it");
+  const metadata = LINK_LOCAL.find(carried);
+  if (metadata) {
+    deny(
+      `(link-local and cloud metadata addresses are denied by default${via(carried(metadata))})`,
+    );
   }
-  const preset = rules.blockPrivate && ip ? PRIVATE.find((r) => inRange(r, ip)) : undefined;
-  if (preset) deny(`by --block-private (${preset.text})`);
+  const preset = rules.blockPrivate ? PRIVATE.find(carried) : undefined;
+  if (preset) deny(`by --block-private (${preset.text}${via(carried(preset))})`);
   if (rules.allowDest.length > 0 && !allowed) deny("(not in --allow-dest)");
 }
 

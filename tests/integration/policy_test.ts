@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ConnectFn } from "../../lib/dial.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
 import { isLoopback, parseCidr } from "../../lib/ip.ts";
 import { describePolicy, parseDestRule } from "../../lib/policy.ts";
 import { DEFAULTS } from "../../lib/config.ts";
@@ -152,14 +152,35 @@ const loopbackOnly: ConnectFn = (options) => {
 
 Deno.test("link-local and cloud metadata destinations are denied by default, before any packet", async () => {
   await using proxy = startProxy({}, { connect: loopbackOnly });
-  for (const host of ["169.254.169.254", "[::ffff:169.254.169.254]", "[fe80::1]"]) {
+  // The providers' addresses outside 169.254/16, and 169.254.169.254 inside every IPv6 form a
+  // translator or tunnel would deliver to it: NAT64 (both prefixes), 6to4, Teredo, ::/96.
+  const hosts = [
+    ["169.254.169.254", ""],
+    ["[::ffff:169.254.169.254]", ""],
+    ["[fe80::1]", ""],
+    ["100.100.100.200", ""],
+    ["192.0.0.192", ""],
+    ["168.63.129.16", ""],
+    ["[fd00:ec2::254]", ""],
+    ["[64:ff9b::169.254.169.254]", ", carried in it"],
+    ["[64:ff9b:1:a9fe:a9:fe00::]", ", carried in it"],
+    ["[64:ff9b:1::a9fe:a9fe]", ", carried in it"],
+    ["[2002:a9fe:a9fe::1]", ", carried in it"],
+    ["[2001:0:a9fe:a9fe::1]", ", carried in it"],
+    ["[2001:0:4136:e378:8000:63bf:5601:5601]", ", carried in it"],
+    ["[::169.254.169.254]", ", carried in it"],
+  ];
+  for (const [host, carried] of hosts) {
     const res = await rawExchange(
       proxy.port,
       `GET http://${host}/latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n`,
       { halfClose: true },
     );
     assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/, host);
-    assert.match(res, /\(link-local and cloud metadata addresses are denied by default\)\n$/, host);
+    assert.ok(
+      res.endsWith(`(link-local and cloud metadata addresses are denied by default${carried})\n`),
+      `${host}: ${res}`,
+    );
   }
   const tunnel = await rawExchange(proxy.port, "CONNECT 169.254.169.254:443 HTTP/1.1\r\n\r\n", {
     halfClose: true,
@@ -207,6 +228,68 @@ Deno.test("--block-private denies loopback however it is spelled: decimal, octal
     tunnel,
     /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*destination localhost \(127\.0\.0\.1\) is denied by --block-private/,
   );
+});
+
+Deno.test("--block-private denies the reserved ranges and private IPv4 carried in IPv6 transition forms", async () => {
+  await using proxy = startProxy({ blockPrivate: true }, { connect: loopbackOnly });
+  const cases = [
+    ["198.18.0.5", "198.18.0.0/15", ""],
+    ["192.0.0.8", "192.0.0.0/24", ""],
+    ["224.0.0.1", "224.0.0.0/4", ""],
+    ["255.255.255.255", "240.0.0.0/4", ""],
+    ["[fec0::1]", "fec0::/10", ""],
+    ["[ff02::1]", "ff00::/8", ""],
+    ["[64:ff9b::10.0.0.1]", "10.0.0.0/8", ", carried in it"],
+    ["[2002:c0a8:101::1]", "192.168.0.0/16", ", carried in it"],
+    ["[2001:0:4136:e378:8000:63bf:f5ff:fffe]", "10.0.0.0/8", ", carried in it"],
+    ["[::172.16.0.1]", "172.16.0.0/12", ", carried in it"],
+  ];
+  for (const [host, range, carried] of cases) {
+    const res = await rawExchange(
+      proxy.port,
+      `GET http://${host}/ HTTP/1.1\r\nHost: x\r\n\r\n`,
+      { halfClose: true },
+    );
+    assert.ok(res.startsWith("HTTP/1.1 403 Forbidden\r\n"), `${host}: ${res}`);
+    assert.ok(
+      res.endsWith(`is denied by --block-private (${range}${carried})\n`),
+      `${host}: ${res}`,
+    );
+  }
+  // A public IPv4 address inside NAT64 passes the preset (nothing is dialed: loopbackOnly).
+  const open = await rawExchange(
+    proxy.port,
+    `GET http://[64:ff9b::c633:6401]/ HTTP/1.1\r\nHost: x\r\n\r\n`,
+    { halfClose: true },
+  );
+  assert.match(open, /^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*test refused to dial/);
+});
+
+Deno.test("with only name rules in --allow-dest, another name is refused before any DNS lookup", async () => {
+  await using origin = startHttpOrigin(() => new Response("reached"));
+  const asked: string[] = [];
+  const resolve: ResolveFn = (name) => {
+    asked.push(name);
+    return Promise.resolve(["127.0.0.1"]);
+  };
+  const get = (host: string) =>
+    `GET http://${host}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  await using names = startProxy({ allowDest: [parseDestRule("*.localhost")!] }, { resolve });
+  const refused = await rawExchange(names.port, get("elsewhere.test"));
+  assert.match(
+    refused,
+    /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*destination elsewhere\.test is denied \(not in --allow-dest\)\n$/,
+  );
+  assert.deepEqual(asked, []);
+  assert.match(
+    await rawExchange(names.port, get("app.localhost")),
+    /^HTTP\/1\.1 200 OK\r\n[\s\S]*reached$/,
+  );
+  assert.deepEqual(asked, ["app.localhost"]);
+  // With a range rule a name may resolve into it, so it has to be looked up.
+  await using ranges = startProxy({ allowDest: [parseDestRule("127.0.0.0/8")!] }, { resolve });
+  assert.match(await rawExchange(ranges.port, get("elsewhere.test")), /^HTTP\/1\.1 200 OK\r\n/);
+  assert.deepEqual(asked, ["app.localhost", "elsewhere.test"]);
 });
 
 Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", async (t) => {
