@@ -26,6 +26,7 @@ import {
   addVia,
   encodeHead,
   endToEnd,
+  foldContentLength,
   type Framing,
   hasToken,
   listValues,
@@ -235,7 +236,7 @@ export async function forward(
   // on an origin that ignores Expect (curl would stall a second), and Expect is not forwarded.
   const sendContinue = expect.length > 0 && head.minor === 1 && framing.kind !== "none";
 
-  const fields = endToEnd(head.fields, ["host", "expect"]);
+  const fields = foldContentLength(endToEnd(head.fields, ["host", "expect"]));
   if (hops !== undefined) {
     fields.forEach((f, i) => {
       if (f[0].toLowerCase() === "max-forwards") fields[i] = [f[0], String(hops - 1)];
@@ -307,7 +308,7 @@ export async function forward(
 
   let keep = clientWantsKeepAlive(head) && ex.requestConsumed && !upstreamBroke &&
     !ctx.signal.aborted;
-  const out = endToEnd(response.fields);
+  const out = foldContentLength(endToEnd(response.fields));
   addVia(out, response.minor, config.viaName);
   let outFraming: "raw" | "chunked" = "raw";
   if (rframing.kind === "chunked" || rframing.kind === "close") {
@@ -386,7 +387,14 @@ async function answerHere(
   return keep;
 }
 
-/** Reads response heads until a final one, relaying interim ones; maps failures to 502/504. */
+/** Interim (1xx) responses relayed per exchange before the final one; more is a 502. */
+const MAX_INTERIM = 8;
+
+/**
+ * Reads response heads until a final one, relaying interim ones; maps failures to 502/504. The
+ * response timeout covers them all (an interim response does not restart it), and interim
+ * heads are limited in number and, together, to the head size limit.
+ */
 async function readFinalResponse(
   ex: Exchange,
   up: Upstream,
@@ -394,14 +402,24 @@ async function readFinalResponse(
   authority: string,
   clientMinor: 0 | 1,
 ): Promise<ResponseHead> {
-  for (let first = true;; first = false) {
-    const response = await readResponseHead(ex, up, config, authority, first);
+  const until = performance.now() + config.responseTimeoutMs;
+  let interimBytes = 0;
+  for (let count = 0;; count++) {
+    const response = await readResponseHead(ex, up, config, authority, count === 0, until);
     if (response.status === 101) {
       throw new BadGateway("upstream switched protocols without being asked", {
         kind: "http_protocol_error",
       });
     }
     if (response.status >= 200) return response;
+    interimBytes += response.size;
+    if (count >= MAX_INTERIM || interimBytes > config.maxHeaderBytes) {
+      throw new BadGateway(
+        `upstream sent more than ${MAX_INTERIM} interim responses or ${config.maxHeaderBytes} ` +
+          `bytes of them`,
+        { kind: "http_protocol_error" },
+      );
+    }
     // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
     if (response.status !== 100 && clientMinor === 1) {
       const interim = endToEnd(response.fields);
@@ -468,13 +486,14 @@ async function readResponseHead(
   config: Config,
   authority: string,
   first: boolean,
-): Promise<ResponseHead> {
+  until: number,
+): Promise<ResponseHead & { size: number }> {
   let bytes: Uint8Array | null;
   const stale = first && up.reused;
   try {
     bytes = await up.reader.readHead({
       maxBytes: config.maxHeaderBytes,
-      timeoutMs: config.responseTimeoutMs,
+      timeoutMs: Math.max(0, until - performance.now()),
     });
   } catch (err) {
     if (err instanceof HeadReadError && err.reason === "timeout") {
@@ -507,7 +526,7 @@ async function readResponseHead(
   }
   ex.record.firstByteMs ??= performance.now() - ex.t0;
   try {
-    return parseResponseHead(bytes);
+    return { ...parseResponseHead(bytes), size: bytes.length };
   } catch (err) {
     throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
       kind: "http_protocol_error",

@@ -194,6 +194,42 @@ export async function copyUntilClose(
   return total;
 }
 
+/**
+ * Fields a trailer must not carry (RFC 9110 §6.5.1): framing, routing, authentication,
+ * request modifiers, response control and content metadata. A recipient that merged them into
+ * the head could be steered by them, so they are dropped, never forwarded.
+ */
+const NOT_IN_TRAILERS = [
+  "content-length",
+  "content-encoding",
+  "content-type",
+  "content-range",
+  "host",
+  "authorization",
+  "proxy-authorization",
+  "cookie",
+  "set-cookie",
+  "www-authenticate",
+  "authentication-info",
+  "cache-control",
+  "expect",
+  "max-forwards",
+  "pragma",
+  "range",
+  "if-match",
+  "if-none-match",
+  "if-modified-since",
+  "if-unmodified-since",
+  "if-range",
+  "age",
+  "expires",
+  "date",
+  "location",
+  "retry-after",
+  "vary",
+  "warning",
+];
+
 const CHUNK_SIZE_LINE = /^([0-9A-Fa-f]{1,15})[ \t]*(;[\t\x20-\x7e\x80-\xff]*)?$/;
 
 /** Reads a CRLF line of chunked framing, mapping failures to read-side BodyErrors. */
@@ -265,7 +301,7 @@ export async function copyChunked(
   }
   let trailers: Field[];
   try {
-    trailers = endToEnd(parseFields(trailerLines), ["content-length", "host"]);
+    trailers = endToEnd(parseFields(trailerLines), NOT_IN_TRAILERS);
   } catch (err) {
     throw new BodyError("read", `malformed trailer: ${(err as Error).message}`, {
       malformed: true,

@@ -127,6 +127,37 @@ function contentLength(fields: readonly Field[]): number | undefined {
 }
 
 /**
+ * Folds a Content-Length list (`5, 5`) or repeated equal fields into one field with one value,
+ * in place of the first, so a receiver that reads lists differently never sees one. The values
+ * must already have been checked equal (see requestFraming, responseFraming).
+ *
+ * @param fields The fields to forward; returned as they are when there is nothing to fold.
+ * @returns The fields with at most one Content-Length.
+ */
+export function foldContentLength(fields: Field[]): Field[] {
+  let seen = 0;
+  let list = false;
+  for (const [n, v] of fields) {
+    if (n.length === 14 && n.toLowerCase() === "content-length") {
+      seen++;
+      if (v.includes(",")) list = true;
+    }
+  }
+  if (seen === 0 || (seen === 1 && !list)) return fields;
+  const length = contentLength(fields)!;
+  const out: Field[] = [];
+  let done = false;
+  for (const f of fields) {
+    if (f[0].toLowerCase() !== "content-length") out.push(f);
+    else if (!done) {
+      out.push([f[0], String(length)]);
+      done = true;
+    }
+  }
+  return out;
+}
+
+/**
  * Reads Transfer-Encoding: only a lone final `chunked` is accepted, since any other coding
  * would have to be forwarded as is and could be read differently downstream.
  *

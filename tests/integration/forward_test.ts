@@ -6,6 +6,7 @@ import {
   rawExchange,
   readAll,
   readUntil,
+  sleep,
   startHttpOrigin,
   startOrigin,
   startProxy,
@@ -358,4 +359,90 @@ Deno.test("forward() does not let bytes an origin sends after its response reach
   const text = await readAll(conn);
   assert.doesNotMatch(text, /EVIL/);
   assert.match(text, /\r\n\r\nr1HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nr2$/);
+});
+
+Deno.test("Content-Length lists and repeated equal fields go on as one field, both ways; unequal ones are refused", async () => {
+  let seen = "";
+  await using origin = startOrigin(async (c) => {
+    seen = (await c.readHead())!;
+    await c.readBody(5);
+    await c.write(
+      "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok",
+    );
+  });
+  await using proxy = startProxy();
+  const res = await rawExchange(
+    proxy.port,
+    `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n` +
+      `Content-Length: 5\r\nConnection: close\r\n\r\nhello`,
+  );
+  assert.equal(seen.match(/content-length/gi)?.length, 1, seen);
+  assert.match(seen, /\r\nContent-Length: 5\r\n/);
+  assert.equal(res.match(/content-length/gi)?.length, 1, res);
+  assert.match(res, /^HTTP\/1\.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n[\s\S]*\r\n\r\nok$/);
+  const bad = await rawExchange(
+    proxy.port,
+    `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello`,
+  );
+  assert.match(bad, /^HTTP\/1\.1 400 Bad Request\r\n[\s\S]*conflicting Content-Length values\n$/);
+});
+
+Deno.test("trailers lose framing, routing and credential fields both ways", async () => {
+  let upload = "";
+  await using origin = startOrigin(async (c) => {
+    await c.readHead();
+    for (;;) {
+      const line = new TextDecoder().decode((await c.reader.readLine(100))!);
+      upload += line + "\n";
+      if (line === "") break;
+    }
+    await c.write(
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n" +
+        "Set-Cookie: s=1\r\nX-Sum: 9\r\nContent-Length: 50\r\nLocation: /evil\r\n\r\n",
+    );
+  });
+  await using proxy = startProxy();
+  const res = await rawExchange(
+    proxy.port,
+    `POST http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n` +
+      `Connection: close\r\n\r\n1\r\nx\r\n0\r\nAuthorization: Basic YTpi\r\nX-Check: 1\r\n` +
+      `Host: elsewhere\r\nProxy-Authorization: Basic YTpi\r\nCookie: c=1\r\n\r\n`,
+  );
+  assert.equal(upload, "1\nx\n0\nX-Check: 1\n\n");
+  assert.match(res, /\r\n\r\n2\r\nok\r\n0\r\nX-Sum: 9\r\n\r\n$/);
+});
+
+Deno.test("interim responses: at most 8, and they do not restart the response timeout", async (t) => {
+  await t.step("a ninth is a 502, and nothing after it reaches the client", async () => {
+    await using origin = startOrigin(async (c) => {
+      await c.readHead();
+      await c.write("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n".repeat(50));
+      await c.write("HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nz");
+    });
+    await using proxy = startProxy();
+    const res = await rawExchange(proxy.port, getRequest(origin.port));
+    assert.equal(res.match(/HTTP\/1\.1 103 Early Hints\r\n/g)?.length, 8);
+    assert.match(res, /\r\n\r\nHTTP\/1\.1 502 Bad Gateway\r\n/);
+    assert.match(res, /more than 8 interim responses/);
+    assert.doesNotMatch(res, /200 OK/);
+  });
+  await t.step("a 103 every 200 ms still ends at the response timeout", async () => {
+    await using origin = startOrigin(async (c) => {
+      await c.readHead();
+      for (let i = 0; i < 7; i++) {
+        try {
+          await c.write("HTTP/1.1 103 Early Hints\r\n\r\n");
+        } catch {
+          return; // the proxy gave up
+        }
+        await sleep(200);
+      }
+    });
+    await using proxy = startProxy({ responseTimeoutMs: 500 });
+    const started = performance.now();
+    const res = await rawExchange(proxy.port, getRequest(origin.port));
+    const took = performance.now() - started;
+    assert.match(res, /HTTP\/1\.1 504 Gateway Timeout\r\n/);
+    assert.ok(took < 1000, `took ${took} ms`);
+  });
 });
