@@ -18,7 +18,7 @@ import {
 } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
 import { isLoopbackListen } from "./lib/ip.ts";
-import { type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
+import { asciiJson, type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { type RawSummary, Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
@@ -273,7 +273,7 @@ export async function main(args: string[]): Promise<number> {
     logger.info(all.table());
     if (config.summaryJson === undefined) return;
     try {
-      await Deno.writeTextFile(config.summaryJson, JSON.stringify(all.toJSON(), null, 2) + "\n");
+      await Deno.writeTextFile(config.summaryJson, asciiJson(all.toJSON(), 2) + "\n");
     } catch (err) {
       logger.info(
         `--summary-json: cannot write "${config.summaryJson}": ${(err as Error).message}`,

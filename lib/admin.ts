@@ -16,7 +16,7 @@ import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from "./dashboard.ts";
 import { hostPort } from "./dial.ts";
 import type { HostAddresses } from "./host_addresses.ts";
 import { isLoopback, isUnspecified, parseIp, sameIp } from "./ip.ts";
-import { type ExchangeRecord, jsonRecord } from "./log.ts";
+import { asciiJson, type ExchangeRecord, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
 import { normalizeHost } from "./policy.ts";
 import type { Summary } from "./summary.ts";
@@ -121,8 +121,7 @@ export function startAdmin(
     });
   const text = (body: string, status: number, extra = {}) =>
     respond(body, "text/plain; charset=utf-8", status, extra);
-  const json = (data: unknown) =>
-    respond(JSON.stringify(data, null, 1), "application/json; charset=utf-8");
+  const json = (data: unknown) => respond(asciiJson(data, 1), "application/json; charset=utf-8");
   const route = (req: Request): Response => {
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
@@ -147,7 +146,7 @@ export function startAdmin(
             controller.enqueue(enc.encode(": live exchanges\n\n"));
             stop = metrics.subscribe((ex: ExchangeRecord) => {
               try {
-                controller.enqueue(enc.encode(`data: ${JSON.stringify(jsonRecord(ex))}\n\n`));
+                controller.enqueue(enc.encode(`data: ${asciiJson(jsonRecord(ex))}\n\n`));
               } catch {
                 stop(); // the stream was closed (shutdown)
               }

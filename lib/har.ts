@@ -11,7 +11,7 @@
 
 import { VERSION } from "./config.ts";
 import type { Field } from "./http1/parse.ts";
-import type { ExchangeRecord } from "./log.ts";
+import { asciiJson, type ExchangeRecord } from "./log.ts";
 
 const SECRET = /^(authorization|proxy-authorization|cookie|set-cookie)$/i;
 
@@ -130,7 +130,7 @@ export class HarFile {
    * @param ex The finished exchange.
    */
   add(ex: ExchangeRecord): void {
-    this.#write((this.#first ? "" : ",\n") + JSON.stringify(harEntry(ex)));
+    this.#write((this.#first ? "" : ",\n") + asciiJson(harEntry(ex)));
     this.#first = false;
   }
 

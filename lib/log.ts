@@ -112,6 +112,47 @@ export interface LoggerOptions {
   csvHeader?: boolean;
 }
 
+/** Printable ASCII except the backslash: what every format writes as it is. */
+const PLAIN = /^[\x20-\x5b\x5d-\x7e]*$/;
+const NOT_PLAIN = /[^\x20-\x5b\x5d-\x7e]/gu;
+
+/** `\xHH` for a character up to U+00FF (so raw bytes read as ISO-8859-1 show as bytes), else `\u{H…}`. */
+function escapeChar(c: string): string {
+  if (c === "\\") return "\\\\";
+  const n = c.codePointAt(0)!;
+  return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+}
+
+/**
+ * Escapes a logged value so it cannot forge a line or drive a terminal: every character
+ * outside printable ASCII (C0 and C1 controls, DEL, tabs, raw bytes, any non-ASCII) becomes
+ * `\xHH` or `\u{H…}`, and a backslash is doubled, so the escaping reads back unambiguously.
+ *
+ * @param text A value that may hold client or origin text.
+ * @returns The value, printable ASCII only.
+ */
+export function escapeText(text: string): string {
+  return PLAIN.test(text) ? text : text.replace(NOT_PLAIN, escapeChar);
+}
+
+/**
+ * JSON.stringify with every character past U+007E written as a `\uXXXX` escape (JSON.stringify
+ * already escapes C0 controls): the same value once parsed, printable ASCII as text.
+ *
+ * @param value The value.
+ * @param indent Indentation, as for JSON.stringify.
+ * @returns The JSON text.
+ */
+export function asciiJson(value: unknown, indent?: number): string {
+  const text = JSON.stringify(value, null, indent);
+  return NON_ASCII_JSON.test(text)
+    ? text.replace(NON_ASCII_JSON_G, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+    : text;
+}
+
+const NON_ASCII_JSON = /[\x7f-\uffff]/;
+const NON_ASCII_JSON_G = /[\x7f-\uffff]/g;
+
 function pad(n: number, width = 2): string {
   return String(n).padStart(width, "0");
 }
@@ -139,8 +180,10 @@ function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
     ? ` (${ex.upstreamUse})`
     : "";
   const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}${how}`;
-  const who = ex.user === undefined ? ex.clientIp : `${ex.user}@${ex.clientIp}`;
-  return `[${clock(at, utc)}] ${ex.method} ${ex.target} from ${who}${to} #${ex.id}`;
+  const who = ex.user === undefined ? ex.clientIp : `${escapeText(ex.user)}@${ex.clientIp}`;
+  return `[${clock(at, utc)}] ${escapeText(ex.method)} ${
+    escapeText(ex.target)
+  } from ${who}${to} #${ex.id}`;
 }
 
 /**
@@ -166,12 +209,14 @@ export function formatTextOpen(ex: ExchangeRecord, utc = false): string {
  */
 export function formatTextClose(ex: ExchangeRecord, utc = false): string {
   const end = ex.start + (ex.totalMs ?? 0);
-  const cause = ex.error === undefined ? "" : ` (${ex.error})`;
+  const cause = ex.error === undefined ? "" : ` (${escapeText(ex.error)})`;
   const tail = ` ${Math.round(ex.totalMs ?? 0)} ms #${ex.id}`;
   const stamp = `[${clock(end, utc)}]`;
   const last = ex.tunnel && ex.status === 200
     ? `${stamp} tunnel closed ${ex.bytesUp} bytes up ${ex.bytesDown} bytes down${cause}${tail}`
-    : `${stamp} ${ex.status ?? 0} ${ex.reason ?? ""} ${ex.bytesDown} bytes${cause}${tail}`;
+    : `${stamp} ${ex.status ?? 0} ${
+      escapeText(ex.reason ?? "")
+    } ${ex.bytesDown} bytes${cause}${tail}`;
   return ex.opened ? last : `${requestLine(ex, ex.start, utc)}\n${last}`;
 }
 
@@ -182,7 +227,7 @@ export function formatTextClose(ex: ExchangeRecord, utc = false): string {
  * @returns The JSON line.
  */
 export function formatJson(ex: ExchangeRecord): string {
-  return JSON.stringify(jsonRecord(ex));
+  return asciiJson(jsonRecord(ex));
 }
 
 /**
@@ -229,12 +274,15 @@ function ncsaTime(epochMs: number, utc: boolean): string {
     `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())} ${zone}]`;
 }
 
-/** Escapes a value for a quoted NCSA field: `"` and `\` and control bytes become `\xHH`. */
-// deno-lint-ignore no-control-regex -- control bytes are what gets escaped
-const NCSA_ESCAPED = /[\x00-\x1f\x7f"\\]/g;
+/** What a quoted NCSA field escapes: anything not printable ASCII, `"` and `\`. */
+const NCSA_ESCAPED = /[^\x20\x21\x23-\x5b\x5d-\x7e]/gu;
 
+/** Escapes a value for a quoted NCSA field: `"`, `\` and every non-printable as `\xHH`. */
 function ncsaQuote(value: string): string {
-  return value.replace(NCSA_ESCAPED, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  return value.replace(NCSA_ESCAPED, (c) => {
+    const n = c.codePointAt(0)!;
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+  });
 }
 
 /**
@@ -263,10 +311,17 @@ export const CSV_HEADER =
   "time,id,client,user,method,url,upstream,upstream_conn,status,reason,bytes_up,bytes_down," +
   "dns_ms,connect_ms,first_byte_ms,total_ms,error";
 
+/**
+ * One CSV cell. Text is escaped like every format (so no cell holds a line break or a control),
+ * and a text cell a spreadsheet would run as a formula (`=`, `+`, `@`, or `-` followed by
+ * more) gets a leading `'`, which spreadsheets show as text (OWASP "CSV injection").
+ */
 function csvField(value: string | number | null | undefined): string {
   if (value === null || value === undefined) return "";
-  const text = String(value);
-  return /[",\r\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  if (typeof value === "number") return String(value);
+  let text = escapeText(value);
+  if (/^[=+@]|^-./.test(text)) text = `'${text}`;
+  return /[",]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
 }
 
 /**
@@ -319,8 +374,11 @@ export function formatSquid(ex: ExchangeRecord): string {
   const elapsed = String(Math.round(ex.totalMs ?? 0)).padStart(6, " ");
   const peer = ex.upstreamIp === undefined ? "HIER_NONE/-" : `HIER_DIRECT/${ex.upstreamIp}`;
   const type = ex.contentType?.split(";")[0]?.trim() || "-";
-  return `${time} ${elapsed} ${ex.clientIp} ${code}/${status} ${ex.bytesDown} ${ex.method} ` +
-    `${ex.target} ${ex.user ?? "-"} ${peer} ${type.replace(/\s/g, "")}`;
+  // Fields are separated by spaces: one inside a value would shift the rest.
+  const field = (v: string) => escapeText(v).replace(/ /g, "\\x20");
+  return `${time} ${elapsed} ${ex.clientIp} ${code}/${status} ${ex.bytesDown} ${field(ex.method)} ${
+    field(ex.target)
+  } ${field(ex.user ?? "-")} ${peer} ${field(type)}`;
 }
 
 /**
@@ -354,7 +412,8 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       sink(format(ex));
     },
     info(message) {
-      diag(message);
+      // Diagnostics may span lines (a stack, the summary table), but never drive a terminal.
+      diag(message.split("\n").map(escapeText).join("\n"));
     },
   };
 }

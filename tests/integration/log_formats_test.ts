@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { parse } from "csv-parse/sync";
 import { runCli, startCli } from "../_fixtures/cli.ts";
-import { curl, startHttpOrigin, startProxy } from "../_fixtures/servers.ts";
+import { curl, readAll, startHttpOrigin, startOrigin, startProxy } from "../_fixtures/servers.ts";
 import { hasTool } from "../_fixtures/tools.ts";
 
 /** One real exchange through a proxy logging in `format`; returns the log lines. */
@@ -182,4 +182,58 @@ Deno.test({
       }
     }
   },
+});
+
+Deno.test("no format can be forged: client and origin text is escaped to printable ASCII, CSV formulas are neutralised", async (t) => {
+  const latin1 = (text: string) => Uint8Array.from(text, (c) => c.charCodeAt(0));
+  // An origin whose reason phrase is a formula with a tab and a C1 CSI (0x9b) in it, and whose
+  // Content-Type carries raw bytes.
+  const reason = '=HYPERLINK("http://evil.test")\t\x9b2J';
+  await using origin = startOrigin(async (c) => {
+    for (;;) {
+      if ((await c.readHead()) === null) return;
+      await c.write(
+        latin1(
+          `HTTP/1.1 200 ${reason}\r\nContent-Type: text/html\x9b\xff\r\nContent-Length: 2\r\n\r\nok`,
+        ),
+      );
+    }
+  });
+  // A method a spreadsheet reads as arithmetic, a target with raw bytes (C1 NEL, CSI), a
+  // User-Agent with a tab and CSI, a Referer with an ESC-like byte sequence spelled out.
+  const target = `http://127.0.0.1:${origin.port}/a\x85b\x9b[2J?x=\xe9`;
+  const request = latin1(
+    `-1+1 ${target} HTTP/1.1\r\nHost: x\r\nUser-Agent: a\tb\x9b[31m\r\n` +
+      `Referer: \\x1b[2J\r\nConnection: close\r\n\r\n`,
+  );
+  for (const format of ["text", "json", "clf", "combined", "csv", "squid"] as const) {
+    await t.step(format, async () => {
+      await using proxy = startProxy({}, { format });
+      using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      await conn.write(request);
+      assert.match(await readAll(conn), /^HTTP\/1\.1 200 /);
+      await proxy.waitForLine(format === "text" ? / bytes / : /1\+1/);
+      for (const line of proxy.lines) assert.match(line, /^[\x20-\x7e]*$/, `${format}: ${line}`);
+      const all = proxy.lines.join("\n");
+      if (format === "json") {
+        // Escaped as \u00XX: the same text once parsed.
+        const rec = JSON.parse(proxy.lines[0]!);
+        assert.equal(rec.reason, reason);
+        assert.equal(rec.url, target);
+        assert.match(proxy.lines[0]!, /\\u009b/);
+      } else {
+        assert.ok(all.includes("/a\\x85b\\x9b[2J?x=\\xe9"), all);
+      }
+      if (format === "text") {
+        assert.ok(all.includes('200 =HYPERLINK("http://evil.test")\\x09\\x9b2J'), all);
+      }
+      if (format === "combined") assert.ok(all.endsWith('"\\x5cx1b[2J" "a\\x09b\\x9b[31m"'), all);
+      if (format === "squid") assert.match(all, / text\/html\\x9b\\xff$/);
+      if (format === "csv") {
+        const [, row] = parse(all) as string[][];
+        assert.equal(row![4], "'-1+1");
+        assert.equal(row![9], `'=HYPERLINK("http://evil.test")\\x09\\x9b2J`);
+      }
+    });
+  }
 });
