@@ -317,11 +317,17 @@ export async function main(args: string[]): Promise<number> {
     ...others.map((w) => w.stop(graceMs)),
   ]);
   Deno.removeSignalListener("SIGHUP", onHup);
-  await admin?.shutdown();
-  await publish(fromWorkers);
-  har?.close();
-  logger.info("stopped");
-  log.close();
+  // Whatever fails while reporting, the HAR file is closed (valid JSON) and the log flushed.
+  try {
+    await admin?.shutdown();
+    await publish(fromWorkers);
+  } catch (err) {
+    logger.info(`shutdown: could not write the summary: ${(err as Error)?.stack ?? err}`);
+  } finally {
+    har?.close();
+    logger.info("stopped");
+    log.close();
+  }
   // Stopped because a debugger opened that could not be closed: a failure for the supervisor.
   return signal === "SIGUSR1" ? 1 : 0;
 }

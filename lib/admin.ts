@@ -47,6 +47,11 @@ export interface AdminOptions {
   hostAddresses: HostAddresses;
 }
 
+/** Live event streams at once; more get 503. */
+const MAX_SUBSCRIBERS = 64;
+/** Bytes of events queued for one stream whose reader does not keep up before it is dropped. */
+const MAX_QUEUED = 1024 * 1024;
+
 /** Headers on every admin response. */
 const SECURITY_HEADERS: Record<string, string> = {
   "cache-control": "no-store",
@@ -137,6 +142,9 @@ export function startAdmin(
           idle_upstreams: gauges.idleUpstreams(),
         });
       case "/api/events": {
+        if (streams.size >= MAX_SUBSCRIBERS) {
+          return text(`too many live event streams (${MAX_SUBSCRIBERS})\n`, 503);
+        }
         let stop = () => {};
         let mine: ReadableStreamDefaultController<Uint8Array> | undefined;
         const body = new ReadableStream<Uint8Array>({
@@ -146,6 +154,15 @@ export function startAdmin(
             controller.enqueue(enc.encode(": live exchanges\n\n"));
             stop = metrics.subscribe((ex: ExchangeRecord) => {
               try {
+                // A reader that fell this far behind is dropped, not buffered for: it can
+                // reconnect (EventSource does) and read /api/recent.
+                if ((controller.desiredSize ?? 0) < -MAX_QUEUED) {
+                  stop();
+                  streams.delete(controller);
+                  metrics.droppedSubscriber();
+                  controller.error(new Error("event stream reader too slow"));
+                  return;
+                }
                 controller.enqueue(enc.encode(`data: ${asciiJson(jsonRecord(ex))}\n\n`));
               } catch {
                 stop(); // the stream was closed (shutdown)
@@ -156,7 +173,7 @@ export function startAdmin(
             stop();
             if (mine) streams.delete(mine);
           },
-        });
+        }, new ByteLengthQueuingStrategy({ highWaterMark: 0 }));
         return respond(body, "text/event-stream");
       }
       case "/":

@@ -11,7 +11,7 @@
 import type { Config } from "./config.ts";
 import type { Authenticator } from "./auth.ts";
 import type { RateLimiter } from "./limits.ts";
-import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
+import { closeQuietly, type ConnectFn, dial, hostPort, type ResolveFn } from "./dial.ts";
 import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
 import {
   BodyError,
@@ -250,6 +250,7 @@ export async function forward(
 
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
   const host = normalizeHost(target.hostname);
+  ex.record.destination = hostPort(host, target.port);
   checkDestination(config, host, undefined, target.port, ctx.local);
   // A pooled connection passed the destination check for the client that opened it; the host's
   // own addresses are allowed for clients on it only, so the others never share its pool.

@@ -273,6 +273,7 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   checkLoop(head.fields, ctx.config.viaName);
   checkConnectPort(target.port, ctx.config.connectPorts);
   const host = normalizeHost(target.hostname);
+  ex.record.destination = hostPort(host, target.port);
   checkDestination(ctx.config, host, undefined, target.port, ctx.local);
   const upstream = await openUpstream(ex, ctx, host, target.port);
   ex.record.status = 200;

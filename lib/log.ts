@@ -40,6 +40,8 @@ export interface ExchangeRecord {
   method: string;
   /** Absolute URL or CONNECT authority as sent, or "-". */
   target: string;
+  /** `host:port` of the target once parsed (host normalised), for the summary. */
+  destination?: string;
   /** The upstream IP actually connected to (read from the socket). */
   upstreamIp?: string;
   /** The upstream port. */

@@ -53,6 +53,7 @@ export class Metrics {
   #next = 0;
   #keep: number;
   #listeners = new Set<(ex: ExchangeRecord) => void>();
+  #dropped = 0;
   /** Ids of exchanges counted as holding an upstream (a retry opens twice; it counts once). */
   #holding = new Set<number>();
 
@@ -126,6 +127,11 @@ export class Metrics {
     return () => this.#listeners.delete(listener);
   }
 
+  /** A live event subscriber fell too far behind and was dropped. */
+  droppedSubscriber(): void {
+    this.#dropped++;
+  }
+
   /**
    * Renders the Prometheus text exposition format (version 0.0.4).
    *
@@ -156,6 +162,14 @@ export class Metrics {
     metric("http_proxy_upstream_connections", "gauge", "Upstream connections, by state.");
     out.push(`http_proxy_upstream_connections{state="in_use"} ${this.#inUse}`);
     out.push(`http_proxy_upstream_connections{state="idle"} ${gauges.idleUpstreams()}`);
+    metric(
+      "http_proxy_event_subscribers_dropped_total",
+      "counter",
+      "Live event streams (/api/events) dropped for reading too slowly.",
+    );
+    out.push(`http_proxy_event_subscribers_dropped_total ${this.#dropped}`);
+    metric("http_proxy_event_subscribers", "gauge", "Live event streams open.");
+    out.push(`http_proxy_event_subscribers ${this.#listeners.size}`);
     metric("http_proxy_request_duration_seconds", "histogram", "Exchange duration.");
     BUCKETS.forEach((le, i) => {
       out.push(`http_proxy_request_duration_seconds_bucket{le="${le}"} ${this.#buckets[i]}`);

@@ -1,12 +1,24 @@
 /**
  * Traffic summary per destination host: requests, status classes, bytes each way, latency
- * percentiles (from a bounded sample) and errors by kind, sorted by traffic. It only counts what
- * the logger sees end; printing and writing are the caller's.
+ * percentiles (from a bounded sample) and errors by kind, sorted by traffic. Clients choose the
+ * destinations, so the table is bounded: it is keyed only on targets the proxy parsed, holds at
+ * most {@linkcode MAX_HOSTS} hosts (when a new one arrives, the one with the least traffic is
+ * folded into an {@linkcode OTHER} row), and the text table shows the top rows, each cell of
+ * bounded width. It only counts what the logger sees end; printing and writing are the caller's.
  *
  * @module
  */
 
-import type { ExchangeRecord } from "./log.ts";
+import { escapeText, type ExchangeRecord } from "./log.ts";
+
+/** Most hosts counted one by one; the rest are counted together as {@linkcode OTHER}. */
+export const MAX_HOSTS = 1000;
+/** The row every host without a row of its own is counted in. */
+export const OTHER = "(other)";
+/** Rows the text table shows; the JSON has them all. */
+const TABLE_ROWS = 50;
+/** Widest host cell in the text table. */
+const HOST_WIDTH = 60;
 
 /** Latencies kept per host for percentiles: a uniform sample of at most this many. */
 const SAMPLE = 1000;
@@ -44,21 +56,48 @@ interface Acc {
   errors: Record<string, number>;
 }
 
-/**
- * The destination an exchange went to: the URL's authority, or the CONNECT target.
- *
- * @param ex The exchange.
- * @returns `host:port` as sent, lower-cased, or `-`.
- */
-export function destination(ex: ExchangeRecord): string {
-  if (ex.target === "-") return "-";
-  if (ex.tunnel) return ex.target.toLowerCase();
-  const m = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)/i.exec(ex.target);
-  if (!m) return "-";
-  const authority = m[1]!.toLowerCase();
-  // No port (`host`, `[::1]`) or an empty one (`host:`) means port 80.
-  if (/:\d+$/.test(authority) && !authority.endsWith("]")) return authority;
-  return `${authority.replace(/:$/, "")}:80`;
+/** An empty accumulator. */
+function emptyAcc(): Acc {
+  return {
+    requests: 0,
+    status: {},
+    bytesUp: 0,
+    bytesDown: 0,
+    maxMs: 0,
+    seen: 0,
+    sample: [],
+    errors: {},
+  };
+}
+
+/** Adds `b`'s counts to `a`. */
+function mergeAcc(a: Acc, b: Acc): void {
+  a.requests += b.requests;
+  a.bytesUp += b.bytesUp;
+  a.bytesDown += b.bytesDown;
+  a.maxMs = Math.max(a.maxMs, b.maxMs);
+  for (const [k, n] of Object.entries(b.status)) a.status[k] = (a.status[k] ?? 0) + n;
+  for (const [k, n] of Object.entries(b.errors)) a.errors[k] = (a.errors[k] ?? 0) + n;
+  // Both samples stand for their counts; keep a proportional share of each.
+  const total = a.seen + b.seen;
+  if (total === 0) return;
+  const fromB = Math.round((SAMPLE * b.seen) / total);
+  a.sample = [
+    ...a.sample.slice(0, SAMPLE - Math.min(fromB, b.sample.length)),
+    ...b.sample.slice(0, fromB),
+  ];
+  a.seen = total;
+}
+
+/** Traffic of an accumulator, for ranking: bytes, then requests. */
+function weight(a: Acc): number {
+  return (a.bytesUp + a.bytesDown) * 1024 + a.requests;
+}
+
+/** A host cell: printable, and at most {@linkcode HOST_WIDTH} wide. */
+function cell(host: string): string {
+  const text = escapeText(host);
+  return text.length > HOST_WIDTH ? text.slice(0, HOST_WIDTH - 3) + "..." : text;
 }
 
 /** The nearest-rank percentile of sorted values. */
@@ -102,25 +141,45 @@ export class Summary {
     this.#since = Math.min(this.#since, other.since);
     for (const [host, b] of other.hosts) {
       const a = this.#hosts.get(host);
-      if (!a) {
-        this.#hosts.set(host, structuredClone(b));
-        continue;
-      }
-      a.requests += b.requests;
-      a.bytesUp += b.bytesUp;
-      a.bytesDown += b.bytesDown;
-      a.maxMs = Math.max(a.maxMs, b.maxMs);
-      for (const [k, n] of Object.entries(b.status)) a.status[k] = (a.status[k] ?? 0) + n;
-      for (const [k, n] of Object.entries(b.errors)) a.errors[k] = (a.errors[k] ?? 0) + n;
-      // Both samples stand for their counts; keep a proportional share of each.
-      const total = a.seen + b.seen;
-      const fromB = Math.round((SAMPLE * b.seen) / total);
-      a.sample = [
-        ...a.sample.slice(0, SAMPLE - Math.min(fromB, b.sample.length)),
-        ...b.sample.slice(0, fromB),
-      ];
-      a.seen = total;
+      if (a) mergeAcc(a, b);
+      else this.#hosts.set(host, structuredClone(b));
     }
+    // Over the cap: the hosts with the least traffic go into the other row.
+    if (this.#hosts.size > MAX_HOSTS + 1) {
+      const ranked = [...this.#hosts].filter(([h]) => h !== OTHER).sort((x, y) =>
+        weight(y[1]) - weight(x[1])
+      );
+      for (const [host, acc] of ranked.slice(MAX_HOSTS)) {
+        this.#fold(host, acc);
+      }
+    }
+  }
+
+  /** Moves one host's counts into the other row. */
+  #fold(host: string, acc: Acc): void {
+    this.#hosts.delete(host);
+    let other = this.#hosts.get(OTHER);
+    if (!other) this.#hosts.set(OTHER, other = emptyAcc());
+    mergeAcc(other, acc);
+  }
+
+  /** The row for a destination: its own, a new one (making room), or the other row. */
+  #row(key: string): Acc {
+    const acc = this.#hosts.get(key);
+    if (acc) return acc;
+    const own = this.#hosts.size - (this.#hosts.has(OTHER) ? 1 : 0);
+    if (own >= MAX_HOSTS) {
+      // Full: the host with the least traffic makes room (its counts stay in the other row),
+      // so the busiest hosts keep their rows whatever a client invents.
+      let least: [string, Acc] | undefined;
+      for (const entry of this.#hosts) {
+        if (entry[0] !== OTHER && (!least || weight(entry[1]) < weight(least[1]))) least = entry;
+      }
+      this.#fold(least![0], least![1]);
+    }
+    const fresh = emptyAcc();
+    this.#hosts.set(key, fresh);
+    return fresh;
   }
 
   /**
@@ -129,21 +188,7 @@ export class Summary {
    * @param ex The exchange, as logged.
    */
   add(ex: ExchangeRecord): void {
-    const key = destination(ex);
-    let acc = this.#hosts.get(key);
-    if (!acc) {
-      acc = {
-        requests: 0,
-        status: {},
-        bytesUp: 0,
-        bytesDown: 0,
-        maxMs: 0,
-        seen: 0,
-        sample: [],
-        errors: {},
-      };
-      this.#hosts.set(key, acc);
-    }
+    const acc = this.#row(ex.destination ?? "-");
     acc.requests++;
     const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
     acc.status[cls] = (acc.status[cls] ?? 0) + 1;
@@ -159,8 +204,11 @@ export class Summary {
       if (j < SAMPLE) acc.sample[j] = ms;
     }
     if (ex.error !== undefined) {
+      // Kinds are the proxy's own words, but a cap costs nothing.
       const kind = ex.errorKind ?? "error";
-      acc.errors[kind] = (acc.errors[kind] ?? 0) + 1;
+      if (kind in acc.errors || Object.keys(acc.errors).length < 32) {
+        acc.errors[kind] = (acc.errors[kind] ?? 0) + 1;
+      }
     }
   }
 
@@ -207,9 +255,10 @@ export class Summary {
    * @returns The lines.
    */
   table(): string {
-    const hosts = this.hosts();
+    const all = this.hosts();
+    const hosts = all.slice(0, TABLE_ROWS);
     const secs = Math.round((Date.now() - this.#since) / 1000);
-    const total = hosts.reduce((n, h) => n + h.requests, 0);
+    const total = all.reduce((n, h) => n + h.requests, 0);
     const head = [
       "host",
       "requests",
@@ -227,7 +276,7 @@ export class Summary {
       "errors",
     ];
     const rows = hosts.map((h) => [
-      h.host,
+      cell(h.host),
       String(h.requests),
       ...["1xx", "2xx", "3xx", "4xx", "5xx", "none"].map((c) => String(h.status[c] ?? 0)),
       String(h.bytesUp),
@@ -248,6 +297,9 @@ export class Summary {
       `summary: ${total} exchange(s) in ${secs} s, by destination, most traffic first`,
       line(head),
       ...rows.map(line),
+      ...(all.length > hosts.length
+        ? [`... ${all.length - hosts.length} more host(s) (all of them: --summary-json)`]
+        : []),
     ].join("\n");
   }
 }

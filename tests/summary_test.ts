@@ -1,15 +1,16 @@
 import assert from "node:assert/strict";
 import type { ExchangeRecord } from "../lib/log.ts";
-import { destination, Summary } from "../lib/summary.ts";
+import { MAX_HOSTS, OTHER, Summary } from "../lib/summary.ts";
 
-function ex(over: Partial<ExchangeRecord>): ExchangeRecord {
-  return {
+function ex(over: Partial<ExchangeRecord> & { destination?: string | undefined }): ExchangeRecord {
+  return <ExchangeRecord> {
     id: 1,
     start: 0,
     clientIp: "127.0.0.1",
     clientPort: 1,
     method: "GET",
     target: "http://a.test/x",
+    destination: "a.test:80",
     bytesUp: 0,
     bytesDown: 0,
     tunnel: false,
@@ -20,13 +21,33 @@ function ex(over: Partial<ExchangeRecord>): ExchangeRecord {
   };
 }
 
-Deno.test("destination() names host:port for URLs, CONNECT targets and nothing", () => {
-  assert.equal(destination(ex({})), "a.test:80");
-  assert.equal(destination(ex({ target: "http://A.test:8080/" })), "a.test:8080");
-  assert.equal(destination(ex({ target: "http://[::1]/" })), "[::1]:80");
-  assert.equal(destination(ex({ target: "http://h:/" })), "h:80");
-  assert.equal(destination(ex({ target: "b.test:443", tunnel: true })), "b.test:443");
-  assert.equal(destination(ex({ target: "-" })), "-");
+Deno.test("Summary holds at most MAX_HOSTS rows: the least traffic folds into (other), nothing is lost, the table is bounded", () => {
+  const s = new Summary();
+  s.add(ex({ destination: "big.test:80", bytesDown: 1_000_000 }));
+  const long = "x".repeat(10_000) + ".test:80";
+  s.add(ex({ destination: long, bytesDown: 500_000 }));
+  for (let i = 0; i < 1200; i++) s.add(ex({ destination: `h${i}.test:80`, bytesDown: 1 }));
+  const hosts = s.hosts();
+  assert.equal(hosts.length, MAX_HOSTS + 1);
+  assert.deepEqual(hosts.slice(0, 2).map((h) => h.host), ["big.test:80", long]);
+  const other = hosts.find((h) => h.host === OTHER)!;
+  assert.equal(other.requests, 1202 - MAX_HOSTS);
+  assert.equal(hosts.reduce((n, h) => n + h.requests, 0), 1202);
+  assert.equal(hosts.reduce((n, h) => n + h.bytesDown, 0), 1_501_200);
+  const table = s.table().split("\n");
+  assert.equal(table.length, 2 + 50 + 1);
+  assert.equal(
+    table.at(-1),
+    `... ${MAX_HOSTS + 1 - 50} more host(s) (all of them: --summary-json)`,
+  );
+  assert.ok(table.every((l) => l.length < 300), "every line is bounded");
+  assert.match(table[3]!, /^x{57}\.\.\. /);
+  // Merging a worker's rows keeps the cap.
+  const worker = new Summary();
+  for (let i = 0; i < 500; i++) worker.add(ex({ destination: `w${i}.test:80`, bytesDown: 2 }));
+  s.merge(worker.raw());
+  assert.equal(s.hosts().length, MAX_HOSTS + 1);
+  assert.equal(s.hosts().reduce((n, h) => n + h.requests, 0), 1702);
 });
 
 Deno.test("Summary counts per host, sorts by traffic, and reports percentiles and errors", () => {
@@ -35,13 +56,16 @@ Deno.test("Summary counts per host, sorts by traffic, and reports percentiles an
   s.add(
     ex({
       target: "http://big.test/",
+      destination: "big.test:80",
       bytesDown: 5000,
       status: 502,
       error: "x",
       errorKind: "dns_error",
     }),
   );
-  s.add(ex({ target: "-", status: 400, error: "bad", errorKind: "http_request_error" }));
+  const unparsed = ex({ target: "-", status: 400, error: "bad", errorKind: "http_request_error" });
+  delete unparsed.destination;
+  s.add(unparsed);
   const hosts = s.hosts();
   assert.deepEqual(hosts.map((h) => h.host), ["big.test:80", "a.test:80", "-"]);
   const a = hosts[1]!;

@@ -2,6 +2,10 @@ import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
+import { startAdmin } from "../../lib/admin.ts";
+import { HostAddresses } from "../../lib/host_addresses.ts";
+import { Metrics } from "../../lib/metrics.ts";
+import { Summary } from "../../lib/summary.ts";
 
 type Family = {
   name: string;
@@ -113,3 +117,56 @@ Deno.test("with --workers 2, the admin listener shows every worker's traffic", a
   assert.equal(summary.hosts[0].requests, 24);
   assert.equal(await cli.stop(), 0);
 });
+
+Deno.test("/api/events drops a reader that does not keep up, and counts it; a reading one stays", async () => {
+  const metrics = new Metrics();
+  const admin = startAdmin({ hostname: "127.0.0.1", port: 0 }, {
+    metrics,
+    summary: new Summary(),
+    gauges: { connections: () => 0, idleUpstreams: () => 0 },
+    hostAddresses: new HostAddresses(),
+  });
+  try {
+    const host = `127.0.0.1:${admin.bound.port}`;
+    // A client that asks for the stream and then never reads a byte.
+    using stalled = await Deno.connect({ hostname: "127.0.0.1", port: admin.bound.port });
+    await stalled.write(
+      new TextEncoder().encode(`GET /api/events HTTP/1.1\r\nHost: ${host}\r\n\r\n`),
+    );
+    const live = await fetch(`http://${host}/api/events`);
+    const reader = live.body!.getReader();
+    await reader.read(); // the comment line
+    const record = {
+      id: 1,
+      start: 0,
+      clientIp: "127.0.0.1",
+      clientPort: 1,
+      method: "GET",
+      target: `http://a.test/${"x".repeat(8000)}`,
+      bytesUp: 0,
+      bytesDown: 0,
+      tunnel: false,
+      opened: false,
+    };
+    let received = 0;
+    // 8 KB events, 8 MB in all, while the live reader keeps reading: far more than socket
+    // buffers and the 1 MiB allowance hold.
+    for (
+      let i = 0;
+      i < 1000 && metrics.render(gauges).includes("subscribers_dropped_total 0");
+      i++
+    ) {
+      metrics.closed({ ...record, id: i });
+      while (received < i * 8000) received += (await reader.read()).value?.length ?? 0;
+      if (i % 50 === 0) await new Promise((r) => setTimeout(r, 1));
+    }
+    const text = metrics.render(gauges);
+    assert.match(text, /^http_proxy_event_subscribers_dropped_total 1$/m);
+    assert.match(text, /^http_proxy_event_subscribers 1$/m);
+    await reader.cancel();
+  } finally {
+    await admin.shutdown();
+  }
+});
+
+const gauges = { connections: () => 0, idleUpstreams: () => 0 };
