@@ -188,7 +188,7 @@ export function startAdmin(
   };
   const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
     { hostname: addr.hostname, port: addr.port, onListen() {} },
-    async (req): Promise<Response> => {
+    async (req, info): Promise<Response> => {
       // RFC 9110 §15.5.20: 421 for a request this server is not configured to answer.
       if (!hostAllowed(req.headers.get("host"), server.addr, hosts, hostAddresses)) {
         return text(
@@ -198,7 +198,8 @@ export function startAdmin(
           421,
         );
       }
-      if (auth && await auth.verify(req.headers.get("authorization")) === undefined) {
+      const client = info.remoteAddr.hostname;
+      if (auth && await auth.verify(req.headers.get("authorization"), client) === undefined) {
         return text("admin credentials required\n", 401, {
           "www-authenticate": 'Basic realm="http-proxy admin", charset="UTF-8"',
         });

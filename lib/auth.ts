@@ -5,6 +5,13 @@
  * time whatever matches; a credential that verified once is remembered (by a SHA-256 of the
  * header, not the header), so the slow hash runs once per user, not once per request.
  *
+ * A wrong password costs a PBKDF2 run (about 66 ms of one core at 600,000 iterations), so that
+ * work is bounded: {@linkcode MAX_HASHING} runs at once and {@linkcode MAX_WAITING} waiting
+ * (more get 503), failures are rate-limited per client address ({@linkcode FAILURE_BURST}
+ * at once, one more every {@linkcode FAILURE_REFILL_MS}; then 429 without hashing), an
+ * `--auth-file` line may not ask for more than {@linkcode MAX_ITERATIONS}, and an unknown user
+ * costs the default {@linkcode ITERATIONS}. A credential that already verified skips all of it.
+ *
  * @module
  */
 
@@ -14,6 +21,19 @@ import type { Field } from "./http1/parse.ts";
 
 /** PBKDF2 iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256). */
 export const ITERATIONS = 600_000;
+/** Most iterations an `--auth-file` line may ask for: about 0.2 s of a core per check. */
+export const MAX_ITERATIONS = 2_000_000;
+/** Password hashes computed at once. */
+export const MAX_HASHING = 2;
+/** Checks waiting for a hashing slot; one more is answered 503. */
+export const MAX_WAITING = 16;
+/** Failed checks a client address may make at once before it is rate-limited. */
+export const FAILURE_BURST = 10;
+/** A rate-limited address earns one more try this often, in ms. */
+export const FAILURE_REFILL_MS = 2000;
+
+/** How a password is hashed (injectable so tests can count and pace the work). */
+export type HashFn = (password: string, salt: Bytes, iterations: number) => Promise<Bytes>;
 
 /** One user: a plain password (`--auth`) or a PBKDF2 hash (`--auth-file`). */
 export type Credential =
@@ -29,7 +49,8 @@ async function sha256(bytes: Bytes): Promise<Bytes> {
   return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
 }
 
-async function pbkdf2(password: string, salt: Bytes, iterations: number): Promise<Bytes> {
+/** PBKDF2-HMAC-SHA256, 32 bytes. */
+export async function pbkdf2(password: string, salt: Bytes, iterations: number): Promise<Bytes> {
   const key = await crypto.subtle.importKey("raw", encoder.encode(password), "PBKDF2", false, [
     "deriveBits",
   ]);
@@ -111,6 +132,10 @@ export function fileCredentials(text: string): Credential[] | string {
         i + 1
       } is not "user:pbkdf2-sha256$iterations$salt$hash" (make one with hash-password)`;
     }
+    if (Number(m[2]) > MAX_ITERATIONS) {
+      return `line ${i + 1} asks for ${m[2]} iterations, more than ${MAX_ITERATIONS} (every ` +
+        `wrong password would cost that much CPU; make the line again with hash-password)`;
+    }
     out.push({ user: m[1]!, kind: "pbkdf2", iterations: Number(m[2]), salt, hash });
   }
   return out;
@@ -124,20 +149,34 @@ function challenge(message: string): ProxyError {
   });
 }
 
+/** Options of {@linkcode Authenticator}. */
+export interface AuthenticatorOptions {
+  /** The password hash. @default PBKDF2-HMAC-SHA256 (WebCrypto) */
+  hash?: HashFn;
+  /** Clock for the failure limit, in ms. @default performance.now */
+  now?: () => number;
+}
+
 /** The users, and the credentials that already verified. */
 export class Authenticator {
   #users: Map<string, Credential>;
   #verified = new Map<string, string>();
-  #slowest: Extract<Credential, { kind: "pbkdf2" }> | undefined;
+  /** What an unknown user's password is hashed with: the default cost, a salt of its own. */
+  #decoy = { salt: crypto.getRandomValues(new Uint8Array(16)), iterations: ITERATIONS };
+  #hash: HashFn;
+  #now: () => number;
+  #hashing = 0;
+  #waiting: (() => void)[] = [];
+  #failures = new Map<string, { tokens: number; at: number }>();
 
   /**
-   * @param credentials Every configured user (a later entry for a user replaces an earlier).
+   * @param credentials The users.
+   * @param options Hash function and clock (tests).
    */
-  constructor(credentials: readonly Credential[]) {
+  constructor(credentials: readonly Credential[], options: AuthenticatorOptions = {}) {
     this.#users = new Map(credentials.map((c) => [c.user, c]));
-    for (const c of this.#users.values()) {
-      if (c.kind === "pbkdf2" && c.iterations > (this.#slowest?.iterations ?? 0)) this.#slowest = c;
-    }
+    this.#hash = options.hash ?? pbkdf2;
+    this.#now = options.now ?? (() => performance.now());
   }
 
   /** How many users are configured. */
@@ -151,10 +190,10 @@ export class Authenticator {
    * @param value The header value, or null when absent.
    * @returns The user name, or undefined when missing or wrong.
    */
-  async verify(value: string | null): Promise<string | undefined> {
+  async verify(value: string | null, client = "-"): Promise<string | undefined> {
     if (value === null) return undefined;
     try {
-      return await this.check([["Proxy-Authorization", value]]);
+      return await this.check([["Proxy-Authorization", value]], client);
     } catch (err) {
       if (err instanceof ProxyError) return undefined;
       throw err;
@@ -168,7 +207,7 @@ export class Authenticator {
    * @returns The user name.
    * @throws {ProxyError} 407 with a Basic challenge when missing or wrong.
    */
-  async check(fields: readonly Field[]): Promise<string> {
+  async check(fields: readonly Field[], client = "-"): Promise<string> {
     const values = fields.filter(([n]) => n.toLowerCase() === "proxy-authorization");
     if (values.length === 0) throw challenge("proxy authentication required");
     if (values.length > 1 || listValues(values, "proxy-authorization").length !== 1) {
@@ -187,22 +226,83 @@ export class Authenticator {
     const known = this.#verified.get(key);
     if (known !== undefined) return known;
     const cred = this.#users.get(user);
+    // Every check from here may fail: it takes one of the client's failure tokens first, so
+    // many parallel tries cannot all start before the first one fails.
+    const bucket = this.#charge(client);
     let ok: boolean;
-    if (cred === undefined) {
-      // An unknown user costs what a known one does, so timing does not tell which names exist.
-      if (this.#slowest) await pbkdf2(password, this.#slowest.salt, this.#slowest.iterations);
-      ok = false;
+    if (cred?.kind === "plain") {
+      ok = password !== "" && same(digest, cred.digest);
     } else {
-      ok = password !== "" &&
-        (cred.kind === "plain"
-          ? same(digest, cred.digest)
-          : same(await pbkdf2(password, cred.salt, cred.iterations), cred.hash));
+      // An unknown user costs what a default one does, so timing does not tell which names
+      // exist (and a costly line in the file is no lever for names that are not in it).
+      const params = cred ?? this.#decoy;
+      const hash = await this.#slot(() => this.#hash(password, params.salt, params.iterations));
+      ok = cred !== undefined && password !== "" && same(hash, cred.hash);
     }
+    if (ok) bucket.tokens += 1; // a success costs nothing
     // The rejected name is not echoed: it is the client's text, bound for the operator's log.
     if (!ok) throw challenge("wrong user name or password");
     if (this.#verified.size >= 1024) this.#verified.clear();
     this.#verified.set(key, user);
     return user;
+  }
+
+  /**
+   * Takes a failure token for the client's address (an IPv6 client's /64: one host holds a
+   * whole /64), or refuses with 429 when none is left.
+   */
+  #charge(client: string): { tokens: number; at: number } {
+    const key = client.includes(":") ? client.split(":").slice(0, 4).join(":") : client;
+    const now = this.#now();
+    let bucket = this.#failures.get(key);
+    if (!bucket) {
+      if (this.#failures.size >= 10_000) {
+        // Forget full buckets, so the table holds only recent failures.
+        for (const [k, b] of this.#failures) {
+          if (b.tokens + (now - b.at) / FAILURE_REFILL_MS >= FAILURE_BURST) {
+            this.#failures.delete(k);
+          }
+        }
+        if (this.#failures.size >= 10_000) this.#failures.clear();
+      }
+      bucket = { tokens: FAILURE_BURST, at: now };
+      this.#failures.set(key, bucket);
+    }
+    bucket.tokens = Math.min(FAILURE_BURST, bucket.tokens + (now - bucket.at) / FAILURE_REFILL_MS);
+    bucket.at = now;
+    if (bucket.tokens < 1) {
+      const wait = Math.ceil(((1 - bucket.tokens) * FAILURE_REFILL_MS) / 1000);
+      throw new ProxyError(429, `too many failed logins from ${client}; retry in ${wait} s`, {
+        kind: "http_request_denied",
+        headers: [["Retry-After", String(wait)]],
+      });
+    }
+    bucket.tokens -= 1;
+    return bucket;
+  }
+
+  /** Runs a hash in one of the {@linkcode MAX_HASHING} slots, waiting in a bounded line. */
+  async #slot<T>(work: () => Promise<T>): Promise<T> {
+    if (this.#hashing >= MAX_HASHING) {
+      if (this.#waiting.length >= MAX_WAITING) {
+        throw new ProxyError(
+          503,
+          `too many logins being checked at once (${MAX_HASHING} + ${MAX_WAITING} waiting); retry`,
+          { kind: "connection_limit_reached", headers: [["Retry-After", "1"]] },
+        );
+      }
+      await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    } else {
+      this.#hashing++;
+    }
+    try {
+      return await work();
+    } finally {
+      // The slot passes straight to the next in line, or is given back.
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#hashing--;
+    }
   }
 }
 

@@ -242,7 +242,7 @@ async function exchange(
       // A 429 or 407 to a request without a body keeps the connection (for the retry).
       ex.requestConsumed = head.method !== "CONNECT" && hasNoBody(head);
       ctx.rate?.take(ex.record.clientIp);
-      if (ctx.auth) ex.record.user = await ctx.auth.check(head.fields);
+      if (ctx.auth) ex.record.user = await ctx.auth.check(head.fields, ex.record.clientIp);
     }
     if (head.method === "CONNECT") {
       await connect(ex, ctx, head);

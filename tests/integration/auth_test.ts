@@ -1,8 +1,23 @@
 import assert from "node:assert/strict";
-import { Authenticator, fileCredentials, hashLine, plainCredential } from "../../lib/auth.ts";
+import {
+  Authenticator,
+  FAILURE_BURST,
+  FAILURE_REFILL_MS,
+  fileCredentials,
+  hashLine,
+  ITERATIONS,
+  pbkdf2,
+  plainCredential,
+} from "../../lib/auth.ts";
 import { checkClient } from "../../lib/policy.ts";
 import { ROOT, runCli } from "../_fixtures/cli.ts";
-import { curl, rawExchange, startOrigin, startProxy } from "../_fixtures/servers.ts";
+import {
+  curl,
+  rawExchange,
+  startHttpOrigin,
+  startOrigin,
+  startProxy,
+} from "../_fixtures/servers.ts";
 
 const basic = (text: string) => `Proxy-Authorization: Basic ${btoa(text)}\r\n`;
 
@@ -170,4 +185,110 @@ Deno.test("hash-password prints a line --auth-file accepts; bad auth settings ex
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+/** A Proxy-Authorization field for `user:password`. */
+function basicField(text: string): [string, string][] {
+  return [[
+    "Proxy-Authorization",
+    `Basic ${btoa(String.fromCharCode(...new TextEncoder().encode(text)))}`,
+  ]];
+}
+
+Deno.test("password hashing is bounded: 2 at once, 16 waiting, the rest 503; unknown users cost the default", async () => {
+  const line = await hashLine("ann", "right", 1_500_000);
+  const creds = fileCredentials(line) as Exclude<ReturnType<typeof fileCredentials>, string>;
+  const gates: (() => void)[] = [];
+  const costs: number[] = [];
+  let running = 0;
+  let most = 0;
+  // A hash that waits to be let go, so the test sees how many run and wait.
+  const hash = async (password: string, salt: Uint8Array<ArrayBuffer>, iterations: number) => {
+    costs.push(iterations);
+    most = Math.max(most, ++running);
+    await new Promise<void>((r) => gates.push(r));
+    running--;
+    return await pbkdf2(password, salt, 1000);
+  };
+  const auth = new Authenticator(creds, { hash });
+  // 20 wrong passwords from 20 addresses, all at once.
+  const tries = Array.from(
+    { length: 20 },
+    (_, i) => auth.check(basicField(`ghost${i}:x`), `198.51.100.${i}`).catch((e) => e.status),
+  );
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(gates.length, 2);
+  while (gates.length > 0 || running > 0) {
+    gates.shift()?.();
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  const statuses = await Promise.all(tries);
+  assert.deepEqual(statuses.filter((s) => s === 503).length, 2);
+  assert.deepEqual(statuses.filter((s) => s === 407).length, 18);
+  assert.equal(most, 2);
+  // Unknown users are charged the default cost, not the dearest line in the file.
+  assert.ok(costs.every((c) => c === ITERATIONS), String(costs));
+  // The known user with the dear line pays its own cost.
+  const ok = auth.check(basicField("ann:right"), "198.51.100.99");
+  await new Promise((r) => setTimeout(r, 10));
+  gates.shift()!();
+  // (its hash is really of 1000 iterations here, so the check fails: the cost is what counts)
+  await ok.catch(() => {});
+  assert.equal(costs.at(-1), 1_500_000);
+  assert.match(
+    String(fileCredentials(line.replace("$1500000$", "$2000001$"))),
+    /^line 1 asks for 2000001 iterations, more than 2000000/,
+  );
+});
+
+Deno.test("failed logins are rate-limited per client address (a /64 for IPv6); a verified user stays fast", async () => {
+  let clock = 0;
+  let hashes = 0;
+  const creds = fileCredentials(await hashLine("bob", "pw", 1000));
+  const auth = new Authenticator(creds as Exclude<typeof creds, string>, {
+    now: () => clock,
+    hash: (p, s, n) => (hashes++, pbkdf2(p, s, n)),
+  });
+  assert.equal(await auth.check(basicField("bob:pw"), "203.0.113.5"), "bob");
+  const status = (text: string, ip: string) =>
+    auth.check(basicField(text), ip).then(() => 200, (e) => e.status);
+  for (let i = 0; i < FAILURE_BURST; i++) {
+    assert.equal(await status("bob:wrong", "203.0.113.5"), 407);
+  }
+  const before = hashes;
+  const limited = await auth.check(basicField("bob:guess"), "203.0.113.5").catch((e) => e);
+  assert.equal(limited.status, 429);
+  assert.match(limited.message, /^too many failed logins from 203\.0\.113\.5; retry in 2 s$/);
+  assert.deepEqual(limited.headers, [["Retry-After", "2"]]);
+  assert.equal(hashes, before, "a limited client costs no hash");
+  // The verified credential is remembered: it passes without a token or a hash.
+  assert.equal(await status("bob:pw", "203.0.113.5"), 200);
+  // Another address is not affected; another host in the same IPv6 /64 is.
+  assert.equal(await status("bob:wrong", "203.0.113.6"), 407);
+  for (let i = 0; i < FAILURE_BURST; i++) await status("bob:wrong", "2001:db8:1:2::a");
+  assert.equal(await status("bob:wrong", "2001:db8:1:2::b"), 429);
+  assert.equal(await status("bob:wrong", "2001:db8:1:3::b"), 407);
+  // Time gives tries back: one per FAILURE_REFILL_MS.
+  clock += FAILURE_REFILL_MS;
+  assert.equal(await status("bob:wrong", "203.0.113.5"), 407);
+  assert.equal(await status("bob:wrong", "203.0.113.5"), 429);
+});
+
+Deno.test("a rate-limited client gets 429 with Retry-After over the wire", async () => {
+  await using origin = startHttpOrigin(() => new Response("in"));
+  const creds = fileCredentials(await hashLine("u", "p", 1000));
+  await using proxy = startProxy({}, {
+    auth: new Authenticator(creds as Exclude<typeof creds, string>),
+  });
+  const get = `GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n` +
+    `Proxy-Authorization: Basic ${btoa("u:bad")}\r\n\r\n`;
+  const res = await rawExchange(
+    proxy.port,
+    get.repeat(FAILURE_BURST) + get.replace("\r\n\r\n", "\r\nConnection: close\r\n\r\n"),
+  );
+  assert.equal(res.match(/HTTP\/1\.1 407 /g)?.length, FAILURE_BURST);
+  assert.match(
+    res,
+    /HTTP\/1\.1 429 Too Many Requests\r\n[\s\S]*Retry-After: 2\r\n[\s\S]*too many failed logins from 127\.0\.0\.1; retry in 2 s\n$/,
+  );
 });
