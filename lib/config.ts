@@ -82,6 +82,12 @@ export interface Config {
   maxRequestLine: number;
   /** A CONNECT tunnel with no byte either way for this long is closed. @default 900000 */
   tunnelIdleTimeoutMs: number;
+  /** A tunnel one side of which has finished sending is closed after this long idle. @default 60000 */
+  halfClosedTimeoutMs: number;
+  /** A request or response body with no new byte for this long is abandoned. @default 900000 */
+  readTimeoutMs: number;
+  /** A peer (a client, mostly) that takes no byte for this long is dropped. @default 900000 */
+  writeTimeoutMs: number;
   /** Print the per-host summary this often (besides at exit and on SIGUSR2); 0: never. @default 0 */
   summaryEveryMs: number;
   /** Also write the summary as JSON to this file (replaced each time). */
@@ -132,6 +138,9 @@ export const DEFAULTS: Config = {
   maxHeaderFields: 100,
   maxRequestLine: 8192,
   tunnelIdleTimeoutMs: 900_000,
+  halfClosedTimeoutMs: 60_000,
+  readTimeoutMs: 900_000,
+  writeTimeoutMs: 900_000,
   summaryEveryMs: 0,
   viaName: "http-proxy",
   adminAuth: [],
@@ -180,6 +189,9 @@ const FLAGS = {
   "max-header-fields": { type: "string" },
   "max-request-line": { type: "string" },
   "tunnel-idle-timeout": { type: "string" },
+  "half-closed-timeout": { type: "string" },
+  "read-timeout": { type: "string" },
+  "write-timeout": { type: "string" },
   "summary-every": { type: "string" },
   "summary-json": { type: "string" },
   admin: { type: "string" },
@@ -230,6 +242,12 @@ Flags (defaults in brackets):
   --response-timeout DUR   time for the upstream's response head    [60s]
   --grace DUR              time in-flight exchanges get at shutdown [5s]
   --tunnel-idle-timeout DUR  close a CONNECT tunnel idle both ways this long [15m]
+  --half-closed-timeout DUR  close a tunnel one side of which has finished, idle this
+                           long                                     [60s]
+  --read-timeout DUR       give up on a request or response body with no new byte
+                           for this long (408 if nothing was answered yet) [15m]
+  --write-timeout DUR      drop a client (or upstream) that takes no byte this long
+                                                                    [15m]
   --max-connections N      client connections in total (503 past it; 0: no limit) [10000]
   --max-connections-per-ip N  client connections from one IP (503; 0: no limit) [0]
   --rate N                 requests a second per client IP (429 + Retry-After) [no limit]
@@ -465,6 +483,9 @@ export function parseCommand(args: string[]): Command {
       ? DEFAULTS.maxRequestLine
       : parseSize("max-request-line", values["max-request-line"]),
     tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
+    halfClosedTimeoutMs: duration(values, "half-closed-timeout", DEFAULTS.halfClosedTimeoutMs),
+    readTimeoutMs: duration(values, "read-timeout", DEFAULTS.readTimeoutMs),
+    writeTimeoutMs: duration(values, "write-timeout", DEFAULTS.writeTimeoutMs),
     summaryEveryMs: duration(values, "summary-every", DEFAULTS.summaryEveryMs),
     viaName: values["via-name"] ?? DEFAULTS.viaName,
     adminAuth: [],

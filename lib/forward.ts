@@ -12,7 +12,15 @@ import type { Config } from "./config.ts";
 import type { Authenticator } from "./auth.ts";
 import type { RateLimiter } from "./limits.ts";
 import { closeQuietly, type ConnectFn, dial, hostPort, type ResolveFn } from "./dial.ts";
-import { Aborted, BadGateway, BadRequest, GatewayTimeout, ProxyError } from "./errors.ts";
+import { Deadline } from "./deadline.ts";
+import {
+  Aborted,
+  BadGateway,
+  BadRequest,
+  GatewayTimeout,
+  ProxyError,
+  RequestTimeout,
+} from "./errors.ts";
 import {
   BodyError,
   copyChunked,
@@ -69,6 +77,8 @@ export interface Exchange {
   minor: 0 | 1;
   /** Whether the client asked for a HEAD (error answers then carry no body). */
   head: boolean;
+  /** Set when the client closed (or reset) while its response was awaited or relayed. */
+  clientGone?: boolean;
 }
 
 /** Shared settings of every exchange. */
@@ -271,6 +281,7 @@ export async function forward(
     ex.record.bytesUp = smallBody.length;
     ex.requestConsumed = true;
   }
+  let watching = false;
   for (;;) {
     try {
       try {
@@ -281,13 +292,26 @@ export async function forward(
           cause: err,
         });
       }
-      if (sendContinue) await toClient(ex, CONTINUE);
+      if (sendContinue) await toClient(ex, CONTINUE, config);
       if (framing.kind !== "none" && !smallBody) {
         upstreamBroke = await sendBody(ex, framing, config, up.conn);
+      }
+      if (!watching && ex.requestConsumed && ex.reader.buffered === 0) {
+        watching = true;
+        watchClient(ex);
       }
       response = await readFinalResponse(ex, up, config, target.authority, head.minor);
       break;
     } catch (err) {
+      if (ex.clientGone) {
+        throw new Aborted(
+          "client closed the connection before the response came",
+          "client_closed",
+          {
+            cause: err,
+          },
+        );
+      }
       if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
@@ -335,10 +359,10 @@ export async function forward(
     ? up.reader.takeBuffered(rframing.length)
     : null;
   if (small) {
-    await toClient(ex, joinBytes(responseHead, small));
+    await toClient(ex, joinBytes(responseHead, small), config);
     ex.record.bytesDown = small.length;
   } else {
-    await toClient(ex, responseHead);
+    await toClient(ex, responseHead, config);
     await receiveBody(ex, rframing, outFraming, up.reader, config);
   }
   // Bytes already past the response were sent unasked: that connection is never trusted again.
@@ -383,7 +407,7 @@ async function answerHere(
   ex.record.status = 200;
   ex.record.reason = "OK";
   ex.responseStarted = true;
-  await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body));
+  await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body), ctx.config);
   ex.record.bytesDown = body.length;
   return keep;
 }
@@ -424,7 +448,11 @@ async function readFinalResponse(
     // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
     if (response.status !== 100 && clientMinor === 1) {
       const interim = endToEnd(response.fields);
-      await toClient(ex, encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim));
+      await toClient(
+        ex,
+        encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim),
+        config,
+      );
     }
   }
 }
@@ -439,13 +467,45 @@ function wrap<T>(step: () => T): T {
   }
 }
 
-/** Writes to the client; a failure means the client left. */
-async function toClient(ex: Exchange, bytes: Uint8Array): Promise<void> {
+/**
+ * Writes to the client; a failure means the client left, and a client that takes no byte for
+ * `--write-timeout` is given up on (the caller closes the socket, which ends the write).
+ */
+async function toClient(ex: Exchange, bytes: Uint8Array, config: Config): Promise<void> {
+  const ms = config.writeTimeoutMs;
+  const write = writeAll(ex.client, bytes);
+  const limit = new Deadline(
+    ms,
+    () => new Aborted(`client took no byte for ${ms} ms`, "client_timeout"),
+  );
   try {
-    await writeAll(ex.client, bytes);
+    await Promise.race([write, limit.promise]);
   } catch (err) {
+    if (err instanceof Aborted) {
+      write.catch(() => {
+        // abandoned: the socket is closed after this exchange
+      });
+      throw err;
+    }
     throw new Aborted("client closed the connection", "client_closed", { cause: err });
+  } finally {
+    limit.cancel();
   }
+}
+
+/**
+ * Watches the client while its response is awaited and relayed: if it closes or resets, the
+ * upstream connection is closed at once (so a slow upstream is not held for the whole response
+ * timeout) and the exchange is logged as the client's leaving, not as a 504 nobody got. Like
+ * squid (`half_closed_clients off`), a client that shuts its sending side counts as gone. Bytes
+ * that arrive instead (a pipelined request) stay buffered for the next exchange.
+ */
+function watchClient(ex: Exchange): void {
+  ex.reader.watch((gone) => {
+    if (!gone) return;
+    ex.clientGone = true;
+    closeQuietly(ex.upstream);
+  });
 }
 
 /**
@@ -463,6 +523,8 @@ async function sendBody(
     out: framing.kind === "chunked" ? "chunked" as const : "raw" as const,
     maxLineBytes: config.maxHeaderBytes,
     onBytes: (n: number) => (ex.record.bytesUp += n),
+    readTimeoutMs: config.readTimeoutMs,
+    writeTimeoutMs: config.writeTimeoutMs,
   };
   try {
     if (framing.kind === "length") await copyLength(ex.reader, upstream, framing.length, options);
@@ -472,6 +534,7 @@ async function sendBody(
   } catch (err) {
     if (!(err instanceof BodyError)) throw err;
     if (err.side === "write") return true;
+    if (err.timeout) throw new RequestTimeout(`request body stalled: ${err.message}`);
     if (err.malformed) throw new BadRequest(err.message);
     throw new Aborted(`client closed mid-upload: ${err.message}`, "client_closed");
   }
@@ -547,6 +610,8 @@ async function receiveBody(
     out,
     maxLineBytes: config.maxHeaderBytes,
     onBytes: (n: number) => (ex.record.bytesDown += n),
+    readTimeoutMs: config.readTimeoutMs,
+    writeTimeoutMs: config.writeTimeoutMs,
   };
   try {
     switch (framing.kind) {
@@ -564,8 +629,13 @@ async function receiveBody(
     }
   } catch (err) {
     if (!(err instanceof BodyError)) throw err;
-    if (err.side === "write") {
+    if (ex.clientGone || (err.side === "write" && !err.timeout)) {
       throw new Aborted("client closed the connection", "client_closed", { cause: err });
+    }
+    if (err.timeout) {
+      throw err.side === "write"
+        ? new Aborted(`client ${err.message}`, "client_timeout")
+        : new Aborted(`upstream body stalled: ${err.message}`, "http_response_timeout");
     }
     throw new Aborted(
       err.malformed

@@ -286,6 +286,8 @@ async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): P
   }
   const result = await tunnel(ex.client, upstream, ex.reader.drain(), {
     idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,
+    halfClosedTimeoutMs: ctx.config.halfClosedTimeoutMs,
+    writeTimeoutMs: ctx.config.writeTimeoutMs,
   });
   ex.record.bytesUp = result.up;
   ex.record.bytesDown = result.down;

@@ -66,13 +66,30 @@ function readableOf(conn: Deno.Conn, count: (n: number) => void): ReadableStream
   }, { highWaterMark: 0 });
 }
 
-/** A stream over `conn.write` whose close and abort leave the socket alone. */
-function writableOf(conn: Deno.Conn): WritableStream<Uint8Array> {
-  return new WritableStream<Uint8Array>(
-    { write: (chunk) => writeAll(conn, chunk) },
-    { highWaterMark: 1 },
-  );
+/**
+ * A stream over `conn.write` whose close and abort leave the socket alone. A write that takes
+ * no byte before `limit` passes fails (the peer does not read): the deadline is moved to
+ * `writeMs` from now before each write and parked after it.
+ */
+function writableOf(conn: Deno.Conn, limit: Deadline, writeMs: number): WritableStream<Uint8Array> {
+  return new WritableStream<Uint8Array>({
+    async write(chunk) {
+      limit.reset(writeMs);
+      const write = writeAll(conn, chunk);
+      write.catch(() => {
+        // abandoned after a timeout: both sockets are closed then
+      });
+      try {
+        await Promise.race([write, limit.promise]);
+      } finally {
+        limit.reset(PARKED);
+      }
+    },
+  }, { highWaterMark: 1 });
 }
+
+/** A deadline between writes is moved this far away (it is never meant to fire). */
+const PARKED = 2 ** 31;
 
 /**
  * Relays bytes both ways until both directions end or one fails.
@@ -86,10 +103,11 @@ export async function tunnel(
   client: Deno.TcpConn,
   upstream: Deno.TcpConn,
   early: Uint8Array = new Uint8Array(0),
-  options: { idleTimeoutMs?: number } = {},
+  options: { idleTimeoutMs?: number; halfClosedTimeoutMs?: number; writeTimeoutMs?: number } = {},
 ): Promise<TunnelResult> {
   const result: TunnelResult = { up: early.length, down: 0 };
-  const idleMs = options.idleTimeoutMs ?? 900_000;
+  let idleMs = options.idleTimeoutMs ?? 900_000;
+  const writeMs = options.writeTimeoutMs ?? 900_000;
   let failed = false;
   const fail = (err: unknown) => {
     if (failed) return;
@@ -100,11 +118,18 @@ export async function tunnel(
     closeQuietly(upstream);
   };
   const relay = async (from: Deno.Conn, to: Deno.TcpConn, count: (n: number) => void) => {
+    const limit = new Deadline(PARKED, () => new Error(`took no byte for ${writeMs} ms`));
     try {
-      await readableOf(from, count).pipeTo(writableOf(to), { preventClose: true });
+      await readableOf(from, count).pipeTo(writableOf(to, limit, writeMs), { preventClose: true });
       await to.closeWrite();
+      // One side has finished: what is left is a reply, or a peer that left without closing
+      // (a client gone, an upstream that never shuts): it gets the shorter limit.
+      idleMs = Math.min(idleMs, options.halfClosedTimeoutMs ?? 60_000);
+      idle.reset(idleMs);
     } catch (err) {
       fail(err);
+    } finally {
+      limit.cancel();
     }
   };
   if (early.length > 0) {

@@ -8,6 +8,7 @@
  */
 
 import { Buffer } from "node:buffer";
+import { Deadline } from "../deadline.ts";
 import type { BufferedReader } from "./head.ts";
 import { endToEnd } from "./headers.ts";
 import { type Field, latin1, parseFields } from "./parse.ts";
@@ -21,6 +22,8 @@ export class BodyError extends Error {
   readonly side: "read" | "write";
   /** True when the source sent malformed framing (rather than just stopping). */
   readonly malformed: boolean;
+  /** True when the side stalled past its timeout (rather than failing). */
+  readonly timeout: boolean;
 
   /**
    * @param side Which side failed.
@@ -30,12 +33,13 @@ export class BodyError extends Error {
   constructor(
     side: "read" | "write",
     message: string,
-    options: { malformed?: boolean; cause?: unknown } = {},
+    options: { malformed?: boolean; timeout?: boolean; cause?: unknown } = {},
   ) {
     super(message, { cause: options.cause });
     this.name = "BodyError";
     this.side = side;
     this.malformed = options.malformed ?? false;
+    this.timeout = options.timeout ?? false;
   }
 }
 
@@ -50,6 +54,52 @@ export interface CopyOptions {
   maxLineBytes?: number;
   /** Called with the number of payload bytes after each piece is written. */
   onBytes?: (n: number) => void;
+  /** Fail (a timeout BodyError) when the source sends no byte for this long, in ms. */
+  readTimeoutMs?: number;
+  /** Fail (a timeout BodyError) when the sink takes no byte for this long, in ms. */
+  writeTimeoutMs?: number;
+}
+
+/**
+ * The stall timeouts of one copy: a single deadline, moved before every read and every write
+ * to that side's limit, so a copy costs one timer however many pieces it moves. A read or
+ * write left behind by a timeout is abandoned: the caller closes both sockets.
+ */
+class Stall {
+  #readMs: number | undefined;
+  #writeMs: number | undefined;
+  #side: "read" | "write" = "read";
+  #deadline: Deadline | undefined;
+
+  constructor(options: CopyOptions) {
+    this.#readMs = options.readTimeoutMs;
+    this.#writeMs = options.writeTimeoutMs;
+  }
+
+  /** Races `work` against the side's timeout (or returns it as is when that side has none). */
+  guard<T>(side: "read" | "write", work: Promise<T>): Promise<T> {
+    const ms = side === "read" ? this.#readMs : this.#writeMs;
+    if (ms === undefined) return work;
+    this.#side = side;
+    this.#deadline ??= new Deadline(ms, () => {
+      const limit = this.#side === "read" ? this.#readMs : this.#writeMs;
+      return new BodyError(
+        this.#side,
+        this.#side === "read" ? `no byte for ${limit} ms` : `took no byte for ${limit} ms`,
+        { timeout: true },
+      );
+    });
+    this.#deadline.reset(ms);
+    work.catch(() => {
+      // abandoned after a timeout: the caller closes the socket, which fails it
+    });
+    return Promise.race([work, this.#deadline.promise]);
+  }
+
+  /** Stops the timer. */
+  done(): void {
+    this.#deadline?.cancel();
+  }
 }
 
 const PIECE = 256 * 1024;
@@ -85,10 +135,11 @@ export function joinBytes(head: Uint8Array, body: Uint8Array): Uint8Array {
 }
 
 /** Writes to the sink, turning any failure into a write-side BodyError. */
-async function put(sink: Sink, bytes: Uint8Array): Promise<void> {
+async function put(sink: Sink, bytes: Uint8Array, stall?: Stall): Promise<void> {
   try {
-    await writeAll(sink, bytes);
+    await (stall ? stall.guard("write", writeAll(sink, bytes)) : writeAll(sink, bytes));
   } catch (err) {
+    if (err instanceof BodyError) throw err;
     throw new BodyError("write", "the receiving side closed", { cause: err });
   }
 }
@@ -106,32 +157,36 @@ class Taker {
   #src: BufferedReader;
   #scratch: Uint8Array | undefined;
   #moved = 0;
+  /** The copy's stall timeouts. */
+  readonly stall: Stall;
 
-  constructor(src: BufferedReader) {
+  constructor(src: BufferedReader, options: CopyOptions) {
     this.#src = src;
+    this.stall = new Stall(options);
   }
 
   async take(max: number): Promise<Uint8Array | null> {
     if (this.#moved > BULK_AFTER) this.#scratch ??= new Uint8Array(BULK_PIECE);
     try {
-      const piece = await this.#src.read(max, this.#scratch);
+      const piece = await this.stall.guard("read", this.#src.read(max, this.#scratch));
       if (piece) this.#moved += piece.length;
       return piece;
     } catch (err) {
+      if (err instanceof BodyError) throw err;
       throw new BodyError("read", "the sending side broke off", { cause: err });
     }
   }
 }
 
 /** Writes one piece of payload, framed as a chunk when `out` is chunked. */
-function emit(sink: Sink, piece: Uint8Array, out: OutFraming): Promise<void> {
-  if (out === "raw") return put(sink, piece);
+function emit(sink: Sink, piece: Uint8Array, out: OutFraming, stall: Stall): Promise<void> {
+  if (out === "raw") return put(sink, piece, stall);
   const size = encoder.encode(piece.length.toString(16) + "\r\n");
   const framed = new Uint8Array(size.length + piece.length + 2);
   framed.set(size);
   framed.set(piece, size.length);
   framed.set(CRLF, size.length + piece.length);
-  return put(sink, framed);
+  return put(sink, framed, stall);
 }
 
 /**
@@ -151,19 +206,23 @@ export async function copyLength(
   options: CopyOptions = {},
 ): Promise<number> {
   const out = options.out ?? "raw";
-  const taker = new Taker(src);
-  let left = length;
-  while (left > 0) {
-    const piece = await taker.take(Math.min(left, PIECE));
-    if (piece === null) {
-      throw new BodyError("read", `ended after ${length - left} of ${length} bytes`);
+  const taker = new Taker(src, options);
+  try {
+    let left = length;
+    while (left > 0) {
+      const piece = await taker.take(Math.min(left, PIECE));
+      if (piece === null) {
+        throw new BodyError("read", `ended after ${length - left} of ${length} bytes`);
+      }
+      await emit(sink, piece, out, taker.stall);
+      left -= piece.length;
+      options.onBytes?.(piece.length);
     }
-    await emit(sink, piece, out);
-    left -= piece.length;
-    options.onBytes?.(piece.length);
+    if (out === "chunked") await put(sink, LAST_CHUNK, taker.stall);
+    return length;
+  } finally {
+    taker.stall.done();
   }
-  if (out === "chunked") await put(sink, LAST_CHUNK);
-  return length;
 }
 
 /**
@@ -181,17 +240,21 @@ export async function copyUntilClose(
   options: CopyOptions = {},
 ): Promise<number> {
   const out = options.out ?? "raw";
-  const taker = new Taker(src);
-  let total = 0;
-  for (;;) {
-    const piece = await taker.take(PIECE);
-    if (piece === null) break;
-    await emit(sink, piece, out);
-    total += piece.length;
-    options.onBytes?.(piece.length);
+  const taker = new Taker(src, options);
+  try {
+    let total = 0;
+    for (;;) {
+      const piece = await taker.take(PIECE);
+      if (piece === null) break;
+      await emit(sink, piece, out, taker.stall);
+      total += piece.length;
+      options.onBytes?.(piece.length);
+    }
+    if (out === "chunked") await put(sink, LAST_CHUNK, taker.stall);
+    return total;
+  } finally {
+    taker.stall.done();
   }
-  if (out === "chunked") await put(sink, LAST_CHUNK);
-  return total;
 }
 
 /**
@@ -233,11 +296,12 @@ const NOT_IN_TRAILERS = [
 const CHUNK_SIZE_LINE = /^([0-9A-Fa-f]{1,15})[ \t]*(;[\t\x20-\x7e\x80-\xff]*)?$/;
 
 /** Reads a CRLF line of chunked framing, mapping failures to read-side BodyErrors. */
-async function line(src: BufferedReader, max: number): Promise<string> {
+async function line(src: BufferedReader, max: number, stall: Stall): Promise<string> {
   let bytes: Uint8Array | null;
   try {
-    bytes = await src.readLine(max);
+    bytes = await stall.guard("read", src.readLine(max));
   } catch (err) {
+    if (err instanceof BodyError) throw err;
     if (err instanceof SyntaxError) {
       throw new BodyError("read", `malformed chunked body: ${err.message}`, { malformed: true });
     }
@@ -262,12 +326,27 @@ export async function copyChunked(
   sink: Sink,
   options: CopyOptions = {},
 ): Promise<number> {
+  const taker = new Taker(src, options);
+  try {
+    return await chunked(src, sink, options, taker);
+  } finally {
+    taker.stall.done();
+  }
+}
+
+/** The body of {@linkcode copyChunked}. */
+async function chunked(
+  src: BufferedReader,
+  sink: Sink,
+  options: CopyOptions,
+  taker: Taker,
+): Promise<number> {
   const out = options.out ?? "raw";
   const maxLine = options.maxLineBytes ?? 65536;
-  const taker = new Taker(src);
+  const { stall } = taker;
   let total = 0;
   for (;;) {
-    const sizeLine = await line(src, maxLine);
+    const sizeLine = await line(src, maxLine, stall);
     const m = CHUNK_SIZE_LINE.exec(sizeLine);
     if (!m) {
       throw new BodyError("read", `malformed chunk size line ${JSON.stringify(sizeLine)}`, {
@@ -279,19 +358,19 @@ export async function copyChunked(
     while (left > 0) {
       const piece = await taker.take(Math.min(left, PIECE));
       if (piece === null) throw new BodyError("read", "ended inside a chunk");
-      await emit(sink, piece, out);
+      await emit(sink, piece, out, stall);
       left -= piece.length;
       total += piece.length;
       options.onBytes?.(piece.length);
     }
-    if ((await line(src, 2)) !== "") {
+    if ((await line(src, 2, stall)) !== "") {
       throw new BodyError("read", "chunk data not followed by CRLF", { malformed: true });
     }
   }
   const trailerLines: string[] = [];
   let trailerBytes = 0;
   for (;;) {
-    const l = await line(src, maxLine);
+    const l = await line(src, maxLine, stall);
     if (l === "") break;
     trailerBytes += l.length + 2;
     if (trailerBytes > maxLine) {
@@ -309,7 +388,7 @@ export async function copyChunked(
   }
   if (out === "chunked") {
     const text = "0\r\n" + trailers.map(([n, v]) => `${n}: ${v}\r\n`).join("") + "\r\n";
-    await put(sink, Buffer.from(text, "latin1"));
+    await put(sink, Buffer.from(text, "latin1"), stall);
   }
   return total;
 }

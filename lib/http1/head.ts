@@ -141,17 +141,19 @@ export class BufferedReader {
   /**
    * Starts a read (if none is in flight) and calls `done` when it completes: bytes arrived, the
    * peer closed, or the read failed. The bytes stay buffered for the next caller. The upstream
-   * pool uses this to notice an idle connection closing or sending unasked-for bytes.
+   * pool uses this to notice an idle connection closing or sending unasked-for bytes, and an
+   * exchange to notice its client leaving while it waits for the upstream.
    *
-   * @param done Called once the read completes, however it ends.
+   * @param done Called once the read completes, with `true` when the peer closed or the read
+   *   failed (the peer is gone) and `false` when bytes arrived.
    */
-  watch(done: () => void): void {
+  watch(done: (gone: boolean) => void): void {
     if (this.#eof || this.#dead) {
-      queueMicrotask(done);
+      queueMicrotask(() => done(true));
       return;
     }
     const read = this.#pending ?? this.#begin(this.#buf.length);
-    read.then(done, done);
+    read.then((more) => done(!more), () => done(true));
   }
 
   /**
