@@ -25,7 +25,7 @@ export interface TunnelResult {
 }
 
 /** First read size of each direction: an idle tunnel holds two buffers this big per side. */
-const SMALL = 16 * 1024;
+const SMALL = 2 * 1024;
 /** Largest read size, reached by a direction that keeps filling its buffer (bulk transfer). */
 const LARGE = 256 * 1024;
 
@@ -36,7 +36,9 @@ const LARGE = 256 * 1024;
  * highWaterMark 0 and the sink 1, so pipeTo asks for the next chunk only once the write of the
  * previous one finished, and the second buffer is a margin on top of that (a test tunnels a
  * non-repeating pattern and checks every byte). The buffers grow ×4 each time a read fills them,
- * from 16 KiB to 256 KiB, so bulk transfers use big reads while idle tunnels stay small.
+ * from 2 KiB to 256 KiB, so bulk transfers use big reads while idle tunnels stay small
+ * (measured: an abandoned tunnel held 107 KiB with two 16 KiB buffers per direction from the
+ * start; see `deno task connections`).
  * Measured on this 2-core machine, `curl -p` fetching 100 MiB from nginx on 127.0.0.1, MB/s of
  * three runs: a new 64 KiB buffer per read 498/646/850, a new 256 KiB one 811/839/1011, two
  * reused 64 KiB 682/807/1343, two reused 256 KiB 976/1095/1085, a `type: "bytes"` stream with
@@ -44,22 +46,34 @@ const LARGE = 256 * 1024;
  * ceiling) 1225/1413/1373.
  */
 function readableOf(conn: Deno.Conn, count: (n: number) => void): ReadableStream<Uint8Array> {
-  let bufs = [new Uint8Array(SMALL), new Uint8Array(SMALL)];
+  let size = SMALL;
+  let bufs: Uint8Array[] = [];
   let turn = 0;
   return new ReadableStream<Uint8Array>({
     async pull(controller) {
-      const buf = bufs[turn]!;
+      // Made on first use, so a direction that never carries a byte costs none.
+      const buf = bufs[turn] ??= new Uint8Array(size);
       turn ^= 1;
       const n = await conn.read(buf);
       if (n === null) {
+        bufs = []; // this direction is over: its buffers go back now, not with the tunnel
         controller.close();
         return;
       }
       count(n);
       controller.enqueue(buf.subarray(0, n));
-      if (n === buf.length && buf.length < LARGE) {
-        // The buffer in flight stays valid: only the next reads use the bigger pair.
-        bufs = [new Uint8Array(buf.length * 4), new Uint8Array(buf.length * 4)];
+      // The buffer in flight stays valid: only the next reads use the new size. A full read
+      // grows the pair ×4 (bulk); a read that used an eighth or less of a big buffer brings it
+      // back to the first size, so a tunnel that goes quiet after a download does not keep
+      // 512 KiB waiting on its next read.
+      const next = n === buf.length && size < LARGE
+        ? Math.min(size * 4, LARGE)
+        : n <= size / 8 && size > SMALL
+        ? SMALL
+        : size;
+      if (next !== size) {
+        size = next;
+        bufs = [];
         turn = 0;
       }
     },

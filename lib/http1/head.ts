@@ -96,7 +96,9 @@ export class BufferedReader {
         this.#end -= this.#start;
         this.#start = 0;
       } else {
-        const grown = new Uint8Array(Math.min(Math.max(this.#buf.length * 2, 1), limit));
+        // ×4, not ×2: a large head leaves a third of the garbage behind (4 + 16 KiB on the
+        // way to 64 KiB, instead of 4 + 8 + 16 + 32), which matters when many arrive slowly.
+        const grown = new Uint8Array(Math.min(Math.max(this.#buf.length * 4, 1), limit));
         if (grown.length <= this.#buf.length) throw new RangeError("buffer limit reached");
         grown.set(this.#buf.subarray(0, this.#end));
         this.#buf = grown;
@@ -287,13 +289,16 @@ export class BufferedReader {
   }
 
   /**
-   * Takes every held byte out of the reader (bytes past a CONNECT head go upstream first).
+   * Takes every held byte out of the reader and lets its buffer go: the connection is handed
+   * over whole (a CONNECT tunnel, whose early bytes go upstream first) and never read through
+   * this reader again, so a long tunnel does not keep a head buffer.
    *
    * @returns A copy of the held bytes, possibly empty.
    */
   drain(): Uint8Array {
     const rest = this.#buf.slice(this.#start, this.#end);
-    this.#start = this.#end;
+    this.#buf = new Uint8Array(0);
+    this.#start = this.#end = 0;
     return rest;
   }
 }

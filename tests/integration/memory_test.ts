@@ -19,3 +19,32 @@ Deno.test("a 256 MiB download and a 256 MiB chunked upload pass with flat proxy 
   // Holding either body would add 256 MiB; streaming adds a few buffers.
   assert.ok(peak - idle < 100, `peak ${peak} MiB vs idle ${idle} MiB`);
 });
+
+Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amount each, and tunnels end at --half-closed-timeout", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A", // it reads /proc
+      `${ROOT}scripts/connections.ts`,
+      "--count",
+      "400",
+      "--tunnels",
+      "800",
+      "--half-closed",
+      "2s",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const figure = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+  // Two 16 KiB buffers per direction from the start cost 107 KiB per abandoned tunnel; small
+  // buffers made on first use, and given back when a direction ends, cost about 20.
+  const tunnel = figure(/800 abandoned tunnels .*: (-?[\d.]+) KiB per tunnel/);
+  assert.ok(tunnel < 48, `${tunnel} KiB per abandoned tunnel:\n${text}`);
+  const idle = figure(/400 idle keep-alive clients \(upstream closed\): (-?[\d.]+) KiB/);
+  assert.ok(idle < 48, `${idle} KiB per idle client:\n${text}`);
+  // Every socket of every tunnel was closed by the half-closed timeout.
+  assert.match(text, /closed them \(0 sockets left\)/);
+});

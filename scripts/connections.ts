@@ -1,0 +1,263 @@
+/**
+ * Measures what idle, slow and half-finished client connections cost the proxy, and whether it
+ * gives the memory back: RSS of a proxy subprocess (`main.ts`) before, while and after holding
+ *
+ * - idle keep-alive clients (one request each, answered, then silent),
+ * - slowloris clients (each has sent a partial request head of `--head-kib`, never ends it),
+ * - abandoned tunnels (CONNECT answered, a few bytes relayed, then the client leaves while the
+ *   upstream stays silent and open: the proxy holds them for --half-closed-timeout).
+ *
+ * Per connection it reports the RSS added (minus the head bytes a slowloris client really sent)
+ * and, after the clients are gone and the proxy's timeouts have closed what they held, how far
+ * RSS is from where it started. Everything runs on 127.0.0.1.
+ *
+ * Run: `deno task connections [--count N] [--tunnels N] [--head-kib K] [--half-closed DUR]`
+ * (defaults 2000, 4000, 60, 20s). Linux only: it reads /proc, hence -A. It needs about three
+ * file descriptors per tunnel.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { BufferedReader } from "../lib/http1/head.ts";
+import { printLine } from "../lib/log.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    count: { type: "string", default: "2000" },
+    tunnels: { type: "string", default: "4000" },
+    "head-kib": { type: "string", default: "60" },
+    "half-closed": { type: "string", default: "20s" },
+  },
+});
+const count = Number(values.count);
+const tunnels = Number(values.tunnels);
+const headBytes = Number(values["head-kib"]) * 1024;
+const enc = new TextEncoder();
+const root = new URL("../", import.meta.url).pathname;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+/** Origin: answers GETs on keep-alive. */
+const held = new Set<Deno.Conn>();
+const { promise: ended, resolve: end } = Promise.withResolvers<void>();
+const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const origin = (async () => {
+  for await (const conn of listener) {
+    held.add(conn);
+    (async () => {
+      const reader = new BufferedReader(conn);
+      for (;;) {
+        const head = await reader.readHead({ maxBytes: 65536, timeoutMs: 600_000 });
+        if (head === null) break;
+        // GET /close: the upstream connection is not kept, so only the client's stays open.
+        const close = new TextDecoder().decode(head.subarray(0, 10)) === "GET /close";
+        await writeAll(
+          conn,
+          enc.encode(
+            `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n${close ? "Connection: close\r\n" : ""}\r\nok`,
+          ),
+        );
+        if (close) break;
+      }
+    })().catch(() => {}).finally(() => {
+      held.delete(conn);
+      close([conn]);
+    });
+  }
+})();
+
+/** A tunnel's far end: reads what comes, never answers, and never closes (a half-close is not a close). */
+const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+const sink = (async () => {
+  for await (const conn of silent) {
+    (async () => {
+      const buf = new Uint8Array(1024);
+      while ((await conn.read(buf)) !== null) {
+        // drop it
+      }
+      await ended;
+    })().catch(() => {}).finally(() => close([conn]));
+  }
+})();
+
+const proxy = new Deno.Command(Deno.execPath(), {
+  args: [
+    "run",
+    "--allow-net",
+    `${root}main.ts`,
+    "--listen",
+    "127.0.0.1:0",
+    "--quiet",
+    "--connect-ports",
+    "any",
+    "--max-connections",
+    "0",
+    "--header-timeout",
+    "60s",
+    "--half-closed-timeout",
+    values["half-closed"],
+    "--idle-timeout",
+    "20s",
+    "--upstream-idle-timeout",
+    "20s",
+  ],
+  stderr: "piped",
+  stdout: "null",
+}).spawn();
+const errReader = proxy.stderr.pipeThrough(new TextDecoderStream()).getReader();
+let err = "";
+while (!/listening on (\S+)/.test(err)) {
+  const { value, done } = await errReader.read();
+  if (done) throw new Error(`proxy did not start: ${err}`);
+  err += value;
+}
+const [host, port] = /listening on (\S+):(\d+)/.exec(err)!.slice(1) as [string, string];
+const target = `127.0.0.1:${listener.addr.port}`;
+const far = `127.0.0.1:${silent.addr.port}`;
+
+/** The proxy's resident memory, KiB. */
+function rss(): number {
+  const text = Deno.readTextFileSync(`/proc/${proxy.pid}/status`);
+  return Number(/VmRSS:\s+(\d+) kB/.exec(text)![1]);
+}
+
+/** File descriptors the proxy holds open. */
+function fds(): number {
+  return [...Deno.readDirSync(`/proc/${proxy.pid}/fd`)].length;
+}
+
+/** RSS once it stops moving (the proxy's GC runs when it likes). */
+async function settledRss(): Promise<number> {
+  let last = rss();
+  for (let i = 0; i < 20; i++) {
+    await sleep(250);
+    const now = rss();
+    if (Math.abs(now - last) < 256) return now;
+    last = now;
+  }
+  return last;
+}
+
+async function open(): Promise<Deno.TcpConn> {
+  return await Deno.connect({ hostname: host, port: Number(port) });
+}
+
+/** Reads until `text` has arrived. */
+async function until(conn: Deno.Conn, text: string): Promise<void> {
+  const buf = new Uint8Array(4096);
+  let got = "";
+  while (!got.includes(text)) {
+    const n = await conn.read(buf);
+    if (n === null) throw new Error(`closed before "${text}": ${got}`);
+    got += new TextDecoder().decode(buf.subarray(0, n));
+  }
+}
+
+/** Runs `make` for `n` connections, 100 at a time. */
+async function many<T>(n: number, make: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = [];
+  for (let i = 0; i < n; i += 100) {
+    out.push(
+      ...await Promise.all(Array.from({ length: Math.min(100, n - i) }, (_, j) => make(i + j))),
+    );
+  }
+  return out;
+}
+
+function kib(n: number): string {
+  return `${n.toFixed(1)} KiB`;
+}
+
+function close(conns: { close(): void }[]): void {
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+await sleep(500);
+const start = await settledRss();
+const startFds = fds();
+printLine(`proxy idle RSS ${kib(start)} (${(start / 1024).toFixed(1)} MiB)`);
+
+// Idle keep-alive clients: one request each, then silent; first with the upstream connection
+// held for them (the origin keeps it), then alone (the origin closed its side).
+for (const [path, what] of [["/", "each with its upstream held"], ["/close", "upstream closed"]]) {
+  const base = await settledRss();
+  const idle = await many(count, async () => {
+    const c = await open();
+    await writeAll(c, enc.encode(`GET http://${target}${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    await until(c, "\r\n\r\nok");
+    return c;
+  });
+  const withIdle = await settledRss();
+  printLine(
+    `${count} idle keep-alive clients (${what}): ${kib((withIdle - base) / count)} per connection`,
+  );
+  close(idle);
+  close([...held]);
+  for (let i = 0; i < 40 && fds() > startFds; i++) await sleep(250);
+  const afterIdle = await settledRss();
+  printLine(`  after they left: ${kib(afterIdle - start)} above idle`);
+}
+
+// Slowloris: a partial head of headBytes each, never finished.
+const partial = enc.encode(
+  `GET http://${target}/ HTTP/1.1\r\nHost: x\r\nX-Pad: ${"p".repeat(headBytes - 60)}`,
+);
+const slow = await many(count, async () => {
+  const c = await open();
+  await writeAll(c, partial);
+  return c;
+});
+await sleep(1000);
+const withSlow = await settledRss();
+printLine(
+  `${count} slowloris clients with ${partial.length} head bytes sent each: ` +
+    `${kib((withSlow - start) / count)} per connection, ` +
+    `${kib((withSlow - start) / count - partial.length / 1024)} beyond the head bytes`,
+);
+close(slow);
+const afterSlow = await settledRss();
+printLine(`  after they left: ${kib(afterSlow - start)} above idle`);
+
+// Abandoned tunnels: CONNECT, 5 bytes each way... then the client leaves.
+const before = await settledRss();
+const clients = await many(tunnels, async () => {
+  const c = await open();
+  await writeAll(c, enc.encode(`CONNECT ${far} HTTP/1.1\r\n\r\nhello`));
+  await until(c, "\r\n\r\n");
+  return c;
+});
+close(clients);
+await sleep(1000);
+const withTunnels = await settledRss();
+printLine(
+  `${tunnels} abandoned tunnels (client gone, upstream silent and open): ` +
+    `${kib((withTunnels - before) / tunnels)} per tunnel`,
+);
+// The proxy closes them at --half-closed-timeout.
+for (let i = 0; i < 80 && fds() > startFds; i++) await sleep(500);
+const afterTunnels = await settledRss();
+printLine(
+  `  after --half-closed-timeout closed them (${fds() - startFds} sockets left): ` +
+    `${kib(afterTunnels - start)} above idle`,
+);
+
+proxy.kill("SIGTERM");
+await proxy.status;
+end();
+await errReader.cancel();
+listener.close();
+silent.close();
+close([...held]);
+await Promise.all([origin.catch(() => {}), sink.catch(() => {})]);
