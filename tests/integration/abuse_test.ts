@@ -36,7 +36,8 @@ Deno.test("shutdown after 3,000 distinct destinations loses nothing: valid HAR, 
         batch += `GET http://169.254.${n >> 8}.${n & 255}:80/${"p".repeat(200)} HTTP/1.1\r\n` +
           `Host: x\r\n${i === 499 ? "Connection: close\r\n" : ""}\r\n`;
       }
-      await conn.write(enc.encode(batch));
+      const bytes = enc.encode(batch);
+      for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
       await readUntil(conn, (t) => (t.match(/HTTP\/1\.1 403 /g)?.length ?? 0) === 500, 20_000);
     }
     assert.equal(await cli.stop("SIGTERM"), 0);
