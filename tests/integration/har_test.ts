@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import validate from "har-validator";
+import { HarFile } from "../../lib/har.ts";
 import { startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin, startOrigin } from "../_fixtures/servers.ts";
 
@@ -65,6 +66,39 @@ Deno.test("--har writes a HAR 1.2 file that validates, without bodies or credent
     assert.equal(failed.response.status, 502);
     assert.match(failed.comment, /connection refused/);
     assert.doesNotMatch(text, /t0ken|secret|har body|posted/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("HarFile writes client and origin text as \\u escapes: printable ASCII on disk, the same strings parsed", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const file = `${dir}/t.har`;
+    const har = new HarFile(file, () => {});
+    const target = "http://a.test/\x1b[2J\x9b\u00e9\u{1f600}";
+    har.add({
+      id: 1,
+      start: 0,
+      clientIp: "127.0.0.1",
+      clientPort: 1,
+      method: "GET",
+      target,
+      bytesUp: 0,
+      bytesDown: 0,
+      tunnel: false,
+      opened: true,
+      status: 200,
+      reason: "OK\t\x85",
+      requestFields: [["User-Agent", "a\x9b[31m"]],
+    });
+    har.close();
+    const text = await Deno.readTextFile(file);
+    assert.match(text, /^[\x20-\x7e\n]*$/);
+    const entry = JSON.parse(text).log.entries[0];
+    assert.equal(entry.request.url, target);
+    assert.equal(entry.response.statusText, "OK\t\x85");
+    assert.equal(entry.request.headers[0].value, "a\x9b[31m");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
