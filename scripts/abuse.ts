@@ -19,6 +19,7 @@
 import { connect as nodeConnect } from "node:net";
 import { parseArgs } from "node:util";
 import { printLine } from "../lib/log.ts";
+import { startProxyProcess } from "./_proxy.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -33,41 +34,9 @@ const root = new URL("../", import.meta.url).pathname;
 const enc = new TextEncoder();
 const dir = await Deno.makeTempDir();
 
-/** A proxy subprocess; resolves once it prints its addresses. */
-async function startProxy(args: string[]) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-net",
-      `--allow-write=${dir}`,
-      `--allow-read=${dir}`,
-      `${root}main.ts`,
-      "--listen",
-      "127.0.0.1:0",
-      ...args,
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
-  let err = "";
-  const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  const drained = (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      err += value;
-    }
-  })();
-  while (!/listening on \S+/.test(err)) {
-    await new Promise((r) => setTimeout(r, 20));
-    if (err.includes("error")) throw new Error(err);
-  }
-  while (args.includes("--admin") && !/admin: http:\/\/\S+\//.test(err)) {
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const addr = /listening on (\S+)/.exec(err)![1]!;
-  const admin = /admin: http:\/\/(\S+)\//.exec(err)?.[1];
-  return { child, addr, admin, stderr: () => err, drained };
+/** A proxy subprocess that may write and read files in the scratch folder. */
+function startProxy(args: string[]) {
+  return startProxyProcess(args, [`--allow-write=${dir}`, `--allow-read=${dir}`]);
 }
 
 /** The process's resident memory, MiB. */

@@ -21,6 +21,7 @@
 import { parseArgs } from "node:util";
 import { BufferedReader } from "../lib/http1/head.ts";
 import { printLine } from "../lib/log.ts";
+import { startProxyProcess } from "./_proxy.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -35,7 +36,6 @@ const count = Number(values.count);
 const tunnels = Number(values.tunnels);
 const headBytes = Number(values["head-kib"]) * 1024;
 const enc = new TextEncoder();
-const root = new URL("../", import.meta.url).pathname;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
@@ -86,38 +86,23 @@ const sink = (async () => {
   }
 })();
 
-const proxy = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "--allow-net",
-    `${root}main.ts`,
-    "--listen",
-    "127.0.0.1:0",
-    "--quiet",
-    "--connect-ports",
-    "any",
-    "--max-connections",
-    "0",
-    "--header-timeout",
-    "60s",
-    "--half-closed-timeout",
-    values["half-closed"],
-    "--idle-timeout",
-    "20s",
-    "--upstream-idle-timeout",
-    "20s",
-  ],
-  stderr: "piped",
-  stdout: "null",
-}).spawn();
-const errReader = proxy.stderr.pipeThrough(new TextDecoderStream()).getReader();
-let err = "";
-while (!/listening on (\S+)/.test(err)) {
-  const { value, done } = await errReader.read();
-  if (done) throw new Error(`proxy did not start: ${err}`);
-  err += value;
-}
-const [host, port] = /listening on (\S+):(\d+)/.exec(err)!.slice(1) as [string, string];
+const started = await startProxyProcess([
+  "--quiet",
+  "--connect-ports",
+  "any",
+  "--max-connections",
+  "0",
+  "--header-timeout",
+  "60s",
+  "--half-closed-timeout",
+  values["half-closed"],
+  "--idle-timeout",
+  "20s",
+  "--upstream-idle-timeout",
+  "20s",
+]);
+const proxy = started.child;
+const [host, port] = /^(\S+):(\d+)$/.exec(started.addr)!.slice(1) as [string, string];
 const target = `127.0.0.1:${listener.addr.port}`;
 const far = `127.0.0.1:${silent.addr.port}`;
 
@@ -256,7 +241,7 @@ printLine(
 proxy.kill("SIGTERM");
 await proxy.status;
 end();
-await errReader.cancel();
+await started.drained;
 listener.close();
 silent.close();
 close([...held]);

@@ -11,11 +11,11 @@
 import { copyChunked } from "../lib/http1/body.ts";
 import { BufferedReader } from "../lib/http1/head.ts";
 import { printLine } from "../lib/log.ts";
+import { startProxyProcess } from "./_proxy.ts";
 
 const mib = Number(Deno.args[0] ?? 1024);
 const total = mib * 1024 * 1024;
 const enc = new TextEncoder();
-const root = new URL("../", import.meta.url).pathname;
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
   let off = 0;
@@ -53,19 +53,9 @@ function status(pid: number, field: string): number {
   return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN) / 1024;
 }
 
-const proxy = new Deno.Command(Deno.execPath(), {
-  args: ["run", "--allow-net", `${root}main.ts`, "--listen", "127.0.0.1:0", "--quiet"],
-  stderr: "piped",
-  stdout: "null",
-}).spawn();
-const errReader = proxy.stderr.pipeThrough(new TextDecoderStream()).getReader();
-let err = "";
-while (!/listening on (\S+)/.test(err)) {
-  const { value, done } = await errReader.read();
-  if (done) throw new Error(`proxy did not start: ${err}`);
-  err += value;
-}
-const proxyAddr = /listening on (\S+)/.exec(err)![1]!;
+const started = await startProxyProcess(["--quiet"]);
+const proxy = started.child;
+const proxyAddr = started.addr;
 const idle = status(proxy.pid, "VmRSS");
 const url = `http://127.0.0.1:${listener.addr.port}/big`;
 
@@ -107,6 +97,6 @@ printLine(
 
 proxy.kill("SIGTERM");
 await proxy.status;
-await errReader.cancel();
+await started.drained;
 listener.close();
 await origin.catch(() => {});

@@ -29,7 +29,7 @@ Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amoun
       "--count",
       "400",
       "--tunnels",
-      "800",
+      "2000",
       "--half-closed",
       "2s",
     ],
@@ -41,10 +41,11 @@ Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amoun
   const figure = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
   // Two 16 KiB buffers per direction from the start cost 107 KiB per abandoned tunnel; small
   // buffers made on first use, and given back when a direction ends, cost about 20.
-  const tunnel = figure(/800 abandoned tunnels .*: (-?[\d.]+) KiB per tunnel/);
-  assert.ok(tunnel < 48, `${tunnel} KiB per abandoned tunnel:\n${text}`);
+  // RSS moves with the garbage collector's timing, so the bound leaves room for that noise.
+  const tunnel = figure(/2000 abandoned tunnels .*: (-?[\d.]+) KiB per tunnel/);
+  assert.ok(tunnel < 60, `${tunnel} KiB per abandoned tunnel:\n${text}`);
   const idle = figure(/400 idle keep-alive clients \(upstream closed\): (-?[\d.]+) KiB/);
-  assert.ok(idle < 48, `${idle} KiB per idle client:\n${text}`);
+  assert.ok(idle < 60, `${idle} KiB per idle client:\n${text}`);
   // Every socket of every tunnel was closed by the half-closed timeout.
   assert.match(text, /closed them \(0 sockets left\)/);
 });
