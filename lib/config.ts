@@ -161,50 +161,452 @@ export class UsageError extends Error {
 /** What the command line asks for. */
 export type Command = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
 
-const FLAGS = {
-  listen: { type: "string", multiple: true },
-  "connect-ports": { type: "string" },
-  "max-header-bytes": { type: "string" },
-  "header-timeout": { type: "string" },
-  "idle-timeout": { type: "string" },
-  "connect-timeout": { type: "string" },
-  "response-timeout": { type: "string" },
-  grace: { type: "string" },
-  "max-idle-per-host": { type: "string" },
-  "upstream-idle-timeout": { type: "string" },
-  "log-format": { type: "string" },
-  "log-file": { type: "string" },
-  quiet: { type: "boolean" },
-  workers: { type: "string" },
-  allow: { type: "string", multiple: true },
-  open: { type: "boolean" },
-  "allow-trace": { type: "boolean" },
-  "deny-dest": { type: "string", multiple: true },
-  "allow-dest": { type: "string", multiple: true },
-  "block-private": { type: "boolean" },
-  auth: { type: "string", multiple: true },
-  "max-connections": { type: "string" },
-  "max-connections-per-ip": { type: "string" },
-  rate: { type: "string" },
-  "max-header-fields": { type: "string" },
-  "max-request-line": { type: "string" },
-  "tunnel-idle-timeout": { type: "string" },
-  "half-closed-timeout": { type: "string" },
-  "read-timeout": { type: "string" },
-  "write-timeout": { type: "string" },
-  "summary-every": { type: "string" },
-  "summary-json": { type: "string" },
-  admin: { type: "string" },
-  "admin-auth-file": { type: "string" },
-  "admin-host": { type: "string", multiple: true },
-  har: { type: "string" },
-  "via-name": { type: "string" },
-  "auth-file": { type: "string" },
-  utc: { type: "boolean" },
-  config: { type: "string" },
-  help: { type: "boolean", short: "h" },
-  version: { type: "boolean", short: "V" },
-} as const;
+/** One command-line flag: everything about it, in one row of {@linkcode OPTIONS}. */
+export interface Option {
+  /** The flag without its dashes (also its `--config` key). */
+  name: string;
+  /** What its value looks like (`DUR`, `PATH`); absent for a switch. */
+  value?: string;
+  /** A one-letter alias. */
+  short?: string;
+  /** Repeatable: every value is kept, in order. */
+  multiple?: boolean;
+  /** The default as `--help` and the README show it. */
+  shown?: string;
+  /** What it does (`--help` wraps it; the README shows it as it is). */
+  help: string;
+  /** README only: what follows the help there (a link to a section). */
+  more?: string;
+  /** Puts a one-value flag's value on the config, validating it. */
+  set?: (config: Config, value: string) => void;
+  /** Puts a repeatable flag's values on the config, validating them. */
+  list?: (config: Config, values: string[]) => void;
+  /** Puts a switch on the config. */
+  on?: (config: Config, on: boolean) => void;
+}
+
+/** A path flag's value: anything but empty. */
+function path(flag: string, text: string): string {
+  if (text === "") throw new UsageError(`--${flag}: empty path ${HINT}`);
+  return text;
+}
+
+/**
+ * Every flag, in `--help` order. Adding a flag is adding a row (and its Config field): the
+ * parse spec, the defaults shown, `--help`, the `--config` keys and the README's flag table are
+ * all made from this table (a test checks the README against it).
+ */
+export const OPTIONS: readonly Option[] = [
+  {
+    name: "allow",
+    value: "CIDR",
+    multiple: true,
+    shown: "loopback only",
+    help: "clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3",
+    more: "(see [Safety](#safety))",
+    list: (c, v) =>
+      c.allow = v.map((text) => {
+        const range = parseCidr(text);
+        if (!range) {
+          throw new UsageError(
+            `--allow: bad address range "${text}", expected e.g. 192.168.1.0/24 or fd00::/8 ${HINT}`,
+          );
+        }
+        return range;
+      }),
+  },
+  {
+    name: "open",
+    shown: "off",
+    help: "serve every client (an open proxy: only on a trusted network)",
+    on: (c, v) => c.open = v,
+  },
+  {
+    name: "allow-trace",
+    shown: "refused: 405",
+    help: "relay TRACE requests",
+    on: (c, v) => c.allowTrace = v,
+  },
+  {
+    name: "via-name",
+    value: "NAME",
+    shown: "http-proxy",
+    help: "this proxy's name in Via and in loop detection; give chained instances different names",
+    set: (c, v) => {
+      if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(v)) {
+        throw new UsageError(
+          `--via-name: "${v}" is not a single token of 1 to 64 characters ${HINT}`,
+        );
+      }
+      c.viaName = v;
+    },
+  },
+  {
+    name: "auth",
+    value: "USER:PASSWORD",
+    multiple: true,
+    shown: "no auth",
+    help: "require Basic proxy credentials, repeatable (visible to ps: prefer --auth-file or " +
+      "HTTP_PROXY_AUTH)",
+    more: "(see [Safety](#safety))",
+    list: (c, v) => c.auth = v,
+  },
+  {
+    name: "auth-file",
+    value: "PATH",
+    help: 'users as "user:pbkdf2-sha256$…" lines; make one with http-proxy hash-password USER ' +
+      "< password",
+    set: (c, v) => c.authFile = path("auth-file", v),
+  },
+  {
+    name: "deny-dest",
+    value: "RULE",
+    multiple: true,
+    help: "never reach RULE, repeatable: example.com, *.example.com, 10.0.0.0/8, [fd00::]/8, " +
+      "any of them with :PORT, or :PORT alone",
+    list: (c, v) => c.denyDest = destRules("deny-dest", v),
+  },
+  {
+    name: "allow-dest",
+    value: "RULE",
+    multiple: true,
+    help: "reach only these (same forms); a range here also lifts the defaults below for " +
+      "itself; with only names here, other names are refused before DNS",
+    list: (c, v) => c.allowDest = destRules("allow-dest", v),
+  },
+  {
+    name: "block-private",
+    shown: "off",
+    help: "deny private, loopback, CGNAT, link-local, unspecified, benchmarking, multicast and " +
+      "reserved addresses as destinations, also inside IPv6 transition forms (checked after " +
+      "DNS; link-local and cloud metadata are denied anyway unless an --allow-dest range names " +
+      "them)",
+    on: (c, v) => c.blockPrivate = v,
+  },
+  {
+    name: "listen",
+    value: "ADDR",
+    multiple: true,
+    shown: "127.0.0.1:8081",
+    help: "address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081; port 0 picks a free " +
+      "port (the startup line prints the real one)",
+    list: (c, v) => c.listen = v.map(parseListen),
+  },
+  {
+    name: "connect-ports",
+    value: "LIST",
+    shown: "443",
+    help: "ports CONNECT may reach: 443,8443 or any",
+    set: (c, v) => c.connectPorts = parsePorts(v),
+  },
+  {
+    name: "max-header-bytes",
+    value: "SIZE",
+    shown: "64KiB",
+    help: "largest request head (431) or response head (502)",
+    set: (c, v) => c.maxHeaderBytes = parseSize("max-header-bytes", v),
+  },
+  {
+    name: "header-timeout",
+    value: "DUR",
+    shown: "10s",
+    help: "time for a whole request head to arrive (408 and close)",
+    set: (c, v) => c.headerTimeoutMs = parseDuration("header-timeout", v),
+  },
+  {
+    name: "idle-timeout",
+    value: "DUR",
+    shown: "60s",
+    help: "idle time allowed between keep-alive requests",
+    set: (c, v) => c.idleTimeoutMs = parseDuration("idle-timeout", v),
+  },
+  {
+    name: "connect-timeout",
+    value: "DUR",
+    shown: "10s",
+    help: "time to open an upstream connection (504)",
+    set: (c, v) => c.connectTimeoutMs = parseDuration("connect-timeout", v),
+  },
+  {
+    name: "response-timeout",
+    value: "DUR",
+    shown: "60s",
+    help: "time for the upstream's response head once the request is sent (504); interim " +
+      "responses do not restart it",
+    set: (c, v) => c.responseTimeoutMs = parseDuration("response-timeout", v),
+  },
+  {
+    name: "grace",
+    value: "DUR",
+    shown: "5s",
+    help: "at SIGINT/SIGTERM, how long exchanges in flight may finish",
+    set: (c, v) => c.graceMs = parseDuration("grace", v, true),
+  },
+  {
+    name: "tunnel-idle-timeout",
+    value: "DUR",
+    shown: "15m",
+    help: "close a CONNECT tunnel idle both ways this long",
+    set: (c, v) => c.tunnelIdleTimeoutMs = parseDuration("tunnel-idle-timeout", v),
+  },
+  {
+    name: "half-closed-timeout",
+    value: "DUR",
+    shown: "60s",
+    help: "close a tunnel one side of which has finished (a client gone, an upstream that never " +
+      "shuts) idle this long",
+    set: (c, v) => c.halfClosedTimeoutMs = parseDuration("half-closed-timeout", v),
+  },
+  {
+    name: "read-timeout",
+    value: "DUR",
+    shown: "15m",
+    help: "give up on a request or response body with no new byte this long (408 when nothing " +
+      "was answered yet)",
+    set: (c, v) => c.readTimeoutMs = parseDuration("read-timeout", v),
+  },
+  {
+    name: "write-timeout",
+    value: "DUR",
+    shown: "15m",
+    help: "drop a client (or upstream) that takes no byte this long, tunnels included",
+    set: (c, v) => c.writeTimeoutMs = parseDuration("write-timeout", v),
+  },
+  {
+    name: "max-connections",
+    value: "N",
+    shown: "10000",
+    help: "client connections in total (503 past it; 0: no limit)",
+    set: (c, v) => c.maxConnections = parseCount("max-connections", v),
+  },
+  {
+    name: "max-connections-per-ip",
+    value: "N",
+    shown: "0",
+    help: "client connections from one IP (503; 0: no limit)",
+    set: (c, v) => c.maxConnectionsPerIp = parseCount("max-connections-per-ip", v),
+  },
+  {
+    name: "rate",
+    value: "N",
+    shown: "no limit",
+    help: "requests a second per client IP (429 with Retry-After)",
+    set: (c, v) => c.rate = parseCount("rate", v),
+  },
+  {
+    name: "max-header-fields",
+    value: "N",
+    shown: "100",
+    help: "header fields in a request (431)",
+    set: (c, v) => {
+      c.maxHeaderFields = parseCount("max-header-fields", v);
+      if (c.maxHeaderFields === 0) {
+        throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
+      }
+    },
+  },
+  {
+    name: "max-request-line",
+    value: "SIZE",
+    shown: "8KiB",
+    help: "request line length (414)",
+    set: (c, v) => c.maxRequestLine = parseSize("max-request-line", v),
+  },
+  {
+    name: "max-idle-per-host",
+    value: "N",
+    shown: "16",
+    help: "idle upstream connections kept per host:port for reuse; 0 opens a new one for every " +
+      "request",
+    set: (c, v) => c.maxIdlePerHost = parseCount("max-idle-per-host", v),
+  },
+  {
+    name: "upstream-idle-timeout",
+    value: "DUR",
+    shown: "15s",
+    help: "how long an idle upstream connection is kept",
+    set: (c, v) => c.upstreamIdleTimeoutMs = parseDuration("upstream-idle-timeout", v),
+  },
+  {
+    name: "log-format",
+    value: "FORMAT",
+    shown: "text",
+    help: "access log format: text, json, clf, combined, csv or squid",
+    more: "(see [Other log formats](#other-log-formats))",
+    set: (c, v) => {
+      if (!(LOG_FORMATS as readonly string[]).includes(v)) {
+        throw new UsageError(
+          `--log-format: unknown format "${v}", expected ${LOG_FORMATS.join(", ")} ${HINT}`,
+        );
+      }
+      c.logFormat = v as LogFormat;
+    },
+  },
+  {
+    name: "log-file",
+    value: "PATH",
+    shown: "stdout",
+    help: "append the access log to PATH",
+    set: (c, v) => c.logFile = path("log-file", v),
+  },
+  {
+    name: "quiet",
+    shown: "off",
+    help: "no access log",
+    on: (c, v) => c.quiet = v,
+  },
+  {
+    name: "summary-every",
+    value: "DUR",
+    shown: "never",
+    help: "print the per-host traffic summary this often; it is also printed at exit and on " +
+      "SIGUSR2 (stderr)",
+    more: "(see [Summary](#summary))",
+    set: (c, v) => c.summaryEveryMs = parseDuration("summary-every", v),
+  },
+  {
+    name: "summary-json",
+    value: "PATH",
+    shown: "none",
+    help: "also write the summary as JSON to PATH",
+    set: (c, v) => c.summaryJson = path("summary-json", v),
+  },
+  {
+    name: "admin",
+    value: "[ADDR:]PORT",
+    shown: "off",
+    help: "serve /metrics (Prometheus), /api/recent, /api/summary, /api/events and a live " +
+      "dashboard at / (a bare port means 127.0.0.1); a non-loopback ADDR needs admin credentials",
+    more: "(see [Live view](#live-view---admin))",
+    set: (c, v) =>
+      c.admin = /^\d{1,5}$/.test(v)
+        ? parseListen(`127.0.0.1:${v}`)
+        : parseListen(v.startsWith(":") ? `127.0.0.1${v}` : v),
+  },
+  {
+    name: "admin-auth-file",
+    value: "PATH",
+    shown: "none",
+    help: 'admin users as "user:pbkdf2-sha256$…" lines (hash-password): every admin path then ' +
+      "asks for them (401)",
+    set: (c, v) => c.adminAuthFile = path("admin-auth-file", v),
+  },
+  {
+    name: "admin-host",
+    value: "NAME",
+    multiple: true,
+    shown: "its own address",
+    help: "a host name the admin listener answers to, repeatable; any other Host gets 421 " +
+      "(DNS rebinding)",
+    list: (c, v) =>
+      c.adminHosts = v.map((name) => {
+        const ok =
+          /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
+        if (!ok.test(name)) {
+          throw new UsageError(`--admin-host: "${name}" is not a host name ${HINT}`);
+        }
+        return normalizeHost(name);
+      }),
+  },
+  {
+    name: "har",
+    value: "PATH",
+    shown: "off",
+    help: "write the exchanges as HAR 1.2 (devtools import it; no bodies, no credentials), " +
+      "complete once the proxy stops",
+    more: "(see [HAR](#har))",
+    set: (c, v) => c.har = path("har", v),
+  },
+  {
+    name: "utc",
+    shown: "local time",
+    help: "log times in UTC",
+    on: (c, v) => c.utc = v,
+  },
+  {
+    name: "workers",
+    value: "N|auto",
+    shown: "1",
+    help: "accepting threads sharing the listen ports (Linux SO_REUSEPORT; needs " +
+      "--unstable-net, and read access to the program to load it again); auto = one per CPU",
+    more: "(see [Performance](#performance))",
+    set: (c, v) => c.workers = parseWorkers(v),
+  },
+  {
+    name: "config",
+    value: "PATH",
+    help: 'read flags from a JSON file: {"listen": ["127.0.0.1:8081"], "block-private": true, …} ' +
+      "(flags on the command line win)",
+  },
+  { name: "help", short: "h", help: "print this help" },
+  { name: "version", short: "V", help: "print the version" },
+];
+
+/** The parseArgs spec, made from {@linkcode OPTIONS}. */
+const FLAGS = Object.fromEntries(OPTIONS.map((o) => [o.name, {
+  type: o.value === undefined ? "boolean" as const : "string" as const,
+  ...(o.multiple ? { multiple: true } : {}),
+  ...(o.short ? { short: o.short } : {}),
+}]));
+
+/** A flag as `--help` and the README name it: `--name VALUE`, with its short form first. */
+function flagText(o: Option): string {
+  const long = `--${o.name}${o.value ? ` ${o.value}` : ""}`;
+  return o.short ? `-${o.short}, ${long}` : long;
+}
+
+/** Words wrapped into lines of at most `width` characters. */
+function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line !== "" && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === "" ? word : `${line} ${word}`;
+  }
+  lines.push(line);
+  return lines;
+}
+
+/** The flags part of `--help`: flag, help wrapped at 92 columns, and the default in brackets. */
+function flagsHelp(): string {
+  const out: string[] = [];
+  for (const o of OPTIONS) {
+    const flag = `  ${flagText(o)}`;
+    const lines = wrap(o.help, 90 - 27);
+    const first = flag.length < 26 ? flag.padEnd(27) + lines[0] : `${flag}  ${lines[0]}`;
+    const body = [first, ...lines.slice(1).map((l) => " ".repeat(27) + l)];
+    if (o.shown !== undefined) {
+      const tag = `[${o.shown}]`;
+      const last = body.at(-1)!;
+      if (last.length + 2 + tag.length <= 92) {
+        body[body.length - 1] = `${last.padEnd(Math.max(last.length + 1, 68))}${tag}`.trimEnd();
+        if (last.length >= 68) body[body.length - 1] = `${last} ${tag}`;
+      } else body.push(" ".repeat(68) + tag);
+    }
+    out.push(...body);
+  }
+  return out.join("\n");
+}
+
+/**
+ * The README's flag table, made from {@linkcode OPTIONS} (a test compares the README with it).
+ *
+ * @returns The Markdown table rows, header first.
+ */
+export function readmeFlagTable(): string[] {
+  const cell = (text: string) => text.replace(/\|/g, "\\|");
+  return [
+    "| flag | default | meaning |",
+    "| --- | --- | --- |",
+    ...OPTIONS.map((o) =>
+      `| \`${cell(flagText(o))}\` | ${o.shown ? `\`${cell(o.shown)}\`` : ""} | ${
+        cell(o.help + (o.more ? ` ${o.more}` : ""))
+      } |`
+    ),
+  ];
+}
 
 /** The `--help` text. */
 export const HELP =
@@ -214,72 +616,7 @@ Usage: http-proxy [flags]
        http-proxy hash-password USER     (reads the password on stdin, prints an --auth-file line)
 
 Flags (defaults in brackets):
-  --allow CIDR             clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3
-                                                                    [loopback only]
-  --open                   serve every client (an open proxy: only on a trusted network)
-  --allow-trace            relay TRACE requests                     [refused: 405]
-  --via-name NAME          this proxy's name in Via and in loop detection; give chained
-                           instances different names                [http-proxy]
-  --auth USER:PASSWORD     require Basic proxy credentials, repeatable (visible to ps:
-                           prefer --auth-file or HTTP_PROXY_AUTH)   [no auth]
-  --auth-file PATH         users as "user:pbkdf2-sha256$…" lines; make one with
-                           http-proxy hash-password USER < password
-  --deny-dest RULE         never reach RULE, repeatable: example.com, *.example.com,
-                           10.0.0.0/8, [fd00::]/8, any of them with :PORT, or :PORT alone
-  --allow-dest RULE        reach only these (same forms); a range here also lifts the
-                           defaults below for itself
-  --block-private          deny private, loopback, CGNAT, link-local and unspecified
-                           addresses as destinations (checked after DNS)       [off]
-                           (link-local and cloud metadata are denied unless an
-                           --allow-dest range names them)
-  --listen ADDR            address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081,
-                           port 0 picks a free port                 [127.0.0.1:8081]
-  --connect-ports LIST     ports CONNECT may reach: 443,8443 or any [443]
-  --max-header-bytes SIZE  largest request or response head         [64KiB]
-  --header-timeout DUR     time for a whole request head to arrive  [10s]
-  --idle-timeout DUR       idle time allowed between keep-alive requests [60s]
-  --connect-timeout DUR    time to open an upstream connection      [10s]
-  --response-timeout DUR   time for the upstream's response head    [60s]
-  --grace DUR              time in-flight exchanges get at shutdown [5s]
-  --tunnel-idle-timeout DUR  close a CONNECT tunnel idle both ways this long [15m]
-  --half-closed-timeout DUR  close a tunnel one side of which has finished, idle this
-                           long                                     [60s]
-  --read-timeout DUR       give up on a request or response body with no new byte
-                           for this long (408 if nothing was answered yet) [15m]
-  --write-timeout DUR      drop a client (or upstream) that takes no byte this long
-                                                                    [15m]
-  --max-connections N      client connections in total (503 past it; 0: no limit) [10000]
-  --max-connections-per-ip N  client connections from one IP (503; 0: no limit) [0]
-  --rate N                 requests a second per client IP (429 + Retry-After) [no limit]
-  --max-header-fields N    header fields in a request (431)          [100]
-  --max-request-line SIZE  request line length (414)                 [8KiB]
-  --max-idle-per-host N    idle upstream connections kept per host:port for reuse;
-                           0 opens a new one for every request      [16]
-  --upstream-idle-timeout DUR  how long an idle upstream connection is kept [15s]
-  --log-format FORMAT      access log format: text, json, clf, combined, csv or squid
-                                                                    [text]
-  --log-file PATH          append the access log to PATH            [stdout]
-  --quiet                  no access log                            [off]
-  --summary-every DUR      print the per-host traffic summary this often; it is also
-                           printed at exit and on SIGUSR2 (stderr)  [never]
-  --summary-json PATH      also write the summary as JSON to PATH   [none]
-  --admin [ADDR:]PORT      serve /metrics (Prometheus), /api/recent, /api/summary and a
-                           live dashboard at / (a bare port means 127.0.0.1); a
-                           non-loopback ADDR needs admin credentials   [off]
-  --admin-auth-file PATH   admin users as "user:pbkdf2-sha256$…" lines (hash-password):
-                           every admin path then asks for them (401)   [none]
-  --admin-host NAME        a host name the admin listener answers to, repeatable; any
-                           other Host gets 421 (DNS rebinding)     [its own address]
-  --har PATH               write the exchanges as HAR 1.2 (devtools import it; no bodies,
-                           no credentials), complete once the proxy stops  [off]
-  --utc                    log times in UTC                         [local time]
-  --workers N|auto         accepting threads sharing the listen ports (Linux SO_REUSEPORT;
-                           needs --unstable-net, and read access to the program to load
-                           it again); auto = one per CPU              [1]
-  --config PATH            read flags from a JSON file: {"listen": ["127.0.0.1:8081"],
-                           "block-private": true, …} (flags on the command line win)
-  -h, --help               print this help
-  -V, --version            print the version
+${flagsHelp()}
 
 DUR is a number with a unit: 500ms, 10s, 2m (a bare number is seconds).
 SIZE is bytes, or with a unit: 64KiB, 1MiB.
@@ -426,105 +763,23 @@ export function parseCommand(args: string[]): Command {
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
-  const format = values["log-format"] ?? DEFAULTS.logFormat;
-  if (!(LOG_FORMATS as readonly string[]).includes(format)) {
-    throw new UsageError(
-      `--log-format: unknown format "${format}", expected ${LOG_FORMATS.join(", ")} ${HINT}`,
-    );
-  }
-  if (values["log-file"] === "") throw new UsageError(`--log-file: empty path ${HINT}`);
   const config: Config = {
-    listen: values.listen?.map(parseListen) ?? DEFAULTS.listen,
-    connectPorts: values["connect-ports"] === undefined
-      ? DEFAULTS.connectPorts
-      : parsePorts(values["connect-ports"]),
-    maxHeaderBytes: values["max-header-bytes"] === undefined
-      ? DEFAULTS.maxHeaderBytes
-      : parseSize("max-header-bytes", values["max-header-bytes"]),
-    headerTimeoutMs: duration(values, "header-timeout", DEFAULTS.headerTimeoutMs),
-    idleTimeoutMs: duration(values, "idle-timeout", DEFAULTS.idleTimeoutMs),
-    connectTimeoutMs: duration(values, "connect-timeout", DEFAULTS.connectTimeoutMs),
-    responseTimeoutMs: duration(values, "response-timeout", DEFAULTS.responseTimeoutMs),
-    maxIdlePerHost: values["max-idle-per-host"] === undefined
-      ? DEFAULTS.maxIdlePerHost
-      : parseCount("max-idle-per-host", values["max-idle-per-host"]),
-    upstreamIdleTimeoutMs: duration(
-      values,
-      "upstream-idle-timeout",
-      DEFAULTS.upstreamIdleTimeoutMs,
-    ),
-    graceMs: values.grace === undefined
-      ? DEFAULTS.graceMs
-      : parseDuration("grace", values.grace, true),
-    logFormat: format as LogFormat,
-    quiet: values.quiet ?? false,
-    utc: values.utc ?? false,
-    workers: values.workers === undefined ? DEFAULTS.workers : parseWorkers(values.workers),
-    allow: (values.allow ?? []).map((text) => {
-      const range = parseCidr(text);
-      if (!range) {
-        throw new UsageError(
-          `--allow: bad address range "${text}", expected e.g. 192.168.1.0/24 or fd00::/8 ${HINT}`,
-        );
-      }
-      return range;
-    }),
-    open: values.open ?? false,
-    allowTrace: values["allow-trace"] ?? false,
-    denyDest: destRules("deny-dest", values["deny-dest"]),
-    allowDest: destRules("allow-dest", values["allow-dest"]),
-    blockPrivate: values["block-private"] ?? false,
-    auth: values.auth ?? [],
-    maxConnections: count(values, "max-connections", DEFAULTS.maxConnections),
-    maxConnectionsPerIp: count(values, "max-connections-per-ip", DEFAULTS.maxConnectionsPerIp),
-    rate: count(values, "rate", DEFAULTS.rate),
-    maxHeaderFields: count(values, "max-header-fields", DEFAULTS.maxHeaderFields),
-    maxRequestLine: values["max-request-line"] === undefined
-      ? DEFAULTS.maxRequestLine
-      : parseSize("max-request-line", values["max-request-line"]),
-    tunnelIdleTimeoutMs: duration(values, "tunnel-idle-timeout", DEFAULTS.tunnelIdleTimeoutMs),
-    halfClosedTimeoutMs: duration(values, "half-closed-timeout", DEFAULTS.halfClosedTimeoutMs),
-    readTimeoutMs: duration(values, "read-timeout", DEFAULTS.readTimeoutMs),
-    writeTimeoutMs: duration(values, "write-timeout", DEFAULTS.writeTimeoutMs),
-    summaryEveryMs: duration(values, "summary-every", DEFAULTS.summaryEveryMs),
-    viaName: values["via-name"] ?? DEFAULTS.viaName,
+    ...DEFAULTS,
+    listen: [...DEFAULTS.listen],
+    allow: [],
+    denyDest: [],
+    allowDest: [],
+    auth: [],
     adminAuth: [],
     adminHosts: [],
   };
-  if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(config.viaName)) {
-    throw new UsageError(
-      `--via-name: "${config.viaName}" is not a single token of 1 to 64 characters ${HINT}`,
-    );
+  for (const o of OPTIONS) {
+    const value = (values as Record<string, unknown>)[o.name];
+    if (value === undefined) continue;
+    if (typeof value === "boolean") o.on?.(config, value);
+    else if (Array.isArray(value)) o.list?.(config, value);
+    else o.set?.(config, value as string);
   }
-  if (values["summary-json"] === "") throw new UsageError(`--summary-json: empty path ${HINT}`);
-  if (values["summary-json"] !== undefined) config.summaryJson = values["summary-json"];
-  if (values.har === "") throw new UsageError(`--har: empty path ${HINT}`);
-  if (values.har !== undefined) config.har = values.har;
-  if (values.admin !== undefined) {
-    const text = values.admin;
-    config.admin = /^\d{1,5}$/.test(text)
-      ? parseListen(`127.0.0.1:${text}`)
-      : parseListen(text.startsWith(":") ? `127.0.0.1${text}` : text);
-  }
-  if (config.maxHeaderFields === 0) {
-    throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
-  }
-  if (values["admin-auth-file"] === "") {
-    throw new UsageError(`--admin-auth-file: empty path ${HINT}`);
-  }
-  if (values["admin-auth-file"] !== undefined) config.adminAuthFile = values["admin-auth-file"];
-  for (const name of values["admin-host"] ?? []) {
-    if (
-      !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/
-        .test(name)
-    ) {
-      throw new UsageError(`--admin-host: "${name}" is not a host name ${HINT}`);
-    }
-    config.adminHosts.push(normalizeHost(name));
-  }
-  if (values["auth-file"] === "") throw new UsageError(`--auth-file: empty path ${HINT}`);
-  if (values["auth-file"] !== undefined) config.authFile = values["auth-file"];
-  if (values["log-file"] !== undefined) config.logFile = values["log-file"];
   return { kind: "run", config };
 }
 
@@ -538,16 +793,6 @@ function destRules(flag: string, texts: string[] | undefined): DestRule[] {
     }
     return rule;
   });
-}
-
-function count(values: Record<string, unknown>, flag: string, fallback: number): number {
-  const text = values[flag];
-  return typeof text === "string" ? parseCount(flag, text) : fallback;
-}
-
-function duration(values: Record<string, unknown>, flag: string, fallback: number): number {
-  const text = values[flag];
-  return typeof text === "string" ? parseDuration(flag, text) : fallback;
 }
 
 /** Rewrites parseArgs' errors as one line naming the flag. */

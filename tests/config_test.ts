@@ -2,9 +2,12 @@ import assert from "node:assert/strict";
 import {
   configFileArgs,
   DEFAULTS,
+  HELP,
+  OPTIONS,
   parseCommand,
   parseDuration,
   parseSize,
+  readmeFlagTable,
   UsageError,
 } from "../lib/config.ts";
 
@@ -204,4 +207,24 @@ Deno.test("configFileArgs() turns JSON into flags the command line overrides", (
     () => run(configFileArgs('{"header-timeout": "soon"}', "p.json", [])),
     /--header-timeout: bad duration "soon"/,
   );
+});
+
+Deno.test("the README's flag table is the one made from the option table, row for row", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const section = readme.slice(readme.indexOf("## Flags\n"), readme.indexOf("\nDurations take"));
+  const cells = (line: string) =>
+    line.trim().replace(/^\||\|$/g, "").split(/(?<!\\)\|/).map((c) => c.trim());
+  const rows = (lines: string[]) =>
+    lines.filter((l) => l.startsWith("|") && !/^\|[\s|:-]+\|$/.test(l)).map(cells);
+  assert.deepEqual(rows(section.split("\n")), rows(readmeFlagTable()));
+});
+
+Deno.test("every option row is a flag parseArgs knows, and --help names each with its default", () => {
+  for (const o of OPTIONS) {
+    assert.ok(HELP.includes(`--${o.name}`), `--${o.name} missing from --help`);
+    if (o.shown) assert.ok(HELP.includes(`[${o.shown}]`), `[${o.shown}] missing from --help`);
+    if (o.name === "help" || o.name === "version" || o.name === "config") continue;
+    // Each row sets something: a value that parses changes the config.
+    assert.ok(o.set ?? o.list ?? o.on, `--${o.name} sets nothing`);
+  }
 });
