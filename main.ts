@@ -18,7 +18,8 @@ import {
 } from "./lib/config.ts";
 import { hostPort } from "./lib/dial.ts";
 import { isLoopbackListen } from "./lib/ip.ts";
-import { asciiJson, type ExchangeRecord, openLog, printLine } from "./lib/log.ts";
+import { fanOut } from "./lib/exchange.ts";
+import { asciiJson, openLog, printLine } from "./lib/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
 import { type RawSummary, Summary } from "./lib/summary.ts";
 import { type AdminServer, startAdmin } from "./lib/admin.ts";
@@ -157,15 +158,7 @@ export async function main(args: string[]): Promise<number> {
   try {
     // Metrics cost a little per exchange: counted only when --admin serves them.
     const live = config.admin ? metrics : undefined;
-    log = openLog(config, {
-      add(ex) {
-        summary.add(ex);
-        live?.closed(ex);
-        if (live) everywhere.add(ex);
-        har?.add(ex);
-      },
-      ...(live ? { opened: (ex: ExchangeRecord) => live.opened(ex) } : {}),
-    });
+    log = openLog(config, [summary, ...(live ? [live, everywhere] : []), ...(har ? [har] : [])]);
   } catch (err) {
     return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);
   }
@@ -230,11 +223,7 @@ export async function main(args: string[]): Promise<number> {
       workers,
       config.admin
         ? {
-          opened: (ex) => metrics.opened(ex),
-          closed(ex) {
-            metrics.closed(ex);
-            everywhere.add(ex);
-          },
+          ...fanOut(metrics, everywhere),
           gauges: (i, connections, idleUpstreams) =>
             workerGauges.set(i, { connections, idleUpstreams }),
         }

@@ -47,7 +47,7 @@ import {
   type RequestHead,
   type ResponseHead,
 } from "./http1/parse.ts";
-import type { ExchangeRecord, Logger, UpstreamUse } from "./log.ts";
+import type { Exchange, Logger, UpstreamUse } from "./exchange.ts";
 import {
   checkDestination,
   checkLoop,
@@ -56,30 +56,6 @@ import {
   normalizeHost,
 } from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
-
-/** What an exchange needs from the connection that carries it. */
-export interface Exchange {
-  /** The log record, filled in as the exchange goes. */
-  record: ExchangeRecord;
-  /** performance.now() at the start, for durations. */
-  t0: number;
-  /** The client socket. */
-  client: Deno.TcpConn;
-  /** The reader over the client socket. */
-  reader: BufferedReader;
-  /** The upstream socket once dialed; the caller closes it. */
-  upstream?: Deno.TcpConn | undefined;
-  /** Whether any byte of the final response went to the client. */
-  responseStarted: boolean;
-  /** Whether the whole request (head and body) was read from the client. */
-  requestConsumed: boolean;
-  /** HTTP minor version of the client's request (0 or 1); 1 until parsed. */
-  minor: 0 | 1;
-  /** Whether the client asked for a HEAD (error answers then carry no body). */
-  head: boolean;
-  /** Set when the client closed (or reset) while its response was awaited or relayed. */
-  clientGone?: boolean;
-}
 
 /** Shared settings of every exchange. */
 export interface ExchangeContext {
@@ -167,7 +143,7 @@ function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: Ups
   ex.record.upstreamIp = remote.hostname;
   ex.record.upstreamPort = remote.port;
   ex.record.upstreamUse = how;
-  ctx.logger.open(ex.record);
+  ctx.logger.opened(ex.record);
 }
 
 /** Methods whose request may be sent twice (RFC 9110 §9.2.2). */

@@ -17,13 +17,8 @@ import {
   reasonPhrase,
   RequestTimeout,
 } from "./errors.ts";
-import {
-  clientWantsKeepAlive,
-  type Exchange,
-  type ExchangeContext,
-  forward,
-  openUpstream,
-} from "./forward.ts";
+import type { Exchange } from "./exchange.ts";
+import { clientWantsKeepAlive, type ExchangeContext, forward, openUpstream } from "./forward.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import { requestFraming } from "./http1/headers.ts";
@@ -256,7 +251,7 @@ async function exchange(
   } finally {
     closeQuietly(ex.upstream);
     ex.record.totalMs = performance.now() - ex.t0;
-    ctx.logger.close(ex.record);
+    ctx.logger.closed(ex.record);
   }
 }
 

@@ -11,7 +11,8 @@
 
 import { VERSION } from "./config.ts";
 import type { Field } from "./http1/parse.ts";
-import { asciiJson, type ExchangeRecord } from "./log.ts";
+import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import { asciiJson } from "./log.ts";
 
 const SECRET = /^(authorization|proxy-authorization|cookie|set-cookie)$/i;
 
@@ -90,7 +91,7 @@ export function harEntry(ex: ExchangeRecord): Record<string, unknown> {
 }
 
 /** A HAR file being written; see the module doc. */
-export class HarFile {
+export class HarFile implements ExchangeObserver {
   #file: Deno.FsFile;
   #first = true;
   #enc = new TextEncoder();
@@ -129,7 +130,7 @@ export class HarFile {
    *
    * @param ex The finished exchange.
    */
-  add(ex: ExchangeRecord): void {
+  closed(ex: ExchangeRecord): void {
     this.#write((this.#first ? "" : ",\n") + asciiJson(harEntry(ex)));
     this.#first = false;
   }

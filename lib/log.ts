@@ -9,71 +9,7 @@
 // deno-lint-ignore-file no-console -- the one module allowed to print (STYLE.md)
 
 import { hostPort } from "./dial.ts";
-
-/** What one exchange (a request and its response, or a CONNECT tunnel) is logged with. */
-export interface ExchangeRecord {
-  /** Short exchange id, unique in this process. */
-  id: number;
-  /** Epoch ms when the request head was read. */
-  start: number;
-  /** Client address. */
-  clientIp: string;
-  /** Client port. */
-  clientPort: number;
-  /** The proxy-authenticated user name, if any. */
-  user?: string;
-  /** The request's protocol, `HTTP/1.1` or `HTTP/1.0`. */
-  version?: string;
-  /** The request's Referer, for the combined format. */
-  referer?: string;
-  /** The request's User-Agent, for the combined format. */
-  userAgent?: string;
-  /** The response's Content-Type, for the squid format. */
-  contentType?: string;
-  /** ms spent resolving the upstream host name (0 for an IP literal). */
-  dnsMs?: number;
-  /** The request's header fields as received (for HAR; never logged by the other formats). */
-  requestFields?: readonly [string, string][];
-  /** The response's header fields as received (for HAR). */
-  responseFields?: readonly [string, string][];
-  /** Method, or "-" when the request line could not be parsed. */
-  method: string;
-  /** Absolute URL or CONNECT authority as sent, or "-". */
-  target: string;
-  /** `host:port` of the target once parsed (host normalised), for the summary. */
-  destination?: string;
-  /** The upstream IP actually connected to (read from the socket). */
-  upstreamIp?: string;
-  /** The upstream port. */
-  upstreamPort?: number;
-  /** Whether the upstream connection was new, reused from the pool, or a retry after a stale one. */
-  upstreamUse?: UpstreamUse;
-  /** Final status sent to the client. */
-  status?: number;
-  /** Its reason phrase. */
-  reason?: string;
-  /** Request body bytes relayed upstream (tunnel: client → upstream bytes). */
-  bytesUp: number;
-  /** Response body bytes relayed to the client (tunnel: upstream → client bytes). */
-  bytesDown: number;
-  /** ms from start until the upstream connection was open. */
-  connectMs?: number;
-  /** ms from start until the first byte of the response head arrived. */
-  firstByteMs?: number;
-  /** ms from start until the exchange ended. */
-  totalMs?: number;
-  /** One-line cause when the exchange failed. */
-  error?: string;
-  /** The failure's kind (RFC 9209 Proxy-Status error type, or e.g. `client_closed`). */
-  errorKind?: string;
-  /** Whether this is a CONNECT tunnel. */
-  tunnel: boolean;
-  /** Whether the open line was already written. */
-  opened: boolean;
-}
-
-/** How the upstream connection of an exchange came about. */
-export type UpstreamUse = "new" | "reused" | "retry";
+import { type ExchangeObserver, type ExchangeRecord, fanOut, type Logger } from "./exchange.ts";
 
 /** Access log formats. */
 export type LogFormat = "text" | "json" | "clf" | "combined" | "csv" | "squid";
@@ -87,16 +23,6 @@ export const LOG_FORMATS: readonly LogFormat[] = [
   "csv",
   "squid",
 ];
-
-/** The logger the proxy writes through. */
-export interface Logger {
-  /** The upstream connection is open (text: the first line). */
-  open(ex: ExchangeRecord): void;
-  /** The exchange ended (text: the second line; json: the whole object). */
-  close(ex: ExchangeRecord): void;
-  /** A diagnostic line (startup, shutdown, internal errors), never part of the access log. */
-  info(message: string): void;
-}
 
 /** Options of {@linkcode createLogger}. */
 export interface LoggerOptions {
@@ -405,11 +331,11 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   }[formatName];
   if (formatName === "csv" && !quiet && (options.csvHeader ?? true)) sink(CSV_HEADER);
   return {
-    open(ex) {
+    opened(ex) {
       ex.opened = true;
       if (!quiet && formatName === "text") sink(formatTextOpen(ex, utc));
     },
-    close(ex) {
+    closed(ex) {
       if (quiet) return;
       sink(format(ex));
     },
@@ -540,13 +466,13 @@ export function printLine(text: string, stream: "stdout" | "stderr" = "stdout"):
  * Opens the access log a config asks for: its file (appending) or stdout, in its format.
  *
  * @param config Format, file, quiet and clock settings.
- * @param counter Also told of every finished exchange (the traffic summary).
+ * @param watchers Also told of every exchange (summary, metrics, HAR, a worker's reports).
  * @returns The logger, and functions that close and reopen its file.
  * @throws {Error} when the log file cannot be opened.
  */
 export function openLog(
   config: { logFormat: LogFormat; logFile?: string; quiet: boolean; utc: boolean },
-  counter?: { add(ex: ExchangeRecord): void; opened?(ex: ExchangeRecord): void },
+  watchers: ExchangeObserver[] = [],
 ): { logger: Logger; close: () => void; reopen: () => void } {
   const file = config.logFile === undefined ? undefined : new LogFile(config.logFile);
   const base = createLogger({
@@ -555,19 +481,12 @@ export function openLog(
     quiet: config.quiet,
     ...(file ? { sink: (line: string) => file.write(line), csvHeader: file.empty } : {}),
   });
-  // Every exchange ends in close(): the one place to count it for the summary.
-  const logger: Logger = counter
-    ? {
-      open(ex) {
-        counter.opened?.(ex);
-        base.open(ex);
-      },
-      close(ex) {
-        counter.add(ex);
-        base.close(ex);
-      },
-      info: (m) => base.info(m),
-    }
-    : base;
+  // The access log first (it marks the record opened), then the others.
+  const all = fanOut(base, ...watchers);
+  const logger: Logger = {
+    opened: (ex) => all.opened!(ex),
+    closed: (ex) => all.closed(ex),
+    info: (m) => base.info(m),
+  };
   return { logger, close: () => file?.close(), reopen: () => file?.reopen() };
 }

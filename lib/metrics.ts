@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ExchangeRecord } from "./log.ts";
+import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
 
 /** Methods with a series of their own (RFC 9110 §9, PATCH, and "-" for an unparsed request). */
 const KNOWN_METHODS = new Set([
@@ -39,7 +39,7 @@ function label(value: string): string {
 }
 
 /** Counts exchanges for /metrics and keeps the latest for /api/recent. */
-export class Metrics {
+export class Metrics implements ExchangeObserver {
   #requests = new Map<string, number>();
   #errors = new Map<string, number>();
   #bytesUp = 0;

@@ -10,7 +10,7 @@ import type { Authenticator } from "./auth.ts";
 import type { Config } from "./config.ts";
 import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
-import type { Logger } from "./log.ts";
+import type { Logger } from "./exchange.ts";
 import { ConnectionLimits, RateLimiter } from "./limits.ts";
 import { UpstreamPool } from "./pool.ts";
 import { HostAddresses, OwnListeners } from "./host_addresses.ts";

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { escapeText, type ExchangeRecord } from "./log.ts";
+import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import { escapeText } from "./log.ts";
 
 /** Most hosts counted one by one; the rest are counted together as {@linkcode OTHER}. */
 export const MAX_HOSTS = 1000;
@@ -119,7 +120,7 @@ export interface RawSummary {
 }
 
 /** Counts exchanges per destination; see the module doc. */
-export class Summary {
+export class Summary implements ExchangeObserver {
   #hosts = new Map<string, Acc>();
   #since = Date.now();
 
@@ -187,7 +188,7 @@ export class Summary {
    *
    * @param ex The exchange, as logged.
    */
-  add(ex: ExchangeRecord): void {
+  closed(ex: ExchangeRecord): void {
     const acc = this.#row(ex.destination ?? "-");
     acc.requests++;
     const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;

@@ -10,7 +10,8 @@
 
 import { loadAuth } from "./auth.ts";
 import type { Config } from "./config.ts";
-import { type ExchangeRecord, openLog } from "./log.ts";
+import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import { openLog } from "./log.ts";
 import { listenAll, ProxyServer } from "./server.ts";
 import { type RawSummary, Summary } from "./summary.ts";
 
@@ -28,12 +29,8 @@ type FromWorker =
   | { kind: "gauges"; connections: number; idleUpstreams: number }
   | { kind: "summary"; raw: RawSummary };
 
-/** What the main thread hears of the workers' traffic (with --admin). */
-export interface WorkerEvents {
-  /** An exchange's upstream opened in a worker. */
-  opened(ex: ExchangeRecord): void;
-  /** An exchange ended in a worker. */
-  closed(ex: ExchangeRecord): void;
+/** What the main thread hears of the workers' traffic (with --admin): their exchanges, and gauges. */
+export interface WorkerEvents extends ExchangeObserver {
   /** Worker `index`'s gauges, sent every second. */
   gauges(index: number, connections: number, idleUpstreams: number): void;
 }
@@ -85,7 +82,7 @@ export async function startWorkers(
       else if (e.data.kind === "error") reject(new Error(e.data.message));
       else if (e.data.kind === "stopped") stopped?.(e.data.raw);
       else if (e.data.kind === "summary") summaries.shift()?.(e.data.raw);
-      else if (e.data.kind === "opened") events?.opened(e.data.ex);
+      else if (e.data.kind === "opened") events?.opened?.(e.data.ex);
       else if (e.data.kind === "closed") events?.closed(e.data.ex);
       else if (e.data.kind === "gauges") {
         events?.gauges(index, e.data.connections, e.data.idleUpstreams);
@@ -152,15 +149,11 @@ export function serveWorker(): void {
         if (typeof auth === "string") throw new Error(auth);
         // With --admin, the main thread's listener shows every worker's traffic: send it there.
         const live = msg.config.admin !== undefined;
-        const log = openLog(msg.config, {
-          add(ex) {
-            summary.add(ex);
-            if (live) scope.postMessage({ kind: "closed", ex });
-          },
-          ...(live
-            ? { opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }) }
-            : {}),
-        });
+        const report: ExchangeObserver = {
+          opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }),
+          closed: (ex: ExchangeRecord) => scope.postMessage({ kind: "closed", ex }),
+        };
+        const log = openLog(msg.config, [summary, ...(live ? [report] : [])]);
         closeLog = log.close;
         reopenLog = log.reopen;
         const listeners = listenAll(msg.config.listen, true);

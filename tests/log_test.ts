@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { parse } from "csv-parse/sync";
+import type { ExchangeRecord } from "../lib/exchange.ts";
 import {
   createLogger,
   CSV_HEADER,
-  type ExchangeRecord,
   formatClf,
   formatCsv,
   formatJson,
@@ -94,16 +94,16 @@ Deno.test("createLogger() writes open and close lines to its sink, json only at 
   const lines: string[] = [];
   const text = createLogger({ sink: (l) => lines.push(l), utc: true });
   const ex = record({ opened: false });
-  text.open(ex);
-  text.close(ex);
+  text.opened(ex);
+  text.closed(ex);
   assert.deepEqual(lines, [
     "[14:10:02] GET http://example.com/ from 203.0.113.12 -> 198.51.100.34 #7",
     "[14:10:03] 200 OK 1256 bytes 812 ms #7",
   ]);
   lines.length = 0;
   const json = createLogger({ sink: (l) => lines.push(l), format: "json" });
-  json.open(record());
-  json.close(record());
+  json.opened(record());
+  json.closed(record());
   assert.equal(lines.length, 1);
   assert.equal(JSON.parse(lines[0]!).status, 200);
   lines.length = 0;
@@ -112,8 +112,8 @@ Deno.test("createLogger() writes open and close lines to its sink, json only at 
     quiet: true,
     diag: (l) => lines.push(`diag ${l}`),
   });
-  quiet.open(record());
-  quiet.close(record());
+  quiet.opened(record());
+  quiet.closed(record());
   quiet.info("hello");
   assert.deepEqual(lines, ["diag hello"]);
 });
@@ -194,10 +194,10 @@ Deno.test("squid format has squid's columns and result codes", () => {
 Deno.test("createLogger() writes the csv header first, unless told the file already has rows", () => {
   const lines: string[] = [];
   const log = createLogger({ format: "csv", sink: (l) => lines.push(l) });
-  log.close(record());
+  log.closed(record());
   assert.equal(lines[0], CSV_HEADER);
   assert.equal(lines.length, 2);
   const more: string[] = [];
-  createLogger({ format: "csv", sink: (l) => more.push(l), csvHeader: false }).close(record());
+  createLogger({ format: "csv", sink: (l) => more.push(l), csvHeader: false }).closed(record());
   assert.equal(more.length, 1);
 });

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ExchangeRecord } from "../lib/log.ts";
+import type { ExchangeRecord } from "../lib/exchange.ts";
 import { Metrics } from "../lib/metrics.ts";
 
 function record(id: number): ExchangeRecord {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ExchangeRecord } from "../lib/log.ts";
+import type { ExchangeRecord } from "../lib/exchange.ts";
 import { MAX_HOSTS, OTHER, Summary } from "../lib/summary.ts";
 
 function ex(over: Partial<ExchangeRecord> & { destination?: string | undefined }): ExchangeRecord {
@@ -23,10 +23,10 @@ function ex(over: Partial<ExchangeRecord> & { destination?: string | undefined }
 
 Deno.test("Summary holds at most MAX_HOSTS rows: the least traffic folds into (other), nothing is lost, the table is bounded", () => {
   const s = new Summary();
-  s.add(ex({ destination: "big.test:80", bytesDown: 1_000_000 }));
+  s.closed(ex({ destination: "big.test:80", bytesDown: 1_000_000 }));
   const long = "x".repeat(10_000) + ".test:80";
-  s.add(ex({ destination: long, bytesDown: 500_000 }));
-  for (let i = 0; i < 1200; i++) s.add(ex({ destination: `h${i}.test:80`, bytesDown: 1 }));
+  s.closed(ex({ destination: long, bytesDown: 500_000 }));
+  for (let i = 0; i < 1200; i++) s.closed(ex({ destination: `h${i}.test:80`, bytesDown: 1 }));
   const hosts = s.hosts();
   assert.equal(hosts.length, MAX_HOSTS + 1);
   assert.deepEqual(hosts.slice(0, 2).map((h) => h.host), ["big.test:80", long]);
@@ -44,7 +44,7 @@ Deno.test("Summary holds at most MAX_HOSTS rows: the least traffic folds into (o
   assert.match(table[3]!, /^x{57}\.\.\. /);
   // Merging a worker's rows keeps the cap.
   const worker = new Summary();
-  for (let i = 0; i < 500; i++) worker.add(ex({ destination: `w${i}.test:80`, bytesDown: 2 }));
+  for (let i = 0; i < 500; i++) worker.closed(ex({ destination: `w${i}.test:80`, bytesDown: 2 }));
   s.merge(worker.raw());
   assert.equal(s.hosts().length, MAX_HOSTS + 1);
   assert.equal(s.hosts().reduce((n, h) => n + h.requests, 0), 1702);
@@ -52,8 +52,8 @@ Deno.test("Summary holds at most MAX_HOSTS rows: the least traffic folds into (o
 
 Deno.test("Summary counts per host, sorts by traffic, and reports percentiles and errors", () => {
   const s = new Summary();
-  for (let i = 1; i <= 100; i++) s.add(ex({ totalMs: i, bytesDown: 10 }));
-  s.add(
+  for (let i = 1; i <= 100; i++) s.closed(ex({ totalMs: i, bytesDown: 10 }));
+  s.closed(
     ex({
       target: "http://big.test/",
       destination: "big.test:80",
@@ -65,7 +65,7 @@ Deno.test("Summary counts per host, sorts by traffic, and reports percentiles an
   );
   const unparsed = ex({ target: "-", status: 400, error: "bad", errorKind: "http_request_error" });
   delete unparsed.destination;
-  s.add(unparsed);
+  s.closed(unparsed);
   const hosts = s.hosts();
   assert.deepEqual(hosts.map((h) => h.host), ["big.test:80", "a.test:80", "-"]);
   const a = hosts[1]!;
@@ -81,7 +81,7 @@ Deno.test("Summary counts per host, sorts by traffic, and reports percentiles an
   assert.match(table[2]!, /^big\.test:80 +1 +0 +0 +0 +0 +1 +0 +0 +5000 .* dns_error=1$/);
   // A worker's counts merge in.
   const other = new Summary();
-  other.add(ex({ bytesDown: 7 }));
+  other.closed(ex({ bytesDown: 7 }));
   s.merge(other.raw());
   const merged = s.hosts().find((h) => h.host === "a.test:80")!;
   assert.equal(merged.requests, 101);

@@ -77,7 +77,7 @@ Deno.test("HarFile writes client and origin text as \\u escapes: printable ASCII
     const file = `${dir}/t.har`;
     const har = new HarFile(file, () => {});
     const target = "http://a.test/\x1b[2J\x9b\u00e9\u{1f600}";
-    har.add({
+    har.closed({
       id: 1,
       start: 0,
       clientIp: "127.0.0.1",
