@@ -9,6 +9,7 @@
  */
 
 import type { BufferedReader } from "./http1/head.ts";
+import type { Framing } from "./http1/headers.ts";
 
 /** What one exchange (a request and its response, or a CONNECT tunnel) is logged with. */
 export interface ExchangeRecord {
@@ -97,6 +98,22 @@ export interface Exchange {
   head: boolean;
   /** Set when the client closed (or reset) while its response was awaited or relayed. */
   clientGone?: boolean;
+}
+
+/** Where a request goes, once its target was parsed and passed the policy. */
+export interface Route {
+  /** The host, normalised (lower case, no trailing dot; IPv6 without brackets). */
+  host: string;
+  /** The port. */
+  port: number;
+  /** CONNECT: a tunnel to host:port. Otherwise an `http://` request. */
+  tunnel: boolean;
+  /** The authority as the client wrote it (the Host sent upstream); "" for a tunnel. */
+  authority: string;
+  /** Path and query exactly as sent; "" for a tunnel. */
+  path: string;
+  /** How the request's body is framed ("none" for a tunnel). */
+  framing: Framing;
 }
 
 /**

@@ -11,7 +11,7 @@
 import type { Config } from "./config.ts";
 import type { Authenticator } from "./auth.ts";
 import type { RateLimiter } from "./limits.ts";
-import { closeQuietly, type ConnectFn, dial, hostPort, type ResolveFn } from "./dial.ts";
+import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { Deadline } from "./deadline.ts";
 import {
   Aborted,
@@ -38,23 +38,11 @@ import {
   type Framing,
   hasToken,
   listValues,
-  requestFraming,
   responseFraming,
 } from "./http1/headers.ts";
-import {
-  parseHttpTarget,
-  parseResponseHead,
-  type RequestHead,
-  type ResponseHead,
-} from "./http1/parse.ts";
-import type { Exchange, Logger, UpstreamUse } from "./exchange.ts";
-import {
-  checkDestination,
-  checkLoop,
-  type LocalView,
-  maxForwards,
-  normalizeHost,
-} from "./policy.ts";
+import { parseResponseHead, type RequestHead, type ResponseHead } from "./http1/parse.ts";
+import type { Exchange, Logger, Route, UpstreamUse } from "./exchange.ts";
+import { checkDestination, type LocalView, maxForwards } from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** Shared settings of every exchange. */
@@ -189,18 +177,17 @@ async function fresh(
  * @param ex The exchange (client socket, reader, record).
  * @param ctx Settings, logger, connect function, pool, shutdown signal.
  * @param head The parsed request head.
+ * @param route Where it goes: its target, parsed and past the policy (see handle_conn.ts).
  * @returns Whether the client connection may carry another request.
  */
 export async function forward(
   ex: Exchange,
   ctx: ExchangeContext,
   head: RequestHead,
+  route: Route,
 ): Promise<boolean> {
   const { config } = ctx;
-  const target = wrap(() => parseHttpTarget(head.target));
-  const framing = wrap(() => requestFraming(head));
-  ex.requestConsumed = framing.kind === "none";
-  checkLoop(head.fields, config.viaName);
+  const { framing } = route;
   if (head.method === "TRACE" && !config.allowTrace) {
     // TRACE echoes the request back, cookies and all, to whatever script sent it.
     throw new ProxyError(405, "TRACE is refused (see --allow-trace)", {
@@ -228,24 +215,20 @@ export async function forward(
       if (f[0].toLowerCase() === "max-forwards") fields[i] = [f[0], String(hops - 1)];
     });
   }
-  fields.unshift(["Host", target.authority]);
+  fields.unshift(["Host", route.authority]);
   addVia(fields, head.minor, config.viaName);
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
   if (!ctx.pool) fields.push(["Connection", "close"]);
-  const requestHead = encodeHead(`${head.method} ${target.path} HTTP/1.1`, fields);
-
-  // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
-  const host = normalizeHost(target.hostname);
-  ex.record.destination = hostPort(host, target.port);
-  checkDestination(config, host, undefined, target.port, ctx.local);
+  const requestHead = encodeHead(`${head.method} ${route.path} HTTP/1.1`, fields);
+  const { host, port } = route;
   // A pooled connection passed the destination check for the client that opened it; the host's
   // own addresses are allowed for clients on it only, so the others never share its pool.
   const key = ctx.local?.loopbackClient === false
-    ? `${host}:${target.port} (remote clients)`
-    : `${host}:${target.port}`;
+    ? `${host}:${port} (remote clients)`
+    : `${host}:${port}`;
   // Only a request without a body can be sent again: its bytes are all in requestHead.
   const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
-  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, target.port, key);
+  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, port, key);
   let upstreamBroke = false;
   let response: ResponseHead;
   // A small body that already arrived with the head goes up in the same write. (Not with
@@ -276,7 +259,7 @@ export async function forward(
         watching = true;
         watchClient(ex);
       }
-      response = await readFinalResponse(ex, up, config, target.authority, head.minor);
+      response = await readFinalResponse(ex, up, config, route.authority, head.minor);
       break;
     } catch (err) {
       if (ex.clientGone) {
@@ -291,7 +274,7 @@ export async function forward(
       if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
-      up = await fresh(ex, ctx, host, target.port, key, true);
+      up = await fresh(ex, ctx, host, port, key, true);
     }
   }
   let rframing: Framing;

@@ -17,12 +17,17 @@ import {
   reasonPhrase,
   RequestTimeout,
 } from "./errors.ts";
-import type { Exchange } from "./exchange.ts";
+import type { Exchange, Route } from "./exchange.ts";
 import { clientWantsKeepAlive, type ExchangeContext, forward, openUpstream } from "./forward.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
-import { requestFraming } from "./http1/headers.ts";
-import { parseConnectTarget, parseRequestHead, type RequestHead } from "./http1/parse.ts";
+import { type Framing, requestFraming } from "./http1/headers.ts";
+import {
+  parseConnectTarget,
+  parseHttpTarget,
+  parseRequestHead,
+  type RequestHead,
+} from "./http1/parse.ts";
 import { Deadline } from "./deadline.ts";
 import {
   checkClient,
@@ -239,11 +244,12 @@ async function exchange(
       ctx.rate?.take(ex.record.clientIp);
       if (ctx.auth) ex.record.user = await ctx.auth.check(head.fields, ex.record.clientIp);
     }
-    if (head.method === "CONNECT") {
-      await connect(ex, ctx, head);
+    const route = target(ex, ctx, head);
+    if (route.tunnel) {
+      await connect(ex, ctx, route);
       return false;
     }
-    keep = await forward(ex, ctx, head);
+    keep = await forward(ex, ctx, head, route);
     return keep;
   } catch (err) {
     keep = await answerFailure(ex, ctx, err, head);
@@ -255,22 +261,47 @@ async function exchange(
   }
 }
 
-/** CONNECT: check the target, dial, answer 200, relay bytes until both sides are done. */
-async function connect(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Promise<void> {
-  ex.record.tunnel = true;
-  let target;
+/**
+ * The target and the policy, once, for CONNECT and plain HTTP alike (tinyproxy's
+ * `process_request()`): parse the target (400), frame the body (400), refuse a loop (508), a
+ * CONNECT port outside `--connect-ports` (403) and a denied destination (403, by name and port
+ * here; by address when dialed).
+ *
+ * @returns Where the request goes.
+ */
+function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
+  const tunnel = head.method === "CONNECT";
+  ex.record.tunnel = tunnel;
+  let parsed: { hostname: string; port: number; authority?: string; path?: string };
+  let framing: Framing = { kind: "none" };
   try {
-    target = parseConnectTarget(head.target);
+    parsed = tunnel ? parseConnectTarget(head.target) : parseHttpTarget(head.target);
+    if (!tunnel) framing = requestFraming(head);
   } catch (err) {
-    throw new BadRequest((err as Error).message);
+    throw err instanceof SyntaxError ? new BadRequest(err.message) : err;
   }
-  ex.record.target = hostPort(target.hostname, target.port);
+  if (tunnel) ex.record.target = hostPort(parsed.hostname, parsed.port);
+  // A 4xx to a request whose whole body is in (or that has none) may keep the connection.
+  else ex.requestConsumed = framing.kind === "none";
   checkLoop(head.fields, ctx.config.viaName);
-  checkConnectPort(target.port, ctx.config.connectPorts);
-  const host = normalizeHost(target.hostname);
-  ex.record.destination = hostPort(host, target.port);
-  checkDestination(ctx.config, host, undefined, target.port, ctx.local);
-  const upstream = await openUpstream(ex, ctx, host, target.port);
+  if (tunnel) checkConnectPort(parsed.port, ctx.config.connectPorts);
+  const host = normalizeHost(parsed.hostname);
+  ex.record.destination = hostPort(host, parsed.port);
+  // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
+  checkDestination(ctx.config, host, undefined, parsed.port, ctx.local);
+  return {
+    host,
+    port: parsed.port,
+    tunnel,
+    authority: parsed.authority ?? "",
+    path: parsed.path ?? "",
+    framing,
+  };
+}
+
+/** CONNECT: dial, answer 200, relay bytes until both sides are done. */
+async function connect(ex: Exchange, ctx: ExchangeContext, route: Route): Promise<void> {
+  const upstream = await openUpstream(ex, ctx, route.host, route.port);
   ex.record.status = 200;
   ex.record.reason = "Connection established";
   ex.responseStarted = true;
