@@ -32,6 +32,8 @@ import {
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {
   addVia,
+  clientWantsKeepAlive,
+  connectionFields,
   encodeHead,
   endToEnd,
   foldContentLength,
@@ -74,21 +76,6 @@ export interface ExchangeContext {
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
 const SMALL_BODY = 16 * 1024;
-
-/**
- * Tells whether the client wants its connection kept after this exchange (RFC 9112 §9.3).
- *
- * @param head The request head.
- * @returns True for keep-alive.
- */
-export function clientWantsKeepAlive(head: RequestHead): boolean {
-  const close = hasToken(head.fields, "connection", "close") ||
-    hasToken(head.fields, "proxy-connection", "close");
-  if (close) return false;
-  if (head.minor === 1) return true;
-  return hasToken(head.fields, "connection", "keep-alive") ||
-    hasToken(head.fields, "proxy-connection", "keep-alive");
-}
 
 /**
  * Opens a new upstream connection and records where it went (the IP read from the socket).
@@ -303,8 +290,7 @@ export async function forward(
       keep = false; // an HTTP/1.0 client never gets chunked: the body ends when we close
     }
   }
-  if (!keep) out.push(["Connection", "close"]);
-  else if (head.minor === 0) out.push(["Connection", "keep-alive"]);
+  out.push(...connectionFields(keep, head.minor));
 
   ex.record.status = response.status;
   ex.record.reason = response.reason;
@@ -361,8 +347,7 @@ async function answerHere(
   // A body sent along is not read: the connection closes after the answer.
   const keep = framing.kind === "none" && clientWantsKeepAlive(head) && !ctx.signal.aborted;
   fields.push(["Content-Length", String(body.length)]);
-  if (!keep) fields.push(["Connection", "close"]);
-  else if (head.minor === 0) fields.push(["Connection", "keep-alive"]);
+  fields.push(...connectionFields(keep, head.minor));
   ex.record.status = 200;
   ex.record.reason = "OK";
   ex.responseStarted = true;

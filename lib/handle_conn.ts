@@ -18,10 +18,15 @@ import {
   RequestTimeout,
 } from "./errors.ts";
 import type { Exchange, Route } from "./exchange.ts";
-import { clientWantsKeepAlive, type ExchangeContext, forward, openUpstream } from "./forward.ts";
+import { type ExchangeContext, forward, openUpstream } from "./forward.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
-import { type Framing, requestFraming } from "./http1/headers.ts";
+import {
+  clientWantsKeepAlive,
+  connectionFields,
+  type Framing,
+  requestFraming,
+} from "./http1/headers.ts";
 import {
   parseConnectTarget,
   parseHttpTarget,
@@ -385,9 +390,7 @@ export function errorResponse(
   const reason = reasonPhrase(err.status);
   const body = encoder.encode(`${err.status} ${reason}: ${err.message}\n`);
   const details = err.message.replace(/[^\x20-\x7e]/g, "?").replace(/["\\]/g, "\\$&");
-  const connection = keep
-    ? (minor === 0 ? "Connection: keep-alive\r\n" : "")
-    : "Connection: close\r\n";
+  const connection = connectionFields(keep, minor).map(([n, v]) => `${n}: ${v}\r\n`).join("");
   const headText = `HTTP/1.1 ${err.status} ${reason}\r\n` +
     `Content-Type: text/plain; charset=utf-8\r\n` +
     `Content-Length: ${body.length}\r\n` +

@@ -96,6 +96,35 @@ export function addVia(fields: Field[], minor: 0 | 1, name = VIA_NAME): void {
   fields.push(["Via", entry]);
 }
 
+/**
+ * Tells whether the client wants its connection kept after this exchange (RFC 9112 §9.3).
+ *
+ * @param head The request head.
+ * @returns True for keep-alive.
+ */
+export function clientWantsKeepAlive(head: RequestHead): boolean {
+  const close = hasToken(head.fields, "connection", "close") ||
+    hasToken(head.fields, "proxy-connection", "close");
+  if (close) return false;
+  if (head.minor === 1) return true;
+  return hasToken(head.fields, "connection", "keep-alive") ||
+    hasToken(head.fields, "proxy-connection", "keep-alive");
+}
+
+/**
+ * The Connection field an answer carries (RFC 9112 §9.3, §9.6): `close` when the connection
+ * ends after it, `keep-alive` for an HTTP/1.0 client whose connection stays (1.1 keeps by
+ * default), nothing otherwise.
+ *
+ * @param keep Whether the connection stays open after this answer.
+ * @param minor The client's HTTP minor version.
+ * @returns The fields to add (none or one).
+ */
+export function connectionFields(keep: boolean, minor: 0 | 1): Field[] {
+  if (!keep) return [["Connection", "close"]];
+  return minor === 0 ? [["Connection", "keep-alive"]] : [];
+}
+
 /** How a body is delimited. */
 export type Framing =
   | { kind: "none" }
