@@ -13,14 +13,7 @@ import type { Authenticator } from "./auth.ts";
 import type { RateLimiter } from "./limits.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { Deadline } from "./deadline.ts";
-import {
-  Aborted,
-  BadGateway,
-  BadRequest,
-  GatewayTimeout,
-  ProxyError,
-  RequestTimeout,
-} from "./errors.ts";
+import { Aborted, BadGateway, BadRequest, GatewayTimeout, RequestTimeout } from "./errors.ts";
 import {
   BodyError,
   copyChunked,
@@ -31,20 +24,16 @@ import {
 } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {
-  addVia,
   clientWantsKeepAlive,
   connectionFields,
   encodeHead,
   endToEnd,
-  foldContentLength,
   type Framing,
-  hasToken,
-  listValues,
-  responseFraming,
 } from "./http1/headers.ts";
 import { parseResponseHead, type RequestHead, type ResponseHead } from "./http1/parse.ts";
 import type { Exchange, Logger, Route, UpstreamUse } from "./exchange.ts";
-import { checkDestination, type LocalView, maxForwards } from "./policy.ts";
+import { planRequest, planResponse } from "./http1/plan.ts";
+import { checkDestination, type LocalView } from "./policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** Shared settings of every exchange. */
@@ -121,9 +110,6 @@ function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: Ups
   ctx.logger.opened(ex.record);
 }
 
-/** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
-
 /**
  * A reused connection turned out closed before any byte of the response: the stale keep-alive
  * race (RFC 9112 §9.3.1). Retried once on a new connection when the request allows it.
@@ -175,46 +161,22 @@ export async function forward(
 ): Promise<boolean> {
   const { config } = ctx;
   const { framing } = route;
-  if (head.method === "TRACE" && !config.allowTrace) {
-    // TRACE echoes the request back, cookies and all, to whatever script sent it.
-    throw new ProxyError(405, "TRACE is refused (see --allow-trace)", {
-      kind: "http_request_denied",
-    });
-  }
-  // RFC 9110 §7.6.2: Max-Forwards counts down on OPTIONS and TRACE; at 0 this proxy answers.
-  const hops = head.method === "OPTIONS" || head.method === "TRACE"
-    ? wrap(() => maxForwards(head.fields))
-    : undefined;
-  if (hops === 0) return await answerHere(ex, ctx, head, framing);
-  const expect = listValues(head.fields, "expect");
-  if (expect.some((e) => e.toLowerCase() !== "100-continue")) {
-    throw new ProxyError(417, `unsupported expectation "${expect.join(", ")}"`, {
-      kind: "http_request_error",
-    });
-  }
-  // The proxy answers 100-continue itself once the upstream is reached, so a client never waits
-  // on an origin that ignores Expect (curl would stall a second), and Expect is not forwarded.
-  const sendContinue = expect.length > 0 && head.minor === 1 && framing.kind !== "none";
-
-  const fields = foldContentLength(endToEnd(head.fields, ["host", "expect"]));
-  if (hops !== undefined) {
-    fields.forEach((f, i) => {
-      if (f[0].toLowerCase() === "max-forwards") fields[i] = [f[0], String(hops - 1)];
-    });
-  }
-  fields.unshift(["Host", route.authority]);
-  addVia(fields, head.minor, config.viaName);
-  if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
-  if (!ctx.pool) fields.push(["Connection", "close"]);
-  const requestHead = encodeHead(`${head.method} ${route.path} HTTP/1.1`, fields);
+  const plan = planRequest(head, {
+    authority: route.authority,
+    path: route.path,
+    framing,
+    viaName: config.viaName,
+    allowTrace: config.allowTrace,
+    pooled: ctx.pool !== undefined,
+  });
+  if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
+  const { head: requestHead, sendContinue, retryable } = plan;
   const { host, port } = route;
   // A pooled connection passed the destination check for the client that opened it; the host's
   // own addresses are allowed for clients on it only, so the others never share its pool.
   const key = ctx.local?.loopbackClient === false
     ? `${host}:${port} (remote clients)`
     : `${host}:${port}`;
-  // Only a request without a body can be sent again: its bytes are all in requestHead.
-  const retryable = IDEMPOTENT.has(head.method) && framing.kind === "none";
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, port, key);
   let upstreamBroke = false;
   let response: ResponseHead;
@@ -264,59 +226,38 @@ export async function forward(
       up = await fresh(ex, ctx, host, port, key, true);
     }
   }
-  let rframing: Framing;
-  try {
-    rframing = responseFraming(response, head.method);
-  } catch (err) {
-    throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
-      kind: "http_protocol_error",
-    });
-  }
-  // Reuse only after a response whose end is certain, from an HTTP/1.1 upstream that keeps the
-  // connection, once the whole request went up.
-  const reusable = ctx.pool !== undefined && rframing.kind !== "close" && response.minor === 1 &&
-    !hasToken(response.fields, "connection", "close") && ex.requestConsumed && !upstreamBroke;
-
-  let keep = clientWantsKeepAlive(head) && ex.requestConsumed && !upstreamBroke &&
-    !ctx.signal.aborted;
-  const out = foldContentLength(endToEnd(response.fields));
-  addVia(out, response.minor, config.viaName);
-  let outFraming: "raw" | "chunked" = "raw";
-  if (rframing.kind === "chunked" || rframing.kind === "close") {
-    if (head.minor === 1) {
-      out.push(["Transfer-Encoding", "chunked"]);
-      outFraming = "chunked";
-    } else {
-      keep = false; // an HTTP/1.0 client never gets chunked: the body ends when we close
-    }
-  }
-  out.push(...connectionFields(keep, head.minor));
-
+  const answer = planResponse(response, head, {
+    consumed: ex.requestConsumed,
+    upstreamBroke,
+    stopping: ctx.signal.aborted,
+    pooled: ctx.pool !== undefined,
+    viaName: config.viaName,
+  });
   ex.record.status = response.status;
   ex.record.reason = response.reason;
   ex.record.responseFields = response.fields;
   const type = response.fields.find(([n]) => n.length === 12 && n.toLowerCase() === "content-type");
   if (type) ex.record.contentType = type[1];
   ex.responseStarted = true;
-  const responseHead = encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, out);
   // A small body already read with the head goes to the client in the same write.
-  const small = rframing.kind === "length" && rframing.length <= SMALL_BODY
-    ? up.reader.takeBuffered(rframing.length)
+  const { framing: body } = answer;
+  const small = body.kind === "length" && body.length <= SMALL_BODY
+    ? up.reader.takeBuffered(body.length)
     : null;
   if (small) {
-    await toClient(ex, joinBytes(responseHead, small), config);
+    await toClient(ex, joinBytes(answer.head, small), config);
     ex.record.bytesDown = small.length;
   } else {
-    await toClient(ex, responseHead, config);
-    await receiveBody(ex, rframing, outFraming, up.reader, config);
+    await toClient(ex, answer.head, config);
+    await receiveBody(ex, body, answer.out, up.reader, config);
   }
   // Bytes already past the response were sent unasked: that connection is never trusted again.
-  if (reusable && up.reader.buffered === 0) {
+  if (answer.reusable && up.reader.buffered === 0) {
     ex.upstream = undefined; // the pool (or this client's hold) owns it now
     if (ctx.held) ctx.held.hold(up);
     else ctx.pool!.release(up);
   }
-  return keep;
+  return answer.keep;
 }
 
 /** Methods this proxy relays, for the Allow field of its own OPTIONS answer. */
@@ -398,16 +339,6 @@ async function readFinalResponse(
         config,
       );
     }
-  }
-}
-
-/** Runs a parse step, turning its SyntaxError into a 400. */
-function wrap<T>(step: () => T): T {
-  try {
-    return step();
-  } catch (err) {
-    if (err instanceof SyntaxError) throw new BadRequest(err.message);
-    throw err;
   }
 }
 

@@ -85,22 +85,6 @@ export function checkLoop(fields: readonly Field[], name = VIA_NAME): void {
   }
 }
 
-/**
- * Reads Max-Forwards (RFC 9110 §7.6.2).
- *
- * @param fields The request fields.
- * @returns Its value, or undefined when absent.
- * @throws {SyntaxError} for a value that is not a number.
- */
-export function maxForwards(fields: readonly Field[]): number | undefined {
-  const values = listValues(fields, "max-forwards");
-  if (values.length === 0) return undefined;
-  if (values.length > 1 || !/^\d{1,9}$/.test(values[0]!)) {
-    throw new SyntaxError(`malformed Max-Forwards "${values.join(", ")}"`);
-  }
-  return Number(values[0]);
-}
-
 /** One `--deny-dest` / `--allow-dest` entry. */
 export interface DestRule {
   /** The entry as written, for messages. */
