@@ -1,19 +1,20 @@
 /**
- * Plain-HTTP forwarding: one absolute-form request sent on as origin-form (path and query byte
- * for byte), its body streamed up, the response streamed back re-framed for the client
- * (chunked for HTTP/1.1, raw then close for HTTP/1.0). Failures are thrown as ProxyError
- * (nothing sent yet) or Aborted (response started); `handle_conn.ts` catches them. The upstream
- * socket it opens is recorded on the exchange so the caller closes it in every case.
+ * Plain-HTTP relay: carries out what `http1/plan.ts` decides for one absolute-form request
+ * (origin-form head, path and query byte for byte), with `transport.ts`'s `roundTrip` for the
+ * upstream side: streams the request body up, the response back re-framed for the client
+ * (chunked for HTTP/1.1, raw then close for HTTP/1.0), with the body and write timeouts and the
+ * watch on a client that leaves. Failures are thrown as ProxyError (nothing sent yet) or
+ * Aborted (response started); `handle_conn.ts` catches them. The upstream socket in use is
+ * recorded on the exchange so the caller closes it in every case.
  *
  * @module
  */
 
 import type { Config } from "./config.ts";
-import type { Authenticator } from "./auth.ts";
-import type { RateLimiter } from "./limits.ts";
-import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
+import { closeQuietly } from "./dial.ts";
 import { Deadline } from "./deadline.ts";
-import { Aborted, BadGateway, BadRequest, GatewayTimeout, RequestTimeout } from "./errors.ts";
+import { Aborted, BadRequest, RequestTimeout } from "./errors.ts";
+import type { Exchange, Route } from "./exchange.ts";
 import {
   BodyError,
   copyChunked,
@@ -22,7 +23,7 @@ import {
   joinBytes,
   writeAll,
 } from "./http1/body.ts";
-import { BufferedReader, HeadReadError } from "./http1/head.ts";
+import type { BufferedReader } from "./http1/head.ts";
 import {
   clientWantsKeepAlive,
   connectionFields,
@@ -30,119 +31,14 @@ import {
   endToEnd,
   type Framing,
 } from "./http1/headers.ts";
-import { parseResponseHead, type RequestHead, type ResponseHead } from "./http1/parse.ts";
-import type { Exchange, Logger, Route, UpstreamUse } from "./exchange.ts";
+import type { RequestHead, ResponseHead } from "./http1/parse.ts";
 import { planRequest, planResponse } from "./http1/plan.ts";
-import { checkDestination, type LocalView } from "./policy.ts";
-import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
-
-/** Shared settings of every exchange. */
-export interface ExchangeContext {
-  /** The configuration. */
-  config: Config;
-  /** The logger. */
-  logger: Logger;
-  /** How upstream connections are opened. @default Deno.connect */
-  connect?: ConnectFn;
-  /** How host names are resolved. @default systemResolve */
-  resolve?: ResolveFn;
-  /** Proxy authentication, when configured. */
-  auth?: Authenticator;
-  /** The per-client request rate limit, when configured. */
-  rate?: RateLimiter;
-  /** Idle upstream connections for reuse; without one, each request gets a new connection. */
-  pool?: UpstreamPool;
-  /** This client connection's hold on its last upstream connection (comes with `pool`). */
-  held?: HeldUpstream;
-  /** Gives each exchange its id. @default 1, 2, 3, … per process */
-  nextId?: () => number;
-  /** Aborted when the proxy shuts down: no more keep-alive. */
-  signal: AbortSignal;
-  /** The host's own addresses and listeners, and whether this client is local (per connection). */
-  local?: LocalView;
-}
+import type { Upstream } from "./pool.ts";
+import { type ExchangeContext, roundTrip } from "./transport.ts";
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
 const SMALL_BODY = 16 * 1024;
-
-/**
- * Opens a new upstream connection and records where it went (the IP read from the socket).
- *
- * @param ex The exchange; `upstream`, `connectMs` and the upstream address are set.
- * @param ctx Settings, logger and connect function.
- * @param hostname Target host, normalised (see normalizeHost).
- * @param port Target port.
- * @param retry Whether this replaces a reused connection that turned out closed.
- * @returns The connection.
- */
-export async function openUpstream(
-  ex: Exchange,
-  ctx: ExchangeContext,
-  hostname: string,
-  port: number,
-  retry = false,
-): Promise<Deno.TcpConn> {
-  const conn = await dial(hostname, port, {
-    timeoutMs: ctx.config.connectTimeoutMs,
-    onResolved: (ms) => (ex.record.dnsMs = ms),
-    check: (address) => checkDestination(ctx.config, hostname, address, port, ctx.local),
-    ...(ctx.connect ? { connect: ctx.connect } : {}),
-    ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
-  });
-  ex.upstream = conn;
-  try {
-    conn.setNoDelay(true);
-  } catch {
-    // not a TCP socket (an injected test connection): nothing to tune
-  }
-  ex.record.connectMs = performance.now() - ex.t0;
-  opened(ex, ctx, conn, retry ? "retry" : "new");
-  return conn;
-}
-
-/** Records the upstream address actually used and writes the log's first line. */
-function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: UpstreamUse): void {
-  const remote = conn.remoteAddr;
-  ex.record.upstreamIp = remote.hostname;
-  ex.record.upstreamPort = remote.port;
-  ex.record.upstreamUse = how;
-  ctx.logger.opened(ex.record);
-}
-
-/**
- * A reused connection turned out closed before any byte of the response: the stale keep-alive
- * race (RFC 9112 §9.3.1). Retried once on a new connection when the request allows it.
- */
-class StaleConnection extends BadGateway {}
-
-/**
- * Takes an idle connection to the target: this client's held one, or one from the pool.
- *
- * @returns The upstream (marked reused), or undefined.
- */
-function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | undefined {
-  const pooled = ctx.held ? ctx.held.take(key) : ctx.pool?.take(key);
-  if (pooled) {
-    ex.upstream = pooled.conn;
-    ex.record.connectMs = performance.now() - ex.t0;
-    opened(ex, ctx, pooled.conn, "reused");
-  }
-  return pooled;
-}
-
-/** Dials a new upstream connection (after {@linkcode reuse} found none). */
-async function fresh(
-  ex: Exchange,
-  ctx: ExchangeContext,
-  hostname: string,
-  port: number,
-  key: string,
-  retry = false,
-): Promise<Upstream> {
-  const conn = await openUpstream(ex, ctx, hostname, port, retry);
-  return { conn, reader: new BufferedReader(conn), key, reused: false };
-}
 
 /**
  * Relays one absolute-form request and its response.
@@ -171,15 +67,6 @@ export async function forward(
   });
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
   const { head: requestHead, sendContinue, retryable } = plan;
-  const { host, port } = route;
-  // A pooled connection passed the destination check for the client that opened it; the host's
-  // own addresses are allowed for clients on it only, so the others never share its pool.
-  const key = ctx.local?.loopbackClient === false
-    ? `${host}:${port} (remote clients)`
-    : `${host}:${port}`;
-  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, port, key);
-  let upstreamBroke = false;
-  let response: ResponseHead;
   // A small body that already arrived with the head goes up in the same write. (Not with
   // Expect: the client waits for our 100 Continue before sending it.)
   const smallBody = framing.kind === "length" && framing.length <= SMALL_BODY && !sendContinue
@@ -189,43 +76,43 @@ export async function forward(
     ex.record.bytesUp = smallBody.length;
     ex.requestConsumed = true;
   }
+  let upstreamBroke = false;
   let watching = false;
-  for (;;) {
-    try {
-      try {
-        await writeAll(up.conn, smallBody ? joinBytes(requestHead, smallBody) : requestHead);
-      } catch (err) {
-        throw new StaleConnection(`upstream closed before the request was sent`, {
-          kind: "http_protocol_error",
-          cause: err,
-        });
-      }
-      if (sendContinue) await toClient(ex, CONTINUE, config);
-      if (framing.kind !== "none" && !smallBody) {
-        upstreamBroke = await sendBody(ex, framing, config, up.conn);
-      }
-      if (!watching && ex.requestConsumed && ex.reader.buffered === 0) {
-        watching = true;
-        watchClient(ex);
-      }
-      response = await readFinalResponse(ex, up, config, route.authority, head.minor);
-      break;
-    } catch (err) {
-      if (ex.clientGone) {
-        throw new Aborted(
-          "client closed the connection before the response came",
-          "client_closed",
-          {
-            cause: err,
-          },
+  let trip: { up: Upstream; response: ResponseHead };
+  try {
+    trip = await roundTrip(ex, ctx, route, {
+      bytes: smallBody ? joinBytes(requestHead, smallBody) : requestHead,
+      retryable,
+      async sent(up) {
+        if (sendContinue) await toClient(ex, CONTINUE, config);
+        if (framing.kind !== "none" && !smallBody) {
+          upstreamBroke = await sendBody(ex, framing, config, up.conn);
+        }
+        if (!watching && ex.requestConsumed && ex.reader.buffered === 0) {
+          watching = true;
+          watchClient(ex);
+        }
+      },
+      async interim(response) {
+        // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
+        if (response.status === 100 || head.minor !== 1) return;
+        const fields = endToEnd(response.fields);
+        await toClient(
+          ex,
+          encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, fields),
+          config,
         );
-      }
-      if (!(err instanceof StaleConnection && up.reused && retryable)) throw err;
-      closeQuietly(up.conn);
-      ex.upstream = undefined;
-      up = await fresh(ex, ctx, host, port, key, true);
+      },
+    });
+  } catch (err) {
+    if (ex.clientGone) {
+      throw new Aborted("client closed the connection before the response came", "client_closed", {
+        cause: err,
+      });
     }
+    throw err;
   }
+  const { up, response } = trip;
   const answer = planResponse(response, head, {
     consumed: ex.requestConsumed,
     upstreamBroke,
@@ -295,51 +182,6 @@ async function answerHere(
   await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body), ctx.config);
   ex.record.bytesDown = body.length;
   return keep;
-}
-
-/** Interim (1xx) responses relayed per exchange before the final one; more is a 502. */
-const MAX_INTERIM = 8;
-
-/**
- * Reads response heads until a final one, relaying interim ones; maps failures to 502/504. The
- * response timeout covers them all (an interim response does not restart it), and interim
- * heads are limited in number and, together, to the head size limit.
- */
-async function readFinalResponse(
-  ex: Exchange,
-  up: Upstream,
-  config: Config,
-  authority: string,
-  clientMinor: 0 | 1,
-): Promise<ResponseHead> {
-  const until = performance.now() + config.responseTimeoutMs;
-  let interimBytes = 0;
-  for (let count = 0;; count++) {
-    const response = await readResponseHead(ex, up, config, authority, count === 0, until);
-    if (response.status === 101) {
-      throw new BadGateway("upstream switched protocols without being asked", {
-        kind: "http_protocol_error",
-      });
-    }
-    if (response.status >= 200) return response;
-    interimBytes += response.size;
-    if (count >= MAX_INTERIM || interimBytes > config.maxHeaderBytes) {
-      throw new BadGateway(
-        `upstream sent more than ${MAX_INTERIM} interim responses or ${config.maxHeaderBytes} ` +
-          `bytes of them`,
-        { kind: "http_protocol_error" },
-      );
-    }
-    // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
-    if (response.status !== 100 && clientMinor === 1) {
-      const interim = endToEnd(response.fields);
-      await toClient(
-        ex,
-        encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, interim),
-        config,
-      );
-    }
-  }
 }
 
 /**
@@ -412,64 +254,6 @@ async function sendBody(
     if (err.timeout) throw new RequestTimeout(`request body stalled: ${err.message}`);
     if (err.malformed) throw new BadRequest(err.message);
     throw new Aborted(`client closed mid-upload: ${err.message}`, "client_closed");
-  }
-}
-
-/**
- * Reads the upstream's response head, mapping every failure to 502 or 504; on a reused
- * connection, a close before any byte of the first head is a StaleConnection.
- */
-async function readResponseHead(
-  ex: Exchange,
-  up: Upstream,
-  config: Config,
-  authority: string,
-  first: boolean,
-  until: number,
-): Promise<ResponseHead & { size: number }> {
-  let bytes: Uint8Array | null;
-  const stale = first && up.reused;
-  try {
-    bytes = await up.reader.readHead({
-      maxBytes: config.maxHeaderBytes,
-      timeoutMs: Math.max(0, until - performance.now()),
-    });
-  } catch (err) {
-    if (err instanceof HeadReadError && err.reason === "timeout") {
-      throw new GatewayTimeout(
-        `no response from upstream "${authority}" within ${config.responseTimeoutMs} ms`,
-        { kind: "http_response_timeout" },
-      );
-    }
-    if (err instanceof HeadReadError && err.reason === "too-large") {
-      throw new BadGateway(
-        `response head from upstream larger than ${config.maxHeaderBytes} bytes`,
-        {
-          kind: "http_response_header_section_size",
-        },
-      );
-    }
-    const partial = err instanceof HeadReadError && err.partial;
-    throw new (stale && !partial ? StaleConnection : BadGateway)(
-      `upstream "${authority}" closed the connection ${
-        partial ? "mid-head" : "without a response"
-      }`,
-      { kind: "http_response_incomplete", cause: err },
-    );
-  }
-  if (bytes === null) {
-    throw new (stale ? StaleConnection : BadGateway)(
-      `upstream "${authority}" closed the connection without a response`,
-      { kind: "http_response_incomplete" },
-    );
-  }
-  ex.record.firstByteMs ??= performance.now() - ex.t0;
-  try {
-    return { ...parseResponseHead(bytes), size: bytes.length };
-  } catch (err) {
-    throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
-      kind: "http_protocol_error",
-    });
   }
 }
 

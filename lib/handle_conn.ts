@@ -18,7 +18,8 @@ import {
   RequestTimeout,
 } from "./errors.ts";
 import type { Exchange, Route } from "./exchange.ts";
-import { type ExchangeContext, forward, openUpstream } from "./forward.ts";
+import { forward } from "./forward.ts";
+import { type ExchangeContext, openUpstream } from "./transport.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {

@@ -1,0 +1,287 @@
+/**
+ * The upstream transport (the `Transport` half of Go's `ReverseProxy`): `roundTrip` sends a
+ * request head on a pooled connection or a new one, lets the relay send the body, reads the
+ * response head (interim ones handed back), retries once on a new connection when a reused one
+ * turns out closed, and maps every failure to 502 or 504. `openUpstream` dials with the
+ * destination check on the address (CONNECT uses it too). It decides nothing about what is
+ * sent: that is `http1/plan.ts`.
+ *
+ * @module
+ */
+
+import type { Authenticator } from "./auth.ts";
+import type { Config } from "./config.ts";
+import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
+import { BadGateway, GatewayTimeout } from "./errors.ts";
+import type { Exchange, Logger, Route, UpstreamUse } from "./exchange.ts";
+import { writeAll } from "./http1/body.ts";
+import { BufferedReader, HeadReadError } from "./http1/head.ts";
+import { parseResponseHead, type ResponseHead } from "./http1/parse.ts";
+import type { RateLimiter } from "./limits.ts";
+import { checkDestination, type LocalView } from "./policy.ts";
+import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
+
+/** Shared settings of every exchange. */
+export interface ExchangeContext {
+  /** The configuration. */
+  config: Config;
+  /** The logger. */
+  logger: Logger;
+  /** How upstream connections are opened. @default Deno.connect */
+  connect?: ConnectFn;
+  /** How host names are resolved. @default systemResolve */
+  resolve?: ResolveFn;
+  /** Proxy authentication, when configured. */
+  auth?: Authenticator;
+  /** The per-client request rate limit, when configured. */
+  rate?: RateLimiter;
+  /** Idle upstream connections for reuse; without one, each request gets a new connection. */
+  pool?: UpstreamPool;
+  /** This client connection's hold on its last upstream connection (comes with `pool`). */
+  held?: HeldUpstream;
+  /** Gives each exchange its id. @default 1, 2, 3, … per process */
+  nextId?: () => number;
+  /** Aborted when the proxy shuts down: no more keep-alive. */
+  signal: AbortSignal;
+  /** The host's own addresses and listeners, and whether this client is local (per connection). */
+  local?: LocalView;
+}
+
+/**
+ * Opens a new upstream connection and records where it went (the IP read from the socket).
+ *
+ * @param ex The exchange; `upstream`, `connectMs` and the upstream address are set.
+ * @param ctx Settings, logger and connect function.
+ * @param hostname Target host, normalised (see normalizeHost).
+ * @param port Target port.
+ * @param retry Whether this replaces a reused connection that turned out closed.
+ * @returns The connection.
+ */
+export async function openUpstream(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  hostname: string,
+  port: number,
+  retry = false,
+): Promise<Deno.TcpConn> {
+  const conn = await dial(hostname, port, {
+    timeoutMs: ctx.config.connectTimeoutMs,
+    onResolved: (ms) => (ex.record.dnsMs = ms),
+    check: (address) => checkDestination(ctx.config, hostname, address, port, ctx.local),
+    ...(ctx.connect ? { connect: ctx.connect } : {}),
+    ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
+  });
+  ex.upstream = conn;
+  try {
+    conn.setNoDelay(true);
+  } catch {
+    // not a TCP socket (an injected test connection): nothing to tune
+  }
+  ex.record.connectMs = performance.now() - ex.t0;
+  opened(ex, ctx, conn, retry ? "retry" : "new");
+  return conn;
+}
+
+/** Records the upstream address actually used and writes the log's first line. */
+function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: UpstreamUse): void {
+  const remote = conn.remoteAddr;
+  ex.record.upstreamIp = remote.hostname;
+  ex.record.upstreamPort = remote.port;
+  ex.record.upstreamUse = how;
+  ctx.logger.opened(ex.record);
+}
+
+/**
+ * A reused connection turned out closed before any byte of the response: the stale keep-alive
+ * race (RFC 9112 §9.3.1). Retried once on a new connection when the request allows it.
+ */
+class StaleConnection extends BadGateway {}
+
+/**
+ * Takes an idle connection to the target: this client's held one, or one from the pool.
+ *
+ * @returns The upstream (marked reused), or undefined.
+ */
+function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | undefined {
+  const pooled = ctx.held ? ctx.held.take(key) : ctx.pool?.take(key);
+  if (pooled) {
+    ex.upstream = pooled.conn;
+    ex.record.connectMs = performance.now() - ex.t0;
+    opened(ex, ctx, pooled.conn, "reused");
+  }
+  return pooled;
+}
+
+/** Dials a new upstream connection (after {@linkcode reuse} found none). */
+async function fresh(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  hostname: string,
+  port: number,
+  key: string,
+  retry = false,
+): Promise<Upstream> {
+  const conn = await openUpstream(ex, ctx, hostname, port, retry);
+  return { conn, reader: new BufferedReader(conn), key, reused: false };
+}
+
+/** What {@linkcode roundTrip} sends, and the relay's part in it. */
+export interface TripRequest {
+  /** The request head (and a small body that came with it), as one write. */
+  bytes: Uint8Array;
+  /** Whether it may be sent again on a new connection. */
+  retryable: boolean;
+  /** Called once the head is sent: the relay sends the body here. */
+  sent(up: Upstream): Promise<void>;
+  /** Called with each interim (1xx) response. */
+  interim(response: ResponseHead): Promise<void>;
+}
+
+/**
+ * Sends a request upstream and reads its final response head: on this client's held
+ * connection or a pooled one to the route (else a new one), retrying once on a new connection
+ * when a reused one turns out closed before any byte of the response and the request allows it.
+ *
+ * @param ex The exchange; its `upstream` is the connection in use (the caller closes it).
+ * @param ctx Settings, pool, connect and resolve functions.
+ * @param route Where to.
+ * @param request What to send, and the relay's hooks.
+ * @returns The connection and the final response head.
+ * @throws {ProxyError} 502 or 504.
+ */
+export async function roundTrip(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  route: Route,
+  request: TripRequest,
+): Promise<{ up: Upstream; response: ResponseHead }> {
+  const { host, port } = route;
+  // A pooled connection passed the destination check for the client that opened it; the host's
+  // own addresses are allowed for clients on it only, so the others never share its pool.
+  const key = ctx.local?.loopbackClient === false
+    ? `${host}:${port} (remote clients)`
+    : `${host}:${port}`;
+  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, port, key);
+  for (;;) {
+    try {
+      try {
+        await writeAll(up.conn, request.bytes);
+      } catch (err) {
+        throw new StaleConnection(`upstream closed before the request was sent`, {
+          kind: "http_protocol_error",
+          cause: err,
+        });
+      }
+      await request.sent(up);
+      const response = await readFinalResponse(
+        ex,
+        up,
+        ctx.config,
+        route.authority,
+        request.interim,
+      );
+      return { up, response };
+    } catch (err) {
+      if (!(err instanceof StaleConnection && up.reused && request.retryable)) throw err;
+      closeQuietly(up.conn);
+      ex.upstream = undefined;
+      up = await fresh(ex, ctx, host, port, key, true);
+    }
+  }
+}
+
+/** Interim (1xx) responses relayed per exchange before the final one; more is a 502. */
+const MAX_INTERIM = 8;
+
+/**
+ * Reads response heads until a final one, handing interim ones to `onInterim`; maps failures
+ * to 502/504. The
+ * response timeout covers them all (an interim response does not restart it), and interim
+ * heads are limited in number and, together, to the head size limit.
+ */
+async function readFinalResponse(
+  ex: Exchange,
+  up: Upstream,
+  config: Config,
+  authority: string,
+  onInterim: (response: ResponseHead) => Promise<void>,
+): Promise<ResponseHead> {
+  const until = performance.now() + config.responseTimeoutMs;
+  let interimBytes = 0;
+  for (let count = 0;; count++) {
+    const response = await readResponseHead(ex, up, config, authority, count === 0, until);
+    if (response.status === 101) {
+      throw new BadGateway("upstream switched protocols without being asked", {
+        kind: "http_protocol_error",
+      });
+    }
+    if (response.status >= 200) return response;
+    interimBytes += response.size;
+    if (count >= MAX_INTERIM || interimBytes > config.maxHeaderBytes) {
+      throw new BadGateway(
+        `upstream sent more than ${MAX_INTERIM} interim responses or ${config.maxHeaderBytes} ` +
+          `bytes of them`,
+        { kind: "http_protocol_error" },
+      );
+    }
+    await onInterim(response);
+  }
+}
+
+/**
+ * Reads the upstream's response head, mapping every failure to 502 or 504; on a reused
+ * connection, a close before any byte of the first head is a StaleConnection.
+ */
+async function readResponseHead(
+  ex: Exchange,
+  up: Upstream,
+  config: Config,
+  authority: string,
+  first: boolean,
+  until: number,
+): Promise<ResponseHead & { size: number }> {
+  let bytes: Uint8Array | null;
+  const stale = first && up.reused;
+  try {
+    bytes = await up.reader.readHead({
+      maxBytes: config.maxHeaderBytes,
+      timeoutMs: Math.max(0, until - performance.now()),
+    });
+  } catch (err) {
+    if (err instanceof HeadReadError && err.reason === "timeout") {
+      throw new GatewayTimeout(
+        `no response from upstream "${authority}" within ${config.responseTimeoutMs} ms`,
+        { kind: "http_response_timeout" },
+      );
+    }
+    if (err instanceof HeadReadError && err.reason === "too-large") {
+      throw new BadGateway(
+        `response head from upstream larger than ${config.maxHeaderBytes} bytes`,
+        {
+          kind: "http_response_header_section_size",
+        },
+      );
+    }
+    const partial = err instanceof HeadReadError && err.partial;
+    throw new (stale && !partial ? StaleConnection : BadGateway)(
+      `upstream "${authority}" closed the connection ${
+        partial ? "mid-head" : "without a response"
+      }`,
+      { kind: "http_response_incomplete", cause: err },
+    );
+  }
+  if (bytes === null) {
+    throw new (stale ? StaleConnection : BadGateway)(
+      `upstream "${authority}" closed the connection without a response`,
+      { kind: "http_response_incomplete" },
+    );
+  }
+  ex.record.firstByteMs ??= performance.now() - ex.t0;
+  try {
+    return { ...parseResponseHead(bytes), size: bytes.length };
+  } catch (err) {
+    throw new BadGateway(`malformed response from upstream: ${(err as Error).message}`, {
+      kind: "http_protocol_error",
+    });
+  }
+}
