@@ -7,7 +7,7 @@
  * @module
  */
 
-import { envCredentials, hashLine, loadAuth } from "./lib/auth.ts";
+import { envCredentials, hashLine, loadAuth } from "./lib/policy/auth.ts";
 import {
   type Config,
   configFileArgs,
@@ -15,20 +15,20 @@ import {
   parseCommand,
   UsageError,
   VERSION,
-} from "./lib/config.ts";
-import { hostPort } from "./lib/dial.ts";
-import { isLoopbackListen } from "./lib/ip.ts";
+} from "./lib/cli/config.ts";
+import { hostPort } from "./lib/upstream/dial.ts";
+import { isLoopbackListen } from "./lib/policy/ip.ts";
 import { fanOut } from "./lib/exchange.ts";
-import { asciiJson, openLog, printLine } from "./lib/log.ts";
+import { asciiJson, openLog, printLine } from "./lib/observe/log.ts";
 import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
-import { type RawSummary, Summary } from "./lib/summary.ts";
-import { type AdminServer, startAdmin } from "./lib/admin.ts";
-import { Metrics } from "./lib/metrics.ts";
-import { HarFile } from "./lib/har.ts";
-import { HostAddresses } from "./lib/host_addresses.ts";
-import { guardInspector } from "./lib/inspector.ts";
-import { describePolicy } from "./lib/policy.ts";
-import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/workers.ts";
+import { type RawSummary, Summary } from "./lib/observe/summary.ts";
+import { type AdminServer, startAdmin } from "./lib/observe/admin.ts";
+import { Metrics } from "./lib/observe/metrics.ts";
+import { HarFile } from "./lib/observe/har.ts";
+import { HostAddresses } from "./lib/policy/host_addresses.ts";
+import { guardInspector } from "./lib/cli/inspector.ts";
+import { describePolicy } from "./lib/policy/policy.ts";
+import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/cli/workers.ts";
 
 /**
  * Runs the command line and returns the exit code (the process exits with it).

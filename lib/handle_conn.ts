@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeQuietly, hostPort } from "./dial.ts";
+import { closeQuietly, hostPort } from "./upstream/dial.ts";
 import {
   Aborted,
   BadRequest,
@@ -18,8 +18,8 @@ import {
   RequestTimeout,
 } from "./errors.ts";
 import type { Exchange, Route } from "./exchange.ts";
-import { forward } from "./forward.ts";
-import { type ExchangeContext, openUpstream } from "./transport.ts";
+import { forward } from "./relay/forward.ts";
+import { type ExchangeContext, openUpstream } from "./upstream/transport.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {
@@ -41,10 +41,10 @@ import {
   checkDestination,
   checkLoop,
   normalizeHost,
-} from "./policy.ts";
-import { isLoopback } from "./ip.ts";
-import { HeldUpstream } from "./pool.ts";
-import { tunnel } from "./tunnel.ts";
+} from "./policy/policy.ts";
+import { isLoopback } from "./policy/ip.ts";
+import { HeldUpstream } from "./upstream/pool.ts";
+import { tunnel } from "./relay/tunnel.ts";
 
 /** What the server sees of a connection: whether it sits between requests, and a way to end it. */
 export interface ConnState {

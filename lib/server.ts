@@ -6,15 +6,15 @@
  * @module
  */
 
-import type { Authenticator } from "./auth.ts";
-import type { Config } from "./config.ts";
-import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./dial.ts";
+import type { Authenticator } from "./policy/auth.ts";
+import type { Config } from "./cli/config.ts";
+import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./upstream/dial.ts";
 import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./exchange.ts";
-import { ConnectionLimits, RateLimiter } from "./limits.ts";
-import { UpstreamPool } from "./pool.ts";
-import { HostAddresses, OwnListeners } from "./host_addresses.ts";
-import type { LocalView } from "./policy.ts";
+import { ConnectionLimits, RateLimiter } from "./policy/limits.ts";
+import { UpstreamPool } from "./upstream/pool.ts";
+import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
+import type { LocalView } from "./policy/policy.ts";
 
 /** A listen address could not be bound; the message is one line. */
 export class ListenError extends Error {

@@ -18,7 +18,7 @@
 
 import { connect as nodeConnect } from "node:net";
 import { parseArgs } from "node:util";
-import { printLine } from "../lib/log.ts";
+import { printLine } from "../lib/observe/log.ts";
 import { startProxyProcess } from "./_proxy.ts";
 
 const { values } = parseArgs({

@@ -14,7 +14,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { printLine } from "../lib/log.ts";
+import { printLine } from "../lib/observe/log.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,

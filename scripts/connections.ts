@@ -20,7 +20,7 @@
 
 import { parseArgs } from "node:util";
 import { BufferedReader } from "../lib/http1/head.ts";
-import { printLine } from "../lib/log.ts";
+import { printLine } from "../lib/observe/log.ts";
 import { startProxyProcess } from "./_proxy.ts";
 
 const { values } = parseArgs({

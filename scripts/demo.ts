@@ -9,8 +9,8 @@
  * @module
  */
 
-import { DEFAULTS } from "../lib/config.ts";
-import { createLogger, printLine } from "../lib/log.ts";
+import { DEFAULTS } from "../lib/cli/config.ts";
+import { createLogger, printLine } from "../lib/observe/log.ts";
 import { ProxyServer } from "../lib/server.ts";
 
 const enc = new TextEncoder();

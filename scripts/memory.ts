@@ -10,7 +10,7 @@
 
 import { copyChunked } from "../lib/http1/body.ts";
 import { BufferedReader } from "../lib/http1/head.ts";
-import { printLine } from "../lib/log.ts";
+import { printLine } from "../lib/observe/log.ts";
 import { startProxyProcess } from "./_proxy.ts";
 
 const mib = Number(Deno.args[0] ?? 1024);

@@ -9,7 +9,7 @@ import {
   parseSize,
   readmeFlagTable,
   UsageError,
-} from "../lib/config.ts";
+} from "../lib/cli/config.ts";
 
 function run(args: string[]) {
   const cmd = parseCommand(args);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ConnectFn, dial, type ResolveFn } from "../lib/dial.ts";
+import { type ConnectFn, dial, type ResolveFn } from "../lib/upstream/dial.ts";
 import { BadGateway, GatewayTimeout } from "../lib/errors.ts";
 
 Deno.test("dial() connects and reports the peer address", async () => {

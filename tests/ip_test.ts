@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { inRange, isLoopback, parseCidr, parseIp } from "../lib/ip.ts";
+import { inRange, isLoopback, parseCidr, parseIp } from "../lib/policy/ip.ts";
 
 Deno.test("parseIp() reads IPv4 and IPv6, and maps ::ffff:a.b.c.d to IPv4", () => {
   assert.deepEqual(parseIp("192.0.2.3"), { version: 4, bytes: new Uint8Array([192, 0, 2, 3]) });

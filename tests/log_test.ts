@@ -10,7 +10,7 @@ import {
   formatSquid,
   formatTextClose,
   formatTextOpen,
-} from "../lib/log.ts";
+} from "../lib/observe/log.ts";
 
 function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
   return {

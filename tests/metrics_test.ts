@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { ExchangeRecord } from "../lib/exchange.ts";
-import { Metrics } from "../lib/metrics.ts";
+import { Metrics } from "../lib/observe/metrics.ts";
 
 function record(id: number): ExchangeRecord {
   return {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { BufferedReader } from "../lib/http1/head.ts";
-import { type Upstream, UpstreamPool } from "../lib/pool.ts";
+import { type Upstream, UpstreamPool } from "../lib/upstream/pool.ts";
 
 /** A fake upstream whose read stays pending until `end()`; records close(). */
 function fake(key: string) {

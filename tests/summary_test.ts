@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { ExchangeRecord } from "../lib/exchange.ts";
-import { MAX_HOSTS, OTHER, Summary } from "../lib/summary.ts";
+import { MAX_HOSTS, OTHER, Summary } from "../lib/observe/summary.ts";
 
 function ex(over: Partial<ExchangeRecord> & { destination?: string | undefined }): ExchangeRecord {
   return <ExchangeRecord> {

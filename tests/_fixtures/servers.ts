@@ -6,11 +6,11 @@
  */
 
 import { AssertionError } from "node:assert/strict";
-import { type Config, DEFAULTS } from "../../lib/config.ts";
-import type { Authenticator } from "../../lib/auth.ts";
-import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
+import { type Config, DEFAULTS } from "../../lib/cli/config.ts";
+import type { Authenticator } from "../../lib/policy/auth.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/upstream/dial.ts";
 import { BufferedReader } from "../../lib/http1/head.ts";
-import { createLogger, type LogFormat } from "../../lib/log.ts";
+import { createLogger, type LogFormat } from "../../lib/observe/log.ts";
 import { ProxyServer } from "../../lib/server.ts";
 
 /** A running in-process proxy. */

@@ -2,10 +2,10 @@ import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
-import { startAdmin } from "../../lib/admin.ts";
-import { HostAddresses } from "../../lib/host_addresses.ts";
-import { Metrics } from "../../lib/metrics.ts";
-import { Summary } from "../../lib/summary.ts";
+import { startAdmin } from "../../lib/observe/admin.ts";
+import { HostAddresses } from "../../lib/policy/host_addresses.ts";
+import { Metrics } from "../../lib/observe/metrics.ts";
+import { Summary } from "../../lib/observe/summary.ts";
 
 type Family = {
   name: string;

@@ -8,8 +8,8 @@ import {
   ITERATIONS,
   pbkdf2,
   plainCredential,
-} from "../../lib/auth.ts";
-import { checkClient } from "../../lib/policy.ts";
+} from "../../lib/policy/auth.ts";
+import { checkClient } from "../../lib/policy/policy.ts";
 import { ROOT, runCli } from "../_fixtures/cli.ts";
 import {
   curl,

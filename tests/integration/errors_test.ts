@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/upstream/dial.ts";
 import {
   answerOnce,
   getRequest,

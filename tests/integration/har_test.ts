@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import validate from "har-validator";
-import { HarFile } from "../../lib/har.ts";
+import { HarFile } from "../../lib/observe/har.ts";
 import { startCli } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin, startOrigin } from "../_fixtures/servers.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RateLimiter } from "../../lib/limits.ts";
+import { RateLimiter } from "../../lib/policy/limits.ts";
 import {
   rawExchange,
   readAll,

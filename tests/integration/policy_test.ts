@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import type { ConnectFn, ResolveFn } from "../../lib/dial.ts";
-import { isLoopback, parseCidr } from "../../lib/ip.ts";
-import { describePolicy, parseDestRule } from "../../lib/policy.ts";
-import { DEFAULTS } from "../../lib/config.ts";
+import type { ConnectFn, ResolveFn } from "../../lib/upstream/dial.ts";
+import { isLoopback, parseCidr } from "../../lib/policy/ip.ts";
+import { describePolicy, parseDestRule } from "../../lib/policy/policy.ts";
+import { DEFAULTS } from "../../lib/cli/config.ts";
 import { rawExchange, startHttpOrigin, startOrigin, startProxy } from "../_fixtures/servers.ts";
 
 Deno.test("a client outside --allow gets 403 before any of its request is read, and nothing is dialed", async () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { hashLine } from "../../lib/auth.ts";
-import { parseDestRule } from "../../lib/policy.ts";
-import type { ResolveFn } from "../../lib/dial.ts";
+import { hashLine } from "../../lib/policy/auth.ts";
+import { parseDestRule } from "../../lib/policy/policy.ts";
+import type { ResolveFn } from "../../lib/upstream/dial.ts";
 import { runCli, startCli } from "../_fixtures/cli.ts";
 import { curl, rawExchange, sleep, startHttpOrigin, startProxy } from "../_fixtures/servers.ts";
 import { listeningPorts } from "../_fixtures/sockets.ts";

@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import { escapeText } from "./log.ts";
 
 /** Most hosts counted one by one; the rest are counted together as {@linkcode OTHER}. */

@@ -9,9 +9,9 @@
  * @module
  */
 
-import { VERSION } from "./config.ts";
-import type { Field } from "./http1/parse.ts";
-import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import { VERSION } from "../cli/config.ts";
+import type { Field } from "../http1/parse.ts";
+import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import { asciiJson } from "./log.ts";
 
 const SECRET = /^(authorization|proxy-authorization|cookie|set-cookie)$/i;

@@ -8,8 +8,8 @@
 
 // deno-lint-ignore-file no-console -- the one module allowed to print (STYLE.md)
 
-import { hostPort } from "./dial.ts";
-import { type ExchangeObserver, type ExchangeRecord, fanOut, type Logger } from "./exchange.ts";
+import { hostPort } from "../upstream/dial.ts";
+import { type ExchangeObserver, type ExchangeRecord, fanOut, type Logger } from "../exchange.ts";
 
 /** Access log formats. */
 export type LogFormat = "text" | "json" | "clf" | "combined" | "csv" | "squid";

@@ -9,16 +9,16 @@
  * @module
  */
 
-import type { Authenticator } from "./auth.ts";
-import type { Config } from "./config.ts";
+import type { Authenticator } from "../policy/auth.ts";
+import type { Config } from "../cli/config.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
-import { BadGateway, GatewayTimeout } from "./errors.ts";
-import type { Exchange, Logger, Route, UpstreamUse } from "./exchange.ts";
-import { writeAll } from "./http1/body.ts";
-import { BufferedReader, HeadReadError } from "./http1/head.ts";
-import { parseResponseHead, type ResponseHead } from "./http1/parse.ts";
-import type { RateLimiter } from "./limits.ts";
-import { checkDestination, type LocalView } from "./policy.ts";
+import { BadGateway, GatewayTimeout } from "../errors.ts";
+import type { Exchange, Logger, Route, UpstreamUse } from "../exchange.ts";
+import { writeAll } from "../http1/body.ts";
+import { BufferedReader, HeadReadError } from "../http1/head.ts";
+import { parseResponseHead, type ResponseHead } from "../http1/parse.ts";
+import type { RateLimiter } from "../policy/limits.ts";
+import { checkDestination, type LocalView } from "../policy/policy.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** Shared settings of every exchange. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
+import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 
 /** Methods with a series of their own (RFC 9110 §9, PATCH, and "-" for an unparsed request). */
 const KNOWN_METHODS = new Set([

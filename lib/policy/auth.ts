@@ -15,9 +15,9 @@
  * @module
  */
 
-import { ProxyError } from "./errors.ts";
-import { listValues } from "./http1/headers.ts";
-import type { Field } from "./http1/parse.ts";
+import { ProxyError } from "../errors.ts";
+import { listValues } from "../http1/headers.ts";
+import type { Field } from "../http1/parse.ts";
 
 /** PBKDF2 iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256). */
 export const ITERATIONS = 600_000;

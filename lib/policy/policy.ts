@@ -6,9 +6,9 @@
  * @module
  */
 
-import { Forbidden, ProxyError } from "./errors.ts";
-import { listValues, VIA_NAME } from "./http1/headers.ts";
-import type { Field } from "./http1/parse.ts";
+import { Forbidden, ProxyError } from "../errors.ts";
+import { listValues, VIA_NAME } from "../http1/headers.ts";
+import type { Field } from "../http1/parse.ts";
 import type { HostAddresses, OwnListeners } from "./host_addresses.ts";
 import {
   type Cidr,

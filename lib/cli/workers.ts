@@ -8,12 +8,12 @@
  * @module
  */
 
-import { loadAuth } from "./auth.ts";
+import { loadAuth } from "../policy/auth.ts";
 import type { Config } from "./config.ts";
-import type { ExchangeObserver, ExchangeRecord } from "./exchange.ts";
-import { openLog } from "./log.ts";
-import { listenAll, ProxyServer } from "./server.ts";
-import { type RawSummary, Summary } from "./summary.ts";
+import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
+import { openLog } from "../observe/log.ts";
+import { listenAll, ProxyServer } from "../server.ts";
+import { type RawSummary, Summary } from "../observe/summary.ts";
 
 /** Messages between the main thread and a worker. */
 type ToWorker =

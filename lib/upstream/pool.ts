@@ -9,7 +9,7 @@
  */
 
 import { closeQuietly } from "./dial.ts";
-import type { BufferedReader } from "./http1/head.ts";
+import type { BufferedReader } from "../http1/head.ts";
 
 /** An upstream connection with its reader (bytes already read from it live there). */
 export interface Upstream {

@@ -11,15 +11,15 @@
  * @module
  */
 
-import type { Authenticator } from "./auth.ts";
+import type { Authenticator } from "../policy/auth.ts";
 import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from "./dashboard.ts";
-import { hostPort } from "./dial.ts";
-import type { HostAddresses } from "./host_addresses.ts";
-import { isLoopback, isUnspecified, parseIp, sameIp } from "./ip.ts";
-import type { ExchangeRecord } from "./exchange.ts";
+import { hostPort } from "../upstream/dial.ts";
+import type { HostAddresses } from "../policy/host_addresses.ts";
+import { isLoopback, isUnspecified, parseIp, sameIp } from "../policy/ip.ts";
+import type { ExchangeRecord } from "../exchange.ts";
 import { asciiJson, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
-import { normalizeHost } from "./policy.ts";
+import { normalizeHost } from "../policy/policy.ts";
 import type { Summary } from "./summary.ts";
 
 /** A running admin server. */

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { ProxyError } from "./errors.ts";
+import { ProxyError } from "../errors.ts";
 
 /** Counts open client connections, in total and per IP. */
 export class ConnectionLimits {

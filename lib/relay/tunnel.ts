@@ -10,9 +10,9 @@
  * @module
  */
 
-import { Deadline } from "./deadline.ts";
-import { closeQuietly } from "./dial.ts";
-import { writeAll } from "./http1/body.ts";
+import { Deadline } from "../deadline.ts";
+import { closeQuietly } from "../upstream/dial.ts";
+import { writeAll } from "../http1/body.ts";
 
 /** Bytes relayed each way, and why the tunnel ended if not by both sides closing. */
 export interface TunnelResult {

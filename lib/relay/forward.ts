@@ -10,11 +10,11 @@
  * @module
  */
 
-import type { Config } from "./config.ts";
-import { closeQuietly } from "./dial.ts";
-import { Deadline } from "./deadline.ts";
-import { Aborted, BadRequest, RequestTimeout } from "./errors.ts";
-import type { Exchange, Route } from "./exchange.ts";
+import type { Config } from "../cli/config.ts";
+import { closeQuietly } from "../upstream/dial.ts";
+import { Deadline } from "../deadline.ts";
+import { Aborted, BadRequest, RequestTimeout } from "../errors.ts";
+import type { Exchange, Route } from "../exchange.ts";
 import {
   BodyError,
   copyChunked,
@@ -22,19 +22,19 @@ import {
   copyUntilClose,
   joinBytes,
   writeAll,
-} from "./http1/body.ts";
-import type { BufferedReader } from "./http1/head.ts";
+} from "../http1/body.ts";
+import type { BufferedReader } from "../http1/head.ts";
 import {
   clientWantsKeepAlive,
   connectionFields,
   encodeHead,
   endToEnd,
   type Framing,
-} from "./http1/headers.ts";
-import type { RequestHead, ResponseHead } from "./http1/parse.ts";
-import { planRequest, planResponse } from "./http1/plan.ts";
-import type { Upstream } from "./pool.ts";
-import { type ExchangeContext, roundTrip } from "./transport.ts";
+} from "../http1/headers.ts";
+import type { RequestHead, ResponseHead } from "../http1/parse.ts";
+import { planRequest, planResponse } from "../http1/plan.ts";
+import type { Upstream } from "../upstream/pool.ts";
+import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */

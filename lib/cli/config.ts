@@ -6,10 +6,10 @@
  */
 
 import { parseArgs } from "node:util";
-import { type Cidr, parseCidr } from "./ip.ts";
-import { LOG_FORMATS, type LogFormat } from "./log.ts";
-import { type DestRule, normalizeHost, parseDestRule } from "./policy.ts";
-import type { PortRule } from "./policy.ts";
+import { type Cidr, parseCidr } from "../policy/ip.ts";
+import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
+import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
+import type { PortRule } from "../policy/policy.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
 export const VERSION = "0.1.0";

@@ -9,8 +9,8 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { BadGateway, GatewayTimeout } from "./errors.ts";
-import { parseIp } from "./ip.ts";
+import { BadGateway, GatewayTimeout } from "../errors.ts";
+import { parseIp } from "../policy/ip.ts";
 
 /** Deno.connect's TCP shape: what the proxy needs to open an upstream connection. */
 export type ConnectFn = (options: Deno.ConnectOptions & { signal?: AbortSignal }) => Promise<
