@@ -1,34 +1,39 @@
 /**
  * The `http-proxy` command: flags → config → `Deno.listen` on every address → serve (in N
  * workers with `--workers`); SIGINT and SIGTERM stop accepting and let exchanges in flight
- * finish for `--grace`. Errors on the command line exit 2 with one line; a listen failure
- * exits 1. Run as a worker thread, the same module serves what the main thread hands it.
+ * finish for `--grace`. A step that cannot go on throws a StartupError: one line on stderr, exit
+ * 2 for a wrong command line or setting, 1 for what the machine refused (a port in use, a file
+ * that cannot be opened). Run as a worker thread, the same module serves what the main thread
+ * hands it.
  *
  * @module
  */
 
-import { envCredentials, hashLine, loadAuth } from "./lib/policy/auth.ts";
-import {
-  type Config,
-  configFileArgs,
-  HELP,
-  parseCommand,
-  UsageError,
-  VERSION,
-} from "./lib/cli/config.ts";
-import { hostPort } from "./lib/upstream/dial.ts";
-import { isLoopbackListen } from "./lib/policy/ip.ts";
-import { fanOut } from "./lib/exchange.ts";
-import { asciiJson, openLog, printLine } from "./lib/observe/log.ts";
-import { listenAll, ListenError, ProxyServer } from "./lib/server.ts";
-import { type RawSummary, Summary } from "./lib/observe/summary.ts";
-import { type AdminServer, startAdmin } from "./lib/observe/admin.ts";
-import { Metrics } from "./lib/observe/metrics.ts";
-import { HarFile } from "./lib/observe/har.ts";
-import { HostAddresses } from "./lib/policy/host_addresses.ts";
+import { type Config, HELP, VERSION } from "./lib/cli/config.ts";
 import { guardInspector } from "./lib/cli/inspector.ts";
-import { describePolicy } from "./lib/policy/policy.ts";
+import {
+  addEnvironmentSecrets,
+  checkExposure,
+  checkPermissions,
+  type Instance,
+  loadCredentials,
+  readCommand,
+  startInstance,
+  workerCount,
+} from "./lib/cli/startup.ts";
 import { inWorker, serveWorker, startWorkers, type WorkerHandle } from "./lib/cli/workers.ts";
+import { StartupError } from "./lib/errors.ts";
+import { fanOut } from "./lib/exchange.ts";
+import { type AdminServer, startAdmin } from "./lib/observe/admin.ts";
+import { HarFile } from "./lib/observe/har.ts";
+import { asciiJson, printLine } from "./lib/observe/log.ts";
+import { Metrics } from "./lib/observe/metrics.ts";
+import { type RawSummary, Summary } from "./lib/observe/summary.ts";
+import { type Authenticator, hashLine } from "./lib/policy/auth.ts";
+import { HostAddresses } from "./lib/policy/host_addresses.ts";
+import { isLoopbackListen } from "./lib/policy/ip.ts";
+import { describePolicy } from "./lib/policy/policy.ts";
+import { hostPort } from "./lib/upstream/dial.ts";
 
 /**
  * Runs the command line and returns the exit code (the process exits with it).
@@ -40,207 +45,160 @@ export async function main(args: string[]): Promise<number> {
   if (args[0] === "hash-password") return await hashPassword(args.slice(1));
   // SIGUSR1 opens Deno's debugger: closed at once, from the first moment. If this process may
   // not close it, it stops: at once during startup (nothing to lose yet), later with no grace.
-  let cannotClose = (): void => Deno.exit(1);
+  const guard = { cannotClose: (): void => Deno.exit(1) };
   guardInspector({
     warn: (line) => printLine(line, "stderr"),
-    cannotClose: () => cannotClose(),
+    cannotClose: () => guard.cannotClose(),
   });
-  let config: Config;
   try {
-    const file = configPath(args);
-    if (file !== undefined) {
-      const missing = needs("--config", "read", file);
-      if (missing) {
-        printLine(`http-proxy: ${missing}`, "stderr");
-        return 2;
-      }
-      let text: string;
-      try {
-        text = await Deno.readTextFile(file);
-      } catch (err) {
-        throw new UsageError(`--config: cannot read "${file}": ${(err as Error).message}`);
-      }
-      args = [...configFileArgs(text, file, args), ...args];
-    }
-    const command = parseCommand(args);
-    if (command.kind === "help") {
-      printLine(HELP);
-      return 0;
-    }
-    if (command.kind === "version") {
-      printLine(`http-proxy ${VERSION}`);
-      return 0;
-    }
-    config = command.config;
+    const command = await readCommand(args);
+    if (command.kind === "help") printLine(HELP);
+    if (command.kind === "version") printLine(`http-proxy ${VERSION}`);
+    if (command.kind !== "run") return 0;
+    return await serve(command.config, guard);
   } catch (err) {
-    if (!(err instanceof UsageError)) throw err;
+    if (!(err instanceof StartupError)) throw err;
     printLine(`http-proxy: ${err.message}`, "stderr");
-    return 2;
+    return err.code;
   }
-  const fail = (message: string, code: number) => {
-    printLine(`http-proxy: ${message}`, "stderr");
-    return code;
-  };
+}
 
-  // Secrets from the environment, where `ps` does not show them.
-  config.auth.push(...envCredentials("HTTP_PROXY_AUTH"));
-  config.adminAuth.push(...envCredentials("HTTP_PROXY_ADMIN_AUTH"));
-  // An address others can reach, with nobody named as allowed, would be an open proxy.
-  const exposed = config.listen.find((a) => !isLoopbackListen(a.hostname));
-  const authed = config.auth.length > 0 || config.authFile !== undefined;
-  if (exposed && config.allow.length === 0 && !config.open && !authed) {
-    return fail(
-      `--listen ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
-        `serves anyone who reaches it; name its clients with --allow CIDR, require --auth, ` +
-        `or pass --open`,
-      2,
-    );
-  }
-  // The admin listener shows every user's URLs: beyond loopback only behind credentials.
-  if (
-    config.admin && !isLoopbackListen(config.admin.hostname) && config.adminAuth.length === 0 &&
-    config.adminAuthFile === undefined
-  ) {
-    return fail(
-      `--admin ${hostPort(config.admin.hostname, config.admin.port)}: an admin listener on a ` +
-        `non-loopback address shows every user's traffic to whoever reaches it; give admin ` +
-        `credentials (--admin-auth-file or HTTP_PROXY_ADMIN_AUTH) or listen on loopback`,
-      2,
-    );
-  }
-  // Each file flag needs its permission; say which flag lacks what, in one line.
-  const denied = needs("--auth-file", "read", config.authFile) ??
-    needs("--admin-auth-file", "read", config.adminAuthFile) ??
-    needs("--log-file", "write", config.logFile) ??
-    needs("--summary-json", "write", config.summaryJson) ??
-    needs("--har", "write", config.har);
-  if (denied) return fail(denied, 2);
-  const auth = await loadAuth(config);
-  if (typeof auth === "string") return fail(auth, 2);
-  const adminAuth = await loadAuth(
-    { auth: config.adminAuth, authFile: config.adminAuthFile },
-    { plain: "HTTP_PROXY_ADMIN_AUTH", file: "--admin-auth-file" },
-  );
-  if (typeof adminAuth === "string") return fail(adminAuth, 2);
-  const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
-  // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
-  // throwing, so ask first: the unstable net APIs exist only with the flag.
-  if (workers > 1 && typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
-    return fail(
-      `--workers: needs the --unstable-net flag of deno run (SO_REUSEPORT lets the workers ` +
-        `share the listen ports)`,
-      2,
-    );
-  }
-  const self = new URL(import.meta.url);
-  if (
-    workers > 1 && self.protocol === "file:" &&
-    Deno.permissions.querySync({ name: "read", path: self }).state !== "granted"
-  ) {
-    return fail(
-      `--workers: each worker loads this program again; run with --allow-read=${self.pathname}` +
-        ` (or the folder it is in)`,
-      2,
-    );
-  }
-  const summary = new Summary();
-  const metrics = new Metrics();
-  // For --admin: the summary of every thread's traffic, and the workers' latest gauges.
-  const everywhere = new Summary();
-  const workerGauges = new Map<number, { connections: number; idleUpstreams: number }>();
-  let har: HarFile | undefined;
-  try {
-    if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
-  } catch (err) {
-    return fail(`--har: cannot create "${config.har}": ${(err as Error).message}`, 1);
-  }
-  let log: ReturnType<typeof openLog>;
-  try {
-    // Metrics cost a little per exchange: counted only when --admin serves them.
-    const live = config.admin ? metrics : undefined;
-    log = openLog(config, [summary, ...(live ? [live, everywhere] : []), ...(har ? [har] : [])]);
-  } catch (err) {
-    return fail(`--log-file: cannot open "${config.logFile}": ${(err as Error).message}`, 1);
-  }
-  const { logger } = log;
+/** What the admin listener and the reports read: every thread's traffic. */
+interface Reports {
+  /** Metrics of every thread (counted only with --admin). */
+  metrics: Metrics;
+  /** The summary of every thread's traffic, for /api/summary. */
+  everywhere: Summary;
+  /** The --har file, if any. */
+  har: HarFile | undefined;
+  /** The workers' latest gauges. */
+  workerGauges: Map<number, { connections: number; idleUpstreams: number }>;
+}
 
-  let listeners: Deno.TcpListener[];
-  try {
-    listeners = listenAll(config.listen, workers > 1);
-  } catch (err) {
-    log.close();
-    if (!(err instanceof ListenError)) throw err;
-    return fail(err.message, 1);
-  }
+/**
+ * Serves until SIGINT or SIGTERM, as a short list of steps.
+ *
+ * @param config The config from the command line.
+ * @param guard Where the debugger guard learns how to stop the proxy once it serves.
+ * @returns The exit code.
+ */
+async function serve(config: Config, guard: { cannotClose: () => void }): Promise<number> {
+  addEnvironmentSecrets(config);
+  checkExposure(config);
+  checkPermissions(config);
+  const { auth, adminAuth } = await loadCredentials(config);
+  const workers = workerCount(config, new URL(import.meta.url));
+  const reports = openReports(config);
   const hostAddresses = new HostAddresses();
+  let instance: Instance | undefined;
   // The admin listener first, so the proxy (and every worker) knows its real port and never
   // relays a request to it.
-  let admin: AdminServer | undefined;
-  // Assigned once, after the admin listener whose gauges read it (so not a const).
-  // deno-lint-ignore prefer-const
-  let server: ProxyServer | undefined;
+  const admin = startAdminListener(config, reports, adminAuth, hostAddresses, () => instance);
+  if (admin) config = { ...config, admin: admin.bound };
   let others: WorkerHandle[] = [];
-  if (config.admin) {
-    try {
-      const sum = (pick: (g: { connections: number; idleUpstreams: number }) => number) =>
-        [...workerGauges.values()].reduce((n, g) => n + pick(g), 0);
-      admin = startAdmin(config.admin, {
-        metrics,
-        summary: everywhere,
-        gauges: {
-          connections: () => (server?.connections ?? 0) + sum((g) => g.connections),
-          idleUpstreams: () => (server?.idleUpstreams ?? 0) + sum((g) => g.idleUpstreams),
-        },
-        auth: adminAuth,
-        hosts: config.adminHosts,
-        hostAddresses,
-      });
-    } catch (err) {
-      for (const l of listeners) l.close();
-      log.close();
-      const why = err instanceof Deno.errors.AddrInUse
-        ? "address already in use"
-        : (err as Error).message;
-      return fail(
-        `--admin: cannot listen on ${hostPort(config.admin.hostname, config.admin.port)}: ${why}`,
-        1,
-      );
-    }
-    config = { ...config, admin: admin.bound };
-  }
-  server = new ProxyServer(listeners, {
-    config,
-    logger,
-    ids: { first: 1, step: workers },
-    hostAddresses,
-    ...(auth ? { auth } : {}),
-  });
-  const bound = server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
   try {
+    // Metrics cost a little per exchange: counted only when --admin serves them.
+    const watchers = [
+      ...(admin ? [reports.metrics, reports.everywhere] : []),
+      ...(reports.har ? [reports.har] : []),
+    ];
+    instance = startInstance(config, { index: 0, count: workers, watchers, auth, hostAddresses });
+    const bound = instance.server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
+    config = { ...config, listen: bound };
     others = await startWorkers(
       import.meta.url,
-      { ...config, listen: bound },
+      config,
       workers,
-      config.admin
+      admin
         ? {
-          ...fanOut(metrics, everywhere),
+          ...fanOut(reports.metrics, reports.everywhere),
           gauges: (i, connections, idleUpstreams) =>
-            workerGauges.set(i, { connections, idleUpstreams }),
+            reports.workerGauges.set(i, { connections, idleUpstreams }),
         }
         : undefined,
     );
   } catch (err) {
-    await server.shutdown(0);
+    await instance?.server.shutdown(0);
+    instance?.log.close();
     await admin?.shutdown();
-    log.close();
-    return fail((err as Error).message, 1);
+    reports.har?.close();
+    throw err instanceof StartupError ? err : new StartupError((err as Error).message, 1);
   }
-  const addrs = bound.map((a) => hostPort(a.hostname, a.port)).join(", ");
+  announce(config, instance, workers, auth, admin, adminAuth, hostAddresses);
+  return await runUntilStopped(config, instance, others, admin, reports, guard);
+}
+
+/**
+ * Opens what reports on every thread's traffic: metrics, the all-threads summary, the HAR file.
+ *
+ * @throws {StartupError} when the HAR file cannot be created (exit 1).
+ */
+function openReports(config: Config): Reports {
+  let har: HarFile | undefined;
+  try {
+    if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
+  } catch (err) {
+    throw new StartupError(`--har: cannot create "${config.har}": ${(err as Error).message}`, 1);
+  }
+  return { metrics: new Metrics(), everywhere: new Summary(), har, workerGauges: new Map() };
+}
+
+/**
+ * Starts the admin listener (`--admin`), if asked for.
+ *
+ * @throws {StartupError} when its address cannot be bound (exit 1).
+ */
+function startAdminListener(
+  config: Config,
+  reports: Reports,
+  adminAuth: Authenticator | undefined,
+  hostAddresses: HostAddresses,
+  instance: () => Instance | undefined,
+): AdminServer | undefined {
+  if (!config.admin) return undefined;
+  const sum = (pick: (g: { connections: number; idleUpstreams: number }) => number) =>
+    [...reports.workerGauges.values()].reduce((n, g) => n + pick(g), 0);
+  try {
+    return startAdmin(config.admin, {
+      metrics: reports.metrics,
+      summary: reports.everywhere,
+      gauges: {
+        connections: () => (instance()?.server.connections ?? 0) + sum((g) => g.connections),
+        idleUpstreams: () => (instance()?.server.idleUpstreams ?? 0) + sum((g) => g.idleUpstreams),
+      },
+      auth: adminAuth,
+      hosts: config.adminHosts,
+      hostAddresses,
+    });
+  } catch (err) {
+    reports.har?.close();
+    const why = err instanceof Deno.errors.AddrInUse
+      ? "address already in use"
+      : (err as Error).message;
+    throw new StartupError(
+      `--admin: cannot listen on ${hostPort(config.admin.hostname, config.admin.port)}: ${why}`,
+      1,
+    );
+  }
+}
+
+/** The startup lines: where it listens, who may use it and where they may go, the admin URL. */
+function announce(
+  config: Config,
+  instance: Instance,
+  workers: number,
+  auth: Authenticator | undefined,
+  admin: AdminServer | undefined,
+  adminAuth: Authenticator | undefined,
+  hostAddresses: HostAddresses,
+): void {
+  const { logger } = instance.log;
+  const addrs = config.listen.map((a) => hostPort(a.hostname, a.port)).join(", ");
   logger.info(
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
-  const users = auth?.users ?? 0;
-  for (const line of describePolicy(config, users)) logger.info(line);
+  for (const line of describePolicy(config, auth?.users ?? 0)) logger.info(line);
+  const exposed = config.listen.some((a) => !isLoopbackListen(a.hostname));
   if (exposed && !hostAddresses.complete) {
     logger.info(
       "warning: without --allow-sys the proxy cannot read this host's interface addresses, so " +
@@ -253,7 +211,25 @@ export async function main(args: string[]): Promise<number> {
         (adminAuth ? `asks for admin credentials` : `no credentials (loopback only)`),
     );
   }
+}
 
+/**
+ * Serves until a stop signal, answering SIGUSR2 (summary) and SIGHUP (reopen the log) on the
+ * way, then shuts down: grace for exchanges in flight, the final summary, the HAR file closed
+ * and the log flushed whatever happens.
+ *
+ * @returns The exit code: 0, or 1 when a debugger opened that could not be closed.
+ */
+async function runUntilStopped(
+  config: Config,
+  instance: Instance,
+  others: WorkerHandle[],
+  admin: AdminServer | undefined,
+  reports: Reports,
+  guard: { cannotClose: () => void },
+): Promise<number> {
+  const { server, log, summary } = instance;
+  const { logger } = log;
   // The per-host summary, all threads merged: on SIGUSR2, every --summary-every, and at exit.
   const publish = async (fromWorkers: (RawSummary | undefined)[]) => {
     const all = new Summary();
@@ -284,12 +260,12 @@ export async function main(args: string[]): Promise<number> {
   const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
   const handlers = signals.map((s) => [s, () => stop(s)] as const);
   for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-  cannotClose = () => stop("SIGUSR1");
+  guard.cannotClose = () => stop("SIGUSR1");
   const signal = await stopped;
   const graceMs = signal === "SIGUSR1" ? 0 : config.graceMs;
   logger.info(
     `${signal}: shutting down, ${server.connections} connection(s) open` +
-      `${workers > 1 ? " in the main thread" : ""}, up to ${graceMs} ms grace`,
+      `${others.length > 0 ? " in the main thread" : ""}, up to ${graceMs} ms grace`,
   );
   // A second signal means now.
   for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
@@ -313,35 +289,12 @@ export async function main(args: string[]): Promise<number> {
   } catch (err) {
     logger.info(`shutdown: could not write the summary: ${(err as Error)?.stack ?? err}`);
   } finally {
-    har?.close();
+    reports.har?.close();
     logger.info("stopped");
     log.close();
   }
   // Stopped because a debugger opened that could not be closed: a failure for the supervisor.
   return signal === "SIGUSR1" ? 1 : 0;
-}
-
-/**
- * The one-line error for a file flag whose permission is missing, or undefined when granted.
- *
- * @param flag The flag, for the message.
- * @param name The permission.
- * @param path The file, or undefined when the flag is not used.
- * @returns The message, or undefined.
- */
-function needs(flag: string, name: "read" | "write", path: string | undefined): string | undefined {
-  if (path === undefined || Deno.permissions.querySync({ name, path }).state === "granted") return;
-  return `${flag}: no permission to ${name} "${path}"; run with --allow-${name}=${path}`;
-}
-
-/** The `--config` path on the command line, if any (`--config PATH` or `--config=PATH`). */
-function configPath(args: string[]): string | undefined {
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === "--config") return args[i + 1];
-    if (a.startsWith("--config=")) return a.slice("--config=".length);
-  }
-  return undefined;
 }
 
 /**

@@ -160,3 +160,24 @@ export class Aborted extends Error {
     this.kind = kind;
   }
 }
+
+/**
+ * A reason the proxy cannot start: one line for stderr, and the exit code (2 for a command
+ * line or a setting that is wrong, 1 for what the machine refused: a port in use, a file that
+ * cannot be opened). Thrown by every startup step; `main()` prints it and exits with it.
+ */
+export class StartupError extends Error {
+  /** The exit code. */
+  readonly code: 1 | 2;
+
+  /**
+   * @param message The one-line cause, naming the flag.
+   * @param code The exit code. @default 2
+   * @param options The underlying error.
+   */
+  constructor(message: string, code: 1 | 2 = 2, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}

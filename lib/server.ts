@@ -6,6 +6,7 @@
  * @module
  */
 
+import { StartupError } from "./errors.ts";
 import type { Authenticator } from "./policy/auth.ts";
 import type { Config } from "./cli/config.ts";
 import { closeQuietly, type ConnectFn, hostPort, type ResolveFn } from "./upstream/dial.ts";
@@ -17,14 +18,13 @@ import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
 
 /** A listen address could not be bound; the message is one line. */
-export class ListenError extends Error {
+export class ListenError extends StartupError {
   /**
    * @param message The one-line cause.
    * @param options The underlying error.
    */
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ListenError";
+    super(message, 1, options);
   }
 }
 

@@ -6,6 +6,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { StartupError } from "../errors.ts";
 import { type Cidr, parseCidr } from "../policy/ip.ts";
 import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
@@ -148,13 +149,12 @@ export const DEFAULTS: Config = {
 };
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
-export class UsageError extends Error {
+export class UsageError extends StartupError {
   /**
    * @param message The one-line cause.
    */
   constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
+    super(message, 2);
   }
 }
 

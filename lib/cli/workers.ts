@@ -8,11 +8,10 @@
  * @module
  */
 
-import { loadAuth } from "../policy/auth.ts";
 import type { Config } from "./config.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
-import { openLog } from "../observe/log.ts";
-import { listenAll, ProxyServer } from "../server.ts";
+import type { ProxyServer } from "../server.ts";
+import { loadCredentials, startInstance } from "./startup.ts";
 import { type RawSummary, Summary } from "../observe/summary.ts";
 
 /** Messages between the main thread and a worker. */
@@ -139,30 +138,29 @@ export function serveWorker(): void {
   let closeLog: (() => void) | undefined;
   let reopenLog: (() => void) | undefined;
   let stopping = false;
-  const summary = new Summary();
+  let summary = new Summary();
   let gaugeTimer: ReturnType<typeof setInterval> | undefined;
   scope.onmessage = async (e) => {
     const msg = e.data;
     if (msg.kind === "start") {
       try {
-        const auth = await loadAuth(msg.config);
-        if (typeof auth === "string") throw new Error(auth);
+        const { auth } = await loadCredentials(msg.config);
         // With --admin, the main thread's listener shows every worker's traffic: send it there.
         const live = msg.config.admin !== undefined;
         const report: ExchangeObserver = {
           opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }),
           closed: (ex: ExchangeRecord) => scope.postMessage({ kind: "closed", ex }),
         };
-        const log = openLog(msg.config, [summary, ...(live ? [report] : [])]);
-        closeLog = log.close;
-        reopenLog = log.reopen;
-        const listeners = listenAll(msg.config.listen, true);
-        server = new ProxyServer(listeners, {
-          config: msg.config,
-          logger: log.logger,
-          ids: { first: msg.index + 1, step: msg.count },
-          ...(auth ? { auth } : {}),
+        const instance = startInstance(msg.config, {
+          index: msg.index,
+          count: msg.count,
+          watchers: live ? [report] : [],
+          auth,
         });
+        server = instance.server;
+        summary = instance.summary;
+        closeLog = instance.log.close;
+        reopenLog = instance.log.reopen;
         if (live) {
           gaugeTimer = setInterval(() => {
             scope.postMessage({

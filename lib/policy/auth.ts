@@ -15,7 +15,7 @@
  * @module
  */
 
-import { ProxyError } from "../errors.ts";
+import { ProxyError, StartupError } from "../errors.ts";
 import { listValues } from "../http1/headers.ts";
 import type { Field } from "../http1/parse.ts";
 
@@ -311,16 +311,17 @@ export class Authenticator {
  *
  * @param config The auth settings.
  * @param flags The flag names for messages. @default { plain: "--auth", file: "--auth-file" }
- * @returns The authenticator, undefined when no auth is configured, or a one-line error.
+ * @returns The authenticator, or undefined when no auth is configured.
+ * @throws {StartupError} naming the flag, for a bad credential or an unreadable file.
  */
 export async function loadAuth(
   config: { auth: readonly string[]; authFile?: string | undefined },
   flags = { plain: "--auth", file: "--auth-file" },
-): Promise<Authenticator | undefined | string> {
+): Promise<Authenticator | undefined> {
   const credentials: Credential[] = [];
   for (const text of config.auth) {
     const cred = await plainCredential(text);
-    if (typeof cred === "string") return `${flags.plain}: ${cred}`;
+    if (typeof cred === "string") throw new StartupError(`${flags.plain}: ${cred}`);
     credentials.push(cred);
   }
   if (config.authFile !== undefined) {
@@ -328,11 +329,17 @@ export async function loadAuth(
     try {
       text = await Deno.readTextFile(config.authFile);
     } catch (err) {
-      return `${flags.file}: cannot read "${config.authFile}": ${(err as Error).message}`;
+      throw new StartupError(
+        `${flags.file}: cannot read "${config.authFile}": ${(err as Error).message}`,
+      );
     }
     const found = fileCredentials(text);
-    if (typeof found === "string") return `${flags.file}: "${config.authFile}" ${found}`;
-    if (found.length === 0) return `${flags.file}: "${config.authFile}" holds no user`;
+    if (typeof found === "string") {
+      throw new StartupError(`${flags.file}: "${config.authFile}" ${found}`);
+    }
+    if (found.length === 0) {
+      throw new StartupError(`${flags.file}: "${config.authFile}" holds no user`);
+    }
     credentials.push(...found);
   }
   return credentials.length > 0 ? new Authenticator(credentials) : undefined;

@@ -1,0 +1,233 @@
+/**
+ * The startup steps `main()` lists, each a function that either returns what the next step
+ * needs or throws a {@linkcode StartupError} (one line, an exit code): read the command, refuse
+ * an exposed setup, check file permissions, load credentials, count workers, and
+ * {@linkcode startInstance}, which the main thread and every worker run alike (log and
+ * observers, listeners, the server).
+ *
+ * @module
+ */
+
+import { StartupError } from "../errors.ts";
+import type { ExchangeObserver } from "../exchange.ts";
+import { openLog } from "../observe/log.ts";
+import { Summary } from "../observe/summary.ts";
+import { type Authenticator, envCredentials, loadAuth } from "../policy/auth.ts";
+import type { HostAddresses } from "../policy/host_addresses.ts";
+import { isLoopbackListen } from "../policy/ip.ts";
+import { listenAll, ProxyServer } from "../server.ts";
+import { hostPort } from "../upstream/dial.ts";
+import { type Command, type Config, configFileArgs, parseCommand, UsageError } from "./config.ts";
+
+/**
+ * Reads the command line, with a `--config` file's flags placed before it.
+ *
+ * @param args The arguments.
+ * @returns Help, version, or the config to run with.
+ * @throws {StartupError} for a bad flag or an unreadable file.
+ */
+export async function readCommand(args: string[]): Promise<Command> {
+  const file = configPath(args);
+  if (file !== undefined) {
+    const missing = needs("--config", "read", file);
+    if (missing) throw new StartupError(missing);
+    let text: string;
+    try {
+      text = await Deno.readTextFile(file);
+    } catch (err) {
+      throw new UsageError(`--config: cannot read "${file}": ${(err as Error).message}`);
+    }
+    args = [...configFileArgs(text, file, args), ...args];
+  }
+  return parseCommand(args);
+}
+
+/** The `--config` path on the command line, if any (`--config PATH` or `--config=PATH`). */
+function configPath(args: string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--config") return args[i + 1];
+    if (a.startsWith("--config=")) return a.slice("--config=".length);
+  }
+  return undefined;
+}
+
+/**
+ * Adds the credentials given in the environment, where `ps` does not show them.
+ *
+ * @param config The config, changed in place.
+ */
+export function addEnvironmentSecrets(config: Config): void {
+  config.auth.push(...envCredentials("HTTP_PROXY_AUTH"));
+  config.adminAuth.push(...envCredentials("HTTP_PROXY_ADMIN_AUTH"));
+}
+
+/**
+ * Refuses a setup that would serve anyone: a proxy on an address others can reach with nobody
+ * named as allowed (an open proxy), or an admin listener beyond loopback without credentials.
+ *
+ * @param config The config.
+ * @throws {StartupError} naming the flag.
+ */
+export function checkExposure(config: Config): void {
+  const exposed = config.listen.find((a) => !isLoopbackListen(a.hostname));
+  const authed = config.auth.length > 0 || config.authFile !== undefined;
+  if (exposed && config.allow.length === 0 && !config.open && !authed) {
+    throw new StartupError(
+      `--listen ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
+        `serves anyone who reaches it; name its clients with --allow CIDR, require --auth, ` +
+        `or pass --open`,
+    );
+  }
+  if (
+    config.admin && !isLoopbackListen(config.admin.hostname) && config.adminAuth.length === 0 &&
+    config.adminAuthFile === undefined
+  ) {
+    throw new StartupError(
+      `--admin ${hostPort(config.admin.hostname, config.admin.port)}: an admin listener on a ` +
+        `non-loopback address shows every user's traffic to whoever reaches it; give admin ` +
+        `credentials (--admin-auth-file or HTTP_PROXY_ADMIN_AUTH) or listen on loopback`,
+    );
+  }
+}
+
+/**
+ * Checks that every file flag has its permission, naming the flag and the `--allow-…` to add.
+ *
+ * @param config The config.
+ * @throws {StartupError} for the first one missing.
+ */
+export function checkPermissions(config: Config): void {
+  const denied = needs("--auth-file", "read", config.authFile) ??
+    needs("--admin-auth-file", "read", config.adminAuthFile) ??
+    needs("--log-file", "write", config.logFile) ??
+    needs("--summary-json", "write", config.summaryJson) ??
+    needs("--har", "write", config.har);
+  if (denied) throw new StartupError(denied);
+}
+
+/**
+ * The one-line error for a file flag whose permission is missing, or undefined when granted.
+ *
+ * @param flag The flag, for the message.
+ * @param name The permission.
+ * @param path The file, or undefined when the flag is not used.
+ * @returns The message, or undefined.
+ */
+function needs(flag: string, name: "read" | "write", path: string | undefined): string | undefined {
+  if (path === undefined || Deno.permissions.querySync({ name, path }).state === "granted") return;
+  return `${flag}: no permission to ${name} "${path}"; run with --allow-${name}=${path}`;
+}
+
+/**
+ * Loads the proxy's and the admin listener's credentials.
+ *
+ * @param config The config.
+ * @returns Both authenticators (undefined where none is configured).
+ * @throws {StartupError} for a bad credential or an unreadable file.
+ */
+export async function loadCredentials(
+  config: Config,
+): Promise<{ auth: Authenticator | undefined; adminAuth: Authenticator | undefined }> {
+  const auth = await loadAuth(config);
+  const adminAuth = await loadAuth(
+    { auth: config.adminAuth, authFile: config.adminAuthFile },
+    { plain: "HTTP_PROXY_ADMIN_AUTH", file: "--admin-auth-file" },
+  );
+  return { auth, adminAuth };
+}
+
+/**
+ * How many threads serve (`--workers`), once what they need is known to be there.
+ *
+ * @param config The config.
+ * @param program The program's module URL (each worker loads it again).
+ * @returns The count, the main thread included.
+ * @throws {StartupError} without `--unstable-net` or read access to the program.
+ */
+export function workerCount(config: Config, program: URL): number {
+  const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
+  if (workers === 1) return 1;
+  // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
+  // throwing, so ask first: the unstable net APIs exist only with the flag.
+  if (typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
+    throw new StartupError(
+      `--workers: needs the --unstable-net flag of deno run (SO_REUSEPORT lets the workers ` +
+        `share the listen ports)`,
+    );
+  }
+  if (
+    program.protocol === "file:" &&
+    Deno.permissions.querySync({ name: "read", path: program }).state !== "granted"
+  ) {
+    throw new StartupError(
+      `--workers: each worker loads this program again; run with --allow-read=${program.pathname}` +
+        ` (or the folder it is in)`,
+    );
+  }
+  return workers;
+}
+
+/** What {@linkcode startInstance} needs besides the config. */
+export interface InstanceOptions {
+  /** This thread's index and the thread count (exchange ids: index+1, index+1+count, …). */
+  index: number;
+  /** The thread count. */
+  count: number;
+  /** Observers of every exchange besides the access log and the summary. */
+  watchers: ExchangeObserver[];
+  /** Proxy credentials, when configured. */
+  auth: Authenticator | undefined;
+  /** The host's addresses (the main thread shares its set with the admin listener). */
+  hostAddresses?: HostAddresses;
+}
+
+/** A serving thread: its server, its log, its summary. */
+export interface Instance {
+  /** The proxy server. */
+  server: ProxyServer;
+  /** The access log: its logger, and closing and reopening its file. */
+  log: ReturnType<typeof openLog>;
+  /** This thread's traffic summary. */
+  summary: Summary;
+}
+
+/**
+ * Starts one serving thread (the main thread and every worker alike): opens the access log with
+ * the summary and the other observers, binds the listen addresses (sharing them with
+ * SO_REUSEPORT when there are workers), and starts the server.
+ *
+ * @param config The config (the listen ports real, the admin address bound).
+ * @param options Thread index and count, observers, credentials, host addresses.
+ * @returns The instance.
+ * @throws {StartupError} when the log file cannot be opened (exit 1) or an address cannot be
+ *   bound (exit 1).
+ */
+export function startInstance(config: Config, options: InstanceOptions): Instance {
+  const summary = new Summary();
+  let log: ReturnType<typeof openLog>;
+  try {
+    log = openLog(config, [summary, ...options.watchers]);
+  } catch (err) {
+    throw new StartupError(
+      `--log-file: cannot open "${config.logFile}": ${(err as Error).message}`,
+      1,
+      { cause: err },
+    );
+  }
+  let listeners: Deno.TcpListener[];
+  try {
+    listeners = listenAll(config.listen, options.count > 1);
+  } catch (err) {
+    log.close();
+    throw err;
+  }
+  const server = new ProxyServer(listeners, {
+    config,
+    logger: log.logger,
+    ids: { first: options.index + 1, step: options.count },
+    ...(options.hostAddresses ? { hostAddresses: options.hostAddresses } : {}),
+    ...(options.auth ? { auth: options.auth } : {}),
+  });
+  return { server, log, summary };
+}
