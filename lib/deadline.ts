@@ -11,6 +11,8 @@
 
 /** How often live deadlines are checked, in ms; also the most a deadline fires late. */
 export const TICK_MS = 50;
+/** How far away a parked deadline is: never, in practice (about 25 days). */
+const PARKED_MS = 2 ** 31;
 
 const live = new Set<Deadline>();
 let ticker: ReturnType<typeof setInterval> | undefined;
@@ -71,6 +73,11 @@ export class Deadline {
    */
   reset(ms: number): void {
     if (!this.#expired) this.at = performance.now() + ms;
+  }
+
+  /** Moves it out of reach (it stays live, so the ticker keeps running) until the next reset. */
+  park(): void {
+    this.reset(PARKED_MS);
   }
 
   /** Expires it now (the ticker calls this). */

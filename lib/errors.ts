@@ -39,10 +39,66 @@ export function reasonPhrase(status: number): string {
   return REASONS[status] ?? "Unknown";
 }
 
+/** What an error kind means and how the proxy answers it. */
+export interface ErrorKindInfo {
+  /** The statuses answered with this kind (none: the connection just closes, nothing sent). */
+  statuses: readonly number[];
+  /** What happened. */
+  what: string;
+}
+
+/**
+ * Every kind of failure the proxy logs, answers (in `Proxy-Status`, RFC 9209 §2.3) and counts
+ * (`http_proxy_errors_total{kind}`): the RFC's error types it uses, and three of its own for a
+ * client's or a tunnel's failure, where nothing can be answered. A kind not in this table does
+ * not type-check.
+ */
+export const ERROR_KINDS = {
+  http_request_error: {
+    statuses: [400, 408, 414, 417, 431],
+    what: "the request is malformed, too large, too slow or asks for what the proxy cannot do",
+  },
+  http_request_denied: {
+    statuses: [403, 405, 407, 429, 508],
+    what: "policy, credentials, the rate limit or loop detection refused the request",
+  },
+  connection_limit_reached: {
+    statuses: [503],
+    what: "too many connections (in all or from one address), or too many logins at once",
+  },
+  dns_error: { statuses: [502], what: "the target name did not resolve" },
+  connection_refused: { statuses: [502], what: "the upstream refused the connection" },
+  connection_timeout: { statuses: [504], what: "the upstream connection did not open in time" },
+  destination_unavailable: { statuses: [502], what: "the upstream could not be reached" },
+  http_response_timeout: {
+    statuses: [504],
+    what: "no response head in time (504), or the response body stalled (after it began)",
+  },
+  http_response_incomplete: {
+    statuses: [502],
+    what: "the upstream closed before (502) or while (just close) sending its response",
+  },
+  http_response_header_section_size: {
+    statuses: [502],
+    what: "the upstream's response head was too large",
+  },
+  http_protocol_error: {
+    statuses: [502],
+    what: "the upstream's response was malformed, or it switched protocols unasked",
+  },
+  proxy_internal_error: { statuses: [500, 502], what: "a failure inside the proxy" },
+  client_closed: { statuses: [], what: "the client left (closed or reset) mid-exchange" },
+  client_timeout: { statuses: [], what: "the client took no byte for --write-timeout" },
+  tunnel_error: { statuses: [], what: "a CONNECT tunnel failed (reset, stalled or idle)" },
+} as const satisfies Record<string, ErrorKindInfo>;
+
+/** One of {@linkcode ERROR_KINDS}. */
+export type ErrorKind = keyof typeof ERROR_KINDS;
+
 /** Options of a {@linkcode ProxyError}. */
 export interface ProxyErrorOptions extends ErrorOptions {
   /** RFC 9209 Proxy-Status error type, e.g. `dns_error`. @default "proxy_internal_error" */
-  kind?: string;
+  kind?: ErrorKind;
   /** Close the client connection after answering, even if it could be kept alive. @default false */
   close?: boolean;
   /** Extra response fields (e.g. Proxy-Authenticate). @default [] */
@@ -54,7 +110,7 @@ export class ProxyError extends Error {
   /** The HTTP status the client receives. */
   readonly status: number;
   /** RFC 9209 Proxy-Status error type. */
-  readonly kind: string;
+  readonly kind: ErrorKind;
   /** Whether the client connection must be closed after the answer. */
   readonly close: boolean;
   /** Extra response fields. */
@@ -147,14 +203,14 @@ export class GatewayTimeout extends ProxyError {
  */
 export class Aborted extends Error {
   /** RFC 9209-style kind for the log, e.g. `http_response_incomplete`. */
-  readonly kind: string;
+  readonly kind: ErrorKind;
 
   /**
    * @param message What happened, e.g. `upstream closed mid-body`.
    * @param kind The kind of failure for the log.
    * @param options The cause.
    */
-  constructor(message: string, kind: string, options?: ErrorOptions) {
+  constructor(message: string, kind: ErrorKind, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
     this.kind = kind;

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { ErrorKind } from "./errors.ts";
 import type { BufferedReader } from "./http1/head.ts";
 import type { Framing } from "./http1/headers.ts";
 
@@ -66,7 +67,7 @@ export interface ExchangeRecord {
   /** One-line cause when the exchange failed. */
   error?: string;
   /** The failure's kind (RFC 9209 Proxy-Status error type, or e.g. `client_closed`). */
-  errorKind?: string;
+  errorKind?: ErrorKind;
   /** Whether this is a CONNECT tunnel. */
   tunnel: boolean;
   /** Whether the open line was already written. */

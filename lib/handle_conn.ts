@@ -1,9 +1,11 @@
 /**
- * One client connection, read top to bottom like a checklist: read a head (size cap, deadline)
- * → parse → CONNECT or forward → answer → next request or close. This is the one catch site:
- * a ProxyError is answered with its status if no response byte went out yet, anything else is
- * logged with its stack and answered 500, and every path closes the upstream socket. Only this
- * module and `server.ts` own sockets.
+ * One client connection, read top to bottom like a checklist: client check → head (size cap,
+ * deadline) → parse → rate limit and auth → target and policy, once for CONNECT and plain HTTP
+ * ({@linkcode target}) → tunnel or forward → answer → next request or close. This is the one
+ * catch site: a ProxyError is answered with its status if no response byte went out yet,
+ * anything else is logged with its stack and answered 500, and every path closes the upstream
+ * socket. Sockets are owned here and in `server.ts`, `relay/` and `upstream/` (see
+ * docs/architecture.md).
  *
  * @module
  */
@@ -80,7 +82,10 @@ export async function handleConn(
   const held = ctx.pool ? new HeldUpstream(ctx.pool, config.upstreamIdleTimeoutMs) : undefined;
   // The rules about this host itself depend on whether the client is on it.
   const local = ctx.local && { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
-  if (held || local) ctx = { ...ctx, ...(held ? { held } : {}), ...(local ? { local } : {}) };
+  // One write deadline for the connection's life, parked between writes (see toClient).
+  const clientWrite = new Deadline(config.writeTimeoutMs, () => new Error("client write stalled"));
+  clientWrite.park();
+  ctx = { ...ctx, clientWrite, ...(held ? { held } : {}), ...(local ? { local } : {}) };
   let first = true;
   let current: Exchange | undefined;
   // Closing only the client would leave an exchange blocked on an upstream read.
@@ -89,6 +94,7 @@ export async function handleConn(
     closeQuietly(current?.upstream);
     held?.close();
   };
+  clientWrite.promise.catch(() => state.abort?.());
   try {
     conn.setNoDelay(true);
   } catch {
@@ -137,6 +143,7 @@ export async function handleConn(
       if (!keep) return;
     }
   } finally {
+    clientWrite.cancel();
     closeQuietly(conn);
     held?.release();
   }

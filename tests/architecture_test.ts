@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { ERROR_KINDS } from "../lib/errors.ts";
 
 const lib = new URL("../lib/", import.meta.url);
 
@@ -76,4 +77,10 @@ Deno.test("the pure modules use no Deno API", async () => {
     const code = text.replace(/\/\*[\s\S]*?\*\//g, "").replace(/\/\/.*$/gm, "");
     assert.doesNotMatch(code, /\bDeno\./, `${m} uses Deno`);
   }
+});
+
+Deno.test("every error kind of the table is in the README's Errors section", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const errors = readme.slice(readme.indexOf("## Errors"), readme.indexOf("## Performance"));
+  for (const kind of Object.keys(ERROR_KINDS)) assert.ok(errors.includes(`\`${kind}\``), kind);
 });

@@ -2,7 +2,7 @@
  * The forwarding decisions, free of I/O (mitmproxy's `assemble.py`, the decision half of Go's
  * `ReverseProxy`): what goes upstream for a client's request, and what goes back to the client
  * for an upstream's response, with the keep-alive and reuse decisions that come with it. Head
- * values in, head bytes and flags out; the relay (`forward.ts`) does the sending.
+ * values in, head bytes and flags out; the relay (`relay/forward.ts`) does the sending.
  *
  * @module
  */

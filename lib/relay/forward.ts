@@ -12,7 +12,6 @@
 
 import type { Config } from "../cli/config.ts";
 import { closeQuietly } from "../upstream/dial.ts";
-import { Deadline } from "../deadline.ts";
 import { Aborted, BadRequest, RequestTimeout } from "../errors.ts";
 import type { Exchange, Route } from "../exchange.ts";
 import {
@@ -84,7 +83,7 @@ export async function forward(
       bytes: smallBody ? joinBytes(requestHead, smallBody) : requestHead,
       retryable,
       async sent(up) {
-        if (sendContinue) await toClient(ex, CONTINUE, config);
+        if (sendContinue) await toClient(ex, CONTINUE, ctx);
         if (framing.kind !== "none" && !smallBody) {
           upstreamBroke = await sendBody(ex, framing, config, up.conn);
         }
@@ -100,7 +99,7 @@ export async function forward(
         await toClient(
           ex,
           encodeHead(`HTTP/1.1 ${response.status} ${response.reason}`, fields),
-          config,
+          ctx,
         );
       },
     });
@@ -132,10 +131,10 @@ export async function forward(
     ? up.reader.takeBuffered(body.length)
     : null;
   if (small) {
-    await toClient(ex, joinBytes(answer.head, small), config);
+    await toClient(ex, joinBytes(answer.head, small), ctx);
     ex.record.bytesDown = small.length;
   } else {
-    await toClient(ex, answer.head, config);
+    await toClient(ex, answer.head, ctx);
     await receiveBody(ex, body, answer.out, up.reader, config);
   }
   // Bytes already past the response were sent unasked: that connection is never trusted again.
@@ -179,34 +178,32 @@ async function answerHere(
   ex.record.status = 200;
   ex.record.reason = "OK";
   ex.responseStarted = true;
-  await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body), ctx.config);
+  await toClient(ex, joinBytes(encodeHead("HTTP/1.1 200 OK", fields), body), ctx);
   ex.record.bytesDown = body.length;
   return keep;
 }
 
 /**
- * Writes to the client; a failure means the client left, and a client that takes no byte for
- * `--write-timeout` is given up on (the caller closes the socket, which ends the write).
+ * Writes to the client; a failure means the client left. A client that takes no byte for
+ * `--write-timeout` is given up on: the connection's write deadline (one per connection, moved
+ * here and parked after, so a write costs no timer of its own) closes the socket, which ends
+ * the write.
  */
-async function toClient(ex: Exchange, bytes: Uint8Array, config: Config): Promise<void> {
-  const ms = config.writeTimeoutMs;
-  const write = writeAll(ex.client, bytes);
-  const limit = new Deadline(
-    ms,
-    () => new Aborted(`client took no byte for ${ms} ms`, "client_timeout"),
-  );
+async function toClient(ex: Exchange, bytes: Uint8Array, ctx: ExchangeContext): Promise<void> {
+  const limit = ctx.clientWrite;
+  limit?.reset(ctx.config.writeTimeoutMs);
   try {
-    await Promise.race([write, limit.promise]);
+    await writeAll(ex.client, bytes);
   } catch (err) {
-    if (err instanceof Aborted) {
-      write.catch(() => {
-        // abandoned: the socket is closed after this exchange
-      });
-      throw err;
+    if (limit?.expired) {
+      throw new Aborted(
+        `client took no byte for ${ctx.config.writeTimeoutMs} ms`,
+        "client_timeout",
+      );
     }
     throw new Aborted("client closed the connection", "client_closed", { cause: err });
   } finally {
-    limit.cancel();
+    limit?.park();
   }
 }
 

@@ -96,14 +96,11 @@ function writableOf(conn: Deno.Conn, limit: Deadline, writeMs: number): Writable
       try {
         await Promise.race([write, limit.promise]);
       } finally {
-        limit.reset(PARKED);
+        limit.park();
       }
     },
   }, { highWaterMark: 1 });
 }
-
-/** A deadline between writes is moved this far away (it is never meant to fire). */
-const PARKED = 2 ** 31;
 
 /**
  * Relays bytes both ways until both directions end or one fails.
@@ -132,7 +129,8 @@ export async function tunnel(
     closeQuietly(upstream);
   };
   const relay = async (from: Deno.Conn, to: Deno.TcpConn, count: (n: number) => void) => {
-    const limit = new Deadline(PARKED, () => new Error(`took no byte for ${writeMs} ms`));
+    const limit = new Deadline(writeMs, () => new Error(`took no byte for ${writeMs} ms`));
+    limit.park();
     try {
       await readableOf(from, count).pipeTo(writableOf(to, limit, writeMs), { preventClose: true });
       await to.closeWrite();

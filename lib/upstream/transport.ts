@@ -11,6 +11,7 @@
 
 import type { Authenticator } from "../policy/auth.ts";
 import type { Config } from "../cli/config.ts";
+import type { Deadline } from "../deadline.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
 import { BadGateway, GatewayTimeout } from "../errors.ts";
 import type { Exchange, Logger, Route, UpstreamUse } from "../exchange.ts";
@@ -41,6 +42,12 @@ export interface ExchangeContext {
   held?: HeldUpstream;
   /** Gives each exchange its id. @default 1, 2, 3, … per process */
   nextId?: () => number;
+  /**
+   * This client connection's write deadline (comes with a connection): moved to
+   * `--write-timeout` before each write to the client and parked after; when it passes, the
+   * connection is closed, which ends the write.
+   */
+  clientWrite?: Deadline;
   /** Aborted when the proxy shuts down: no more keep-alive. */
   signal: AbortSignal;
   /** The host's own addresses and listeners, and whether this client is local (per connection). */
