@@ -11,8 +11,6 @@
 
 /** How often live deadlines are checked, in ms; also the most a deadline fires late. */
 export const TICK_MS = 50;
-/** How far away a parked deadline is: never, in practice (about 25 days). */
-const PARKED_MS = 2 ** 31;
 
 const live = new Set<Deadline>();
 let ticker: ReturnType<typeof setInterval> | undefined;
@@ -75,9 +73,12 @@ export class Deadline {
     if (!this.#expired) this.at = performance.now() + ms;
   }
 
-  /** Moves it out of reach (it stays live, so the ticker keeps running) until the next reset. */
+  /**
+   * Moves it out of reach until the next reset (it stays live, so the ticker keeps running).
+   * No clock read: a connection parks its write deadline after every write.
+   */
   park(): void {
-    this.reset(PARKED_MS);
+    if (!this.#expired) this.at = Infinity;
   }
 
   /** Expires it now (the ticker calls this). */
