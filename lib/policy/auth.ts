@@ -18,6 +18,7 @@
 import { ProxyError, StartupError } from "../errors.ts";
 import { listValues } from "../http1/headers.ts";
 import type { Field } from "../http1/parse.ts";
+import { parseIp } from "./ip.ts";
 
 /** PBKDF2 iterations for new hashes (OWASP's 2023 figure for PBKDF2-HMAC-SHA256). */
 export const ITERATIONS = 600_000;
@@ -141,6 +142,17 @@ export function fileCredentials(text: string): Credential[] | string {
   return out;
 }
 
+/**
+ * The failure-limit key of a client address: the IPv4 address, or the /64 of an IPv6 one (one
+ * host holds a whole /64), read from the parsed bytes so every spelling of it (`::`, mapped
+ * IPv4) is one key.
+ */
+function failureKey(client: string): string {
+  const ip = parseIp(client);
+  if (!ip) return client;
+  return ip.version === 4 ? ip.bytes.join(".") : `${b64(ip.bytes.subarray(0, 8))}/64`;
+}
+
 /** Answers a request without valid proxy credentials: 407 with the challenge. */
 function challenge(message: string): ProxyError {
   return new ProxyError(407, message, {
@@ -252,7 +264,7 @@ export class Authenticator {
    * whole /64), or refuses with 429 when none is left.
    */
   #charge(client: string): { tokens: number; at: number } {
-    const key = client.includes(":") ? client.split(":").slice(0, 4).join(":") : client;
+    const key = failureKey(client);
     const now = this.#now();
     let bucket = this.#failures.get(key);
     if (!bucket) {

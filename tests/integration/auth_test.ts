@@ -268,6 +268,10 @@ Deno.test("failed logins are rate-limited per client address (a /64 for IPv6); a
   for (let i = 0; i < FAILURE_BURST; i++) await status("bob:wrong", "2001:db8:1:2::a");
   assert.equal(await status("bob:wrong", "2001:db8:1:2::b"), 429);
   assert.equal(await status("bob:wrong", "2001:db8:1:3::b"), 407);
+  // The /64 is read from the address, not its spelling: 2001:db8::1 and 2001:db8::2 share one.
+  for (let i = 0; i < FAILURE_BURST; i++) await status("bob:wrong", "2001:db8::1");
+  assert.equal(await status("bob:wrong", "2001:db8::2"), 429);
+  assert.equal(await status("bob:wrong", "2001:db8:0:1::2"), 407);
   // Time gives tries back: one per FAILURE_REFILL_MS.
   clock += FAILURE_REFILL_MS;
   assert.equal(await status("bob:wrong", "203.0.113.5"), 407);
