@@ -45,10 +45,14 @@ const PLAIN = /^[\x20-\x5b\x5d-\x7e]*$/;
 const NOT_PLAIN = /[^\x20-\x5b\x5d-\x7e]/gu;
 
 /** `\xHH` for a character up to U+00FF (so raw bytes read as ISO-8859-1 show as bytes), else `\u{H…}`. */
-function escapeChar(c: string): string {
-  if (c === "\\") return "\\\\";
+function hexEscape(c: string): string {
   const n = c.codePointAt(0)!;
   return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
+}
+
+/** {@linkcode hexEscape}, but a backslash is doubled (readable, and unambiguous). */
+function escapeChar(c: string): string {
+  return c === "\\" ? "\\\\" : hexEscape(c);
 }
 
 /**
@@ -207,10 +211,7 @@ const NCSA_ESCAPED = /[^\x20\x21\x23-\x5b\x5d-\x7e]/gu;
 
 /** Escapes a value for a quoted NCSA field: `"`, `\` and every non-printable as `\xHH`. */
 function ncsaQuote(value: string): string {
-  return value.replace(NCSA_ESCAPED, (c) => {
-    const n = c.codePointAt(0)!;
-    return n <= 0xff ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u{${n.toString(16)}}`;
-  });
+  return value.replace(NCSA_ESCAPED, hexEscape);
 }
 
 /**
