@@ -87,3 +87,14 @@ Deno.test("Summary counts per host, sorts by traffic, and reports percentiles an
   assert.equal(merged.requests, 101);
   assert.equal(merged.bytesDown, 1007);
 });
+
+Deno.test("merging workers' summaries without an (other) row yet still keeps MAX_HOSTS own rows", () => {
+  const s = new Summary();
+  const worker = new Summary();
+  for (let i = 0; i < MAX_HOSTS; i++) s.closed(ex({ destination: `a${i}.test:80`, bytesDown: 5 }));
+  worker.closed(ex({ destination: "b.test:80", bytesDown: 1 }));
+  s.merge(worker.raw());
+  const hosts = s.hosts();
+  assert.equal(hosts.filter((h) => h.host !== OTHER).length, MAX_HOSTS);
+  assert.equal(hosts.find((h) => h.host === OTHER)?.requests, 1);
+});

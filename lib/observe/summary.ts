@@ -146,7 +146,7 @@ export class Summary implements ExchangeObserver {
       else this.#hosts.set(host, structuredClone(b));
     }
     // Over the cap: the hosts with the least traffic go into the other row.
-    if (this.#hosts.size > MAX_HOSTS + 1) {
+    if (this.#own() > MAX_HOSTS) {
       const ranked = [...this.#hosts].filter(([h]) => h !== OTHER).sort((x, y) =>
         weight(y[1]) - weight(x[1])
       );
@@ -154,6 +154,11 @@ export class Summary implements ExchangeObserver {
         this.#fold(host, acc);
       }
     }
+  }
+
+  /** Hosts with a row of their own (every row but the other row). */
+  #own(): number {
+    return this.#hosts.size - (this.#hosts.has(OTHER) ? 1 : 0);
   }
 
   /** Moves one host's counts into the other row. */
@@ -168,8 +173,7 @@ export class Summary implements ExchangeObserver {
   #row(key: string): Acc {
     const acc = this.#hosts.get(key);
     if (acc) return acc;
-    const own = this.#hosts.size - (this.#hosts.has(OTHER) ? 1 : 0);
-    if (own >= MAX_HOSTS) {
+    if (this.#own() >= MAX_HOSTS) {
       // Full: the host with the least traffic makes room (its counts stay in the other row),
       // so the busiest hosts keep their rows whatever a client invents.
       let least: [string, Acc] | undefined;
@@ -205,11 +209,9 @@ export class Summary implements ExchangeObserver {
       if (j < SAMPLE) acc.sample[j] = ms;
     }
     if (ex.error !== undefined) {
-      // Kinds are the proxy's own words, but a cap costs nothing.
+      // Kinds are the proxy's own (ERROR_KINDS), so this table is bounded by its type.
       const kind = ex.errorKind ?? "error";
-      if (kind in acc.errors || Object.keys(acc.errors).length < 32) {
-        acc.errors[kind] = (acc.errors[kind] ?? 0) + 1;
-      }
+      acc.errors[kind] = (acc.errors[kind] ?? 0) + 1;
     }
   }
 
