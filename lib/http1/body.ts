@@ -68,7 +68,9 @@ export interface CopyOptions {
 class Stall {
   #readMs: number | undefined;
   #writeMs: number | undefined;
+  /** The side being waited on, and its limit, for the error. */
   #side: "read" | "write" = "read";
+  #ms = 0;
   #deadline: Deadline | undefined;
 
   constructor(options: CopyOptions) {
@@ -81,14 +83,13 @@ class Stall {
     const ms = side === "read" ? this.#readMs : this.#writeMs;
     if (ms === undefined) return work;
     this.#side = side;
-    this.#deadline ??= new Deadline(ms, () => {
-      const limit = this.#side === "read" ? this.#readMs : this.#writeMs;
-      return new BodyError(
+    this.#ms = ms;
+    this.#deadline ??= new Deadline(ms, () =>
+      new BodyError(
         this.#side,
-        this.#side === "read" ? `no byte for ${limit} ms` : `took no byte for ${limit} ms`,
+        this.#side === "read" ? `no byte for ${this.#ms} ms` : `took no byte for ${this.#ms} ms`,
         { timeout: true },
-      );
-    });
+      ));
     this.#deadline.reset(ms);
     work.catch(() => {
       // abandoned after a timeout: the caller closes the socket, which fails it

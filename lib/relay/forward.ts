@@ -19,6 +19,7 @@ import {
   BodyError,
   copyChunked,
   copyLength,
+  type CopyOptions,
   copyUntilClose,
   joinBytes,
   writeAll,
@@ -245,6 +246,21 @@ function watchClient(ex: Exchange): void {
   });
 }
 
+/** A body copy's options: output framing, line cap, byte count and the stall timeouts. */
+function copyOptions(
+  config: Config,
+  out: "raw" | "chunked",
+  onBytes: (n: number) => void,
+): CopyOptions {
+  return {
+    out,
+    maxLineBytes: config.maxHeaderBytes,
+    onBytes,
+    readTimeoutMs: config.readTimeoutMs,
+    writeTimeoutMs: config.writeTimeoutMs,
+  };
+}
+
 /**
  * Streams the request body upstream.
  *
@@ -256,13 +272,11 @@ async function sendBody(
   config: Config,
   upstream: Deno.TcpConn,
 ): Promise<boolean> {
-  const options = {
-    out: framing.kind === "chunked" ? "chunked" as const : "raw" as const,
-    maxLineBytes: config.maxHeaderBytes,
-    onBytes: (n: number) => (ex.record.bytesUp += n),
-    readTimeoutMs: config.readTimeoutMs,
-    writeTimeoutMs: config.writeTimeoutMs,
-  };
+  const options = copyOptions(
+    config,
+    framing.kind === "chunked" ? "chunked" : "raw",
+    (n) => (ex.record.bytesUp += n),
+  );
   try {
     if (framing.kind === "length") await copyLength(ex.reader, upstream, framing.length, options);
     else await copyChunked(ex.reader, upstream, options);
@@ -285,13 +299,7 @@ async function receiveBody(
   reader: BufferedReader,
   config: Config,
 ): Promise<void> {
-  const options = {
-    out,
-    maxLineBytes: config.maxHeaderBytes,
-    onBytes: (n: number) => (ex.record.bytesDown += n),
-    readTimeoutMs: config.readTimeoutMs,
-    writeTimeoutMs: config.writeTimeoutMs,
-  };
+  const options = copyOptions(config, out, (n) => (ex.record.bytesDown += n));
   try {
     switch (framing.kind) {
       case "none":

@@ -202,9 +202,8 @@ const MAX_INTERIM = 8;
 
 /**
  * Reads response heads until a final one, handing interim ones to `onInterim`; maps failures
- * to 502/504. The
- * response timeout covers them all (an interim response does not restart it), and interim
- * heads are limited in number and, together, to the head size limit.
+ * to 502/504. The response timeout covers them all (an interim response does not restart it),
+ * and interim heads are limited in number and, together, to the head size limit.
  */
 async function readFinalResponse(
   ex: Exchange,
