@@ -7,9 +7,10 @@
  * - abandoned tunnels (CONNECT answered, a few bytes relayed, then the client leaves while the
  *   upstream stays silent and open: the proxy holds them for --half-closed-timeout).
  *
- * Per connection it reports the RSS added (minus the head bytes a slowloris client really sent)
- * and, after the clients are gone and the proxy's timeouts have closed what they held, how far
- * RSS is from where it started. Everything runs on 127.0.0.1.
+ * Each kind runs against a fresh proxy. Per connection it reports the RSS added (minus the head
+ * bytes a slowloris client really sent) and, after the clients are gone and the proxy's timeouts
+ * have closed what they held, how far RSS is from where it started. For scale it first measures
+ * the same connections held by a bare Deno program. Everything runs on 127.0.0.1.
  *
  * Run: `deno task connections [--count N] [--tunnels N] [--head-kib K] [--half-closed DUR]`
  * (defaults 2000, 4000, 60, 20s). Linux only: it reads /proc, hence -A. It needs about three
@@ -86,7 +87,7 @@ const sink = (async () => {
   }
 })();
 
-const started = await startProxyProcess([
+const proxyArgs = [
   "--quiet",
   "--connect-ports",
   "any",
@@ -100,11 +101,14 @@ const started = await startProxyProcess([
   "20s",
   "--upstream-idle-timeout",
   "20s",
-]);
-const proxy = started.child;
-const [host, port] = /^(\S+):(\d+)$/.exec(started.addr)!.slice(1) as [string, string];
+];
 const target = `127.0.0.1:${listener.addr.port}`;
 const far = `127.0.0.1:${silent.addr.port}`;
+
+/** The proxy of the phase running now (each phase has a fresh one: see `phase`). */
+let proxy: Deno.ChildProcess;
+let host = "";
+let port = "";
 
 /** The proxy's resident memory, KiB. */
 function rss(): number {
@@ -127,6 +131,55 @@ async function settledRss(): Promise<number> {
     last = now;
   }
   return last;
+}
+
+/**
+ * Runs one measurement against a proxy of its own, so that memory one phase leaves behind (the
+ * allocator keeps much of it) is neither charged to nor reused by the next.
+ */
+async function phase(
+  run: (start: number, startFds: number) => Promise<void>,
+  start: () => Promise<{ child: Deno.ChildProcess; addr: string; drained: Promise<void> }> = () =>
+    startProxyProcess(proxyArgs),
+): Promise<void> {
+  const started = await start();
+  proxy = started.child;
+  [host, port] = /^(\S+):(\d+)$/.exec(started.addr)!.slice(1) as [string, string];
+  await sleep(500);
+  const before = await settledRss();
+  await run(before, fds());
+  proxy.kill("SIGTERM");
+  await proxy.status;
+  await started.drained;
+  close([...held]);
+}
+
+/**
+ * The runtime's own floor: a bare Deno program (no HTTP, no proxy) that accepts connections and
+ * keeps one 4 KiB read pending on each, as the proxy does for an idle client.
+ */
+async function startBareDeno() {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      console.log("127.0.0.1:" + l.addr.port);
+      for await (const c of l) {
+        (async () => {
+          const buf = new Uint8Array(4096);
+          while ((await c.read(buf)) !== null);
+        })().catch(() => {}).finally(() => c.close());
+      }`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const first = await reader.read();
+  const drained = (async () => {
+    while (!(await reader.read()).done);
+  })();
+  return { child, addr: String(first.value).trim(), drained };
 }
 
 async function open(): Promise<Deno.TcpConn> {
@@ -169,79 +222,90 @@ function close(conns: { close(): void }[]): void {
   }
 }
 
-await sleep(500);
-const start = await settledRss();
-const startFds = fds();
-printLine(`proxy idle RSS ${kib(start)} (${(start / 1024).toFixed(1)} MiB)`);
+await phase(async (start) => {
+  const conns = await many(count, async () => {
+    const c = await open();
+    await writeAll(c, enc.encode("GET / HTTP/1.1\r\n"));
+    return c;
+  });
+  await sleep(1000);
+  printLine(
+    `${count} connections to a bare Deno program with a 4 KiB read pending on each ` +
+      `(the runtime's floor): ${kib(((await settledRss()) - start) / count)} per connection`,
+  );
+  close(conns);
+}, startBareDeno);
 
 // Idle keep-alive clients: one request each, then silent; first with the upstream connection
 // held for them (the origin keeps it), then alone (the origin closed its side).
 for (const [path, what] of [["/", "each with its upstream held"], ["/close", "upstream closed"]]) {
-  const base = await settledRss();
-  const idle = await many(count, async () => {
-    const c = await open();
-    await writeAll(c, enc.encode(`GET http://${target}${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
-    await until(c, "\r\n\r\nok");
-    return c;
+  await phase(async (start, startFds) => {
+    printLine(`proxy idle RSS ${kib(start)} (${(start / 1024).toFixed(1)} MiB)`);
+    const idle = await many(count, async () => {
+      const c = await open();
+      await writeAll(c, enc.encode(`GET http://${target}${path} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      await until(c, "\r\n\r\nok");
+      return c;
+    });
+    const withIdle = await settledRss();
+    printLine(
+      `${count} idle keep-alive clients (${what}): ${
+        kib((withIdle - start) / count)
+      } per connection`,
+    );
+    close(idle);
+    close([...held]);
+    for (let i = 0; i < 40 && fds() > startFds; i++) await sleep(250);
+    printLine(`  after they left: ${kib((await settledRss()) - start)} above idle`);
   });
-  const withIdle = await settledRss();
-  printLine(
-    `${count} idle keep-alive clients (${what}): ${kib((withIdle - base) / count)} per connection`,
-  );
-  close(idle);
-  close([...held]);
-  for (let i = 0; i < 40 && fds() > startFds; i++) await sleep(250);
-  const afterIdle = await settledRss();
-  printLine(`  after they left: ${kib(afterIdle - start)} above idle`);
 }
 
 // Slowloris: a partial head of headBytes each, never finished.
 const partial = enc.encode(
   `GET http://${target}/ HTTP/1.1\r\nHost: x\r\nX-Pad: ${"p".repeat(headBytes - 60)}`,
 );
-const slow = await many(count, async () => {
-  const c = await open();
-  await writeAll(c, partial);
-  return c;
+await phase(async (start) => {
+  const slow = await many(count, async () => {
+    const c = await open();
+    await writeAll(c, partial);
+    return c;
+  });
+  await sleep(1000);
+  const withSlow = await settledRss();
+  printLine(
+    `${count} slowloris clients with ${partial.length} head bytes sent each: ` +
+      `${kib((withSlow - start) / count)} per connection, ` +
+      `${kib((withSlow - start) / count - partial.length / 1024)} beyond the head bytes`,
+  );
+  close(slow);
+  await sleep(1000);
+  printLine(`  after they left: ${kib((await settledRss()) - start)} above idle`);
 });
-await sleep(1000);
-const withSlow = await settledRss();
-printLine(
-  `${count} slowloris clients with ${partial.length} head bytes sent each: ` +
-    `${kib((withSlow - start) / count)} per connection, ` +
-    `${kib((withSlow - start) / count - partial.length / 1024)} beyond the head bytes`,
-);
-close(slow);
-const afterSlow = await settledRss();
-printLine(`  after they left: ${kib(afterSlow - start)} above idle`);
 
 // Abandoned tunnels: CONNECT, 5 bytes each way... then the client leaves.
-const before = await settledRss();
-const clients = await many(tunnels, async () => {
-  const c = await open();
-  await writeAll(c, enc.encode(`CONNECT ${far} HTTP/1.1\r\n\r\nhello`));
-  await until(c, "\r\n\r\n");
-  return c;
+await phase(async (start, startFds) => {
+  const clients = await many(tunnels, async () => {
+    const c = await open();
+    await writeAll(c, enc.encode(`CONNECT ${far} HTTP/1.1\r\n\r\nhello`));
+    await until(c, "\r\n\r\n");
+    return c;
+  });
+  close(clients);
+  await sleep(1000);
+  const withTunnels = await settledRss();
+  printLine(
+    `${tunnels} abandoned tunnels (client gone, upstream silent and open): ` +
+      `${kib((withTunnels - start) / tunnels)} per tunnel`,
+  );
+  // The proxy closes them at --half-closed-timeout.
+  for (let i = 0; i < 80 && fds() > startFds; i++) await sleep(500);
+  printLine(
+    `  after --half-closed-timeout closed them (${fds() - startFds} sockets left): ` +
+      `${kib((await settledRss()) - start)} above idle`,
+  );
 });
-close(clients);
-await sleep(1000);
-const withTunnels = await settledRss();
-printLine(
-  `${tunnels} abandoned tunnels (client gone, upstream silent and open): ` +
-    `${kib((withTunnels - before) / tunnels)} per tunnel`,
-);
-// The proxy closes them at --half-closed-timeout.
-for (let i = 0; i < 80 && fds() > startFds; i++) await sleep(500);
-const afterTunnels = await settledRss();
-printLine(
-  `  after --half-closed-timeout closed them (${fds() - startFds} sockets left): ` +
-    `${kib(afterTunnels - start)} above idle`,
-);
 
-proxy.kill("SIGTERM");
-await proxy.status;
 end();
-await started.drained;
 listener.close();
 silent.close();
 close([...held]);

@@ -86,9 +86,29 @@ export async function dial(
   options: DialOptions = {},
 ): Promise<Deno.TcpConn> {
   const timeoutMs = options.timeoutMs ?? 10_000;
+  // Not AbortSignal.timeout(): its timer lives the full timeout after a dial that succeeded in
+  // a millisecond (a Connection: close load held thousands of them, with their signals).
+  const timer = new AbortController();
+  const id = setTimeout(
+    () => timer.abort(new DOMException("The dial timed out", "TimeoutError")),
+    timeoutMs,
+  );
+  try {
+    return await dialUntil(hostname, port, options, timeoutMs, timer.signal);
+  } finally {
+    clearTimeout(id);
+  }
+}
+
+async function dialUntil(
+  hostname: string,
+  port: number,
+  options: DialOptions,
+  timeoutMs: number,
+  timeout: AbortSignal,
+): Promise<Deno.TcpConn> {
   const connect = options.connect ?? Deno.connect;
   const resolve = options.resolve ?? systemResolve;
-  const timeout = AbortSignal.timeout(timeoutMs);
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
   const target = hostPort(hostname, port);
   const timedOut = (err?: unknown) =>

@@ -80,6 +80,24 @@ Deno.test("readHead() grows its buffer for a head larger than the first read buf
   assert.equal((await r.readHead({ maxBytes: 65536, timeoutMs: 1000 }))!.length, text.length);
 });
 
+Deno.test("a big head grows the buffer once, to the limit, and the next head gets a small one", async () => {
+  // A slow head that doubled its way up left each smaller buffer behind as garbage.
+  const big = "GET a HTTP/1.1\r\nX: " + "b".repeat(40_000) + "\r\n\r\n";
+  const small = "GET b HTTP/1.1\r\n\r\n";
+  const src = pieces([...big.match(/[^]{1,1000}/g)!, small]);
+  const sizes: number[] = [];
+  const read = src.read;
+  src.read = (buf) => {
+    // The space offered to each read: a new buffer shows as a jump in what is free.
+    sizes.push(buf.byteOffset + buf.length);
+    return read(buf);
+  };
+  const r = new BufferedReader(src);
+  assert.equal((await r.readHead({ maxBytes: 65536, timeoutMs: 1000 }))!.length, big.length);
+  assert.equal(dec.decode((await r.readHead({ maxBytes: 65536, timeoutMs: 1000 }))!), small);
+  assert.deepEqual(sizes.filter((n, i) => n !== sizes[i - 1]), [4096, 65540, 4096]);
+});
+
 Deno.test("readLine() wants CRLF and caps the length", async () => {
   const r = new BufferedReader(pieces(["5;a=b\r", "\nrest\n"]));
   assert.equal(dec.decode((await r.readLine(100))!), "5;a=b");
