@@ -224,7 +224,9 @@ Deno.test("every option row is a flag parseArgs knows, and --help names each wit
     assert.ok(HELP.includes(`--${o.name}`), `--${o.name} missing from --help`);
     if (o.shown) assert.ok(HELP.includes(`[${o.shown}]`), `[${o.shown}] missing from --help`);
     if (o.name === "help" || o.name === "version" || o.name === "config") continue;
-    // Each row sets something: a value that parses changes the config.
-    assert.ok(o.set ?? o.list ?? o.on, `--${o.name} sets nothing`);
+    // Each row sets a field; its default (if the field has one) is the row's own.
+    assert.ok(o.key !== undefined, `--${o.name} sets nothing`);
+    assert.deepEqual(DEFAULTS[o.key], o.default, `--${o.name}'s default`);
+    assert.equal(o.key in DEFAULTS, o.default !== undefined, `--${o.name}'s default`);
   }
 });

@@ -110,44 +110,6 @@ export interface Config {
   viaName: string;
 }
 
-/** Defaults, as `--help` prints them. */
-export const DEFAULTS: Config = {
-  listen: [{ hostname: "127.0.0.1", port: 8081 }],
-  connectPorts: new Set([443]),
-  maxHeaderBytes: 64 * 1024,
-  headerTimeoutMs: 10_000,
-  idleTimeoutMs: 60_000,
-  connectTimeoutMs: 10_000,
-  responseTimeoutMs: 60_000,
-  graceMs: 5_000,
-  maxIdlePerHost: 16,
-  upstreamIdleTimeoutMs: 15_000,
-  logFormat: "text",
-  quiet: false,
-  utc: false,
-  workers: 1,
-  allow: [],
-  open: false,
-  allowTrace: false,
-  denyDest: [],
-  allowDest: [],
-  blockPrivate: false,
-  auth: [],
-  maxConnections: 10_000,
-  maxConnectionsPerIp: 0,
-  rate: 0,
-  maxHeaderFields: 100,
-  maxRequestLine: 8192,
-  tunnelIdleTimeoutMs: 900_000,
-  halfClosedTimeoutMs: 60_000,
-  readTimeoutMs: 900_000,
-  writeTimeoutMs: 900_000,
-  summaryEveryMs: 0,
-  viaName: "http-proxy",
-  adminAuth: [],
-  adminHosts: [],
-};
-
 /** A bad command line: the message is one line naming the flag; exit code 2. */
 export class UsageError extends StartupError {
   /**
@@ -161,29 +123,52 @@ export class UsageError extends StartupError {
 /** What the command line asks for. */
 export type Command = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
 
-/** One command-line flag: everything about it, in one row of {@linkcode OPTIONS}. */
-export interface Option {
+/** Config fields that must be present (`logFile?` and the like may be absent). */
+type RequiredKey = { [K in keyof Config]-?: undefined extends Config[K] ? never : K }[keyof Config];
+
+/** How a flag's text becomes its Config field's value; only a boolean field can be a switch. */
+type Value<K extends keyof Config> =
+  | {
+    value: string;
+    multiple?: undefined;
+    parse: (value: string) => Config[K];
+    parseList?: undefined;
+  }
+  | { value: string; multiple: true; parseList: (values: string[]) => Config[K]; parse?: undefined }
+  | (boolean extends Config[K] // a switch: the field is set to true
+    ? { value?: undefined; multiple?: undefined; parse?: undefined; parseList?: undefined }
+    : never);
+
+/** A flag that sets Config field `K`: its default (required when the field is) and its parser. */
+type Setting<K extends keyof Config> =
+  & { key: K }
+  & (K extends RequiredKey ? { default: Config[K] } : { default?: undefined })
+  & Value<K>;
+
+/** What every row has: how the flag is written and documented. */
+interface Described {
   /** The flag without its dashes (also its `--config` key). */
   name: string;
-  /** What its value looks like (`DUR`, `PATH`); absent for a switch. */
-  value?: string;
   /** A one-letter alias. */
   short?: string;
-  /** Repeatable: every value is kept, in order. */
-  multiple?: boolean;
   /** The default as `--help` and the README show it. */
   shown?: string;
   /** What it does (`--help` wraps it; the README shows it as it is). */
   help: string;
   /** README only: what follows the help there (a link to a section). */
   more?: string;
-  /** Puts a one-value flag's value on the config, validating it. */
-  set?: (config: Config, value: string) => void;
-  /** Puts a repeatable flag's values on the config, validating them. */
-  list?: (config: Config, values: string[]) => void;
-  /** Puts a switch on the config. */
-  on?: (config: Config, on: boolean) => void;
 }
+
+/**
+ * One command-line flag: everything about it, in one row of {@linkcode OPTIONS}. A row that sets
+ * a Config field names it (`key`), gives its default, says what its value looks like (`value`:
+ * `DUR`, `PATH`; none for a switch, which sets `true`) and parses its text (`parse`, or
+ * `parseList` for a repeatable flag); the compiler checks each against the field's type.
+ * `--config`, `--help` and `--version` set no field.
+ */
+export type Option =
+  | ({ [K in keyof Config]-?: Described & Setting<K> }[keyof Config])
+  | (Described & { key?: undefined; value?: string; multiple?: undefined; default?: undefined });
 
 /** A path flag's value: anything but empty. */
 function path(flag: string, text: string): string {
@@ -192,11 +177,12 @@ function path(flag: string, text: string): string {
 }
 
 /**
- * Every flag, in `--help` order. Adding a flag is adding a row (and its Config field): the
- * parse spec, the defaults shown, `--help`, the `--config` keys and the README's flag table are
- * all made from this table (a test checks the README against it).
+ * Every flag, in `--help` order. Adding a flag is adding a row here and its typed field to
+ * {@linkcode Config}: the parse spec, the defaults, `--help`, the `--config` keys and the
+ * README's flag table are all made from this table (a test checks the README against it), and
+ * the compiler refuses a field without a row or a row whose default or parser does not fit.
  */
-export const OPTIONS: readonly Option[] = [
+const ROWS = [
   {
     name: "allow",
     value: "CIDR",
@@ -204,8 +190,10 @@ export const OPTIONS: readonly Option[] = [
     shown: "loopback only",
     help: "clients to serve, repeatable: 192.168.1.0/24, fd00::/8, 10.1.2.3",
     more: "(see [Safety](#safety))",
-    list: (c, v) =>
-      c.allow = v.map((text) => {
+    key: "allow",
+    default: [],
+    parseList: (v) =>
+      v.map((text) => {
         const range = parseCidr(text);
         if (!range) {
           throw new UsageError(
@@ -219,26 +207,30 @@ export const OPTIONS: readonly Option[] = [
     name: "open",
     shown: "off",
     help: "serve every client (an open proxy: only on a trusted network)",
-    on: (c, v) => c.open = v,
+    key: "open",
+    default: false,
   },
   {
     name: "allow-trace",
     shown: "refused: 405",
     help: "relay TRACE requests",
-    on: (c, v) => c.allowTrace = v,
+    key: "allowTrace",
+    default: false,
   },
   {
     name: "via-name",
     value: "NAME",
     shown: "http-proxy",
     help: "this proxy's name in Via and in loop detection; give chained instances different names",
-    set: (c, v) => {
+    key: "viaName",
+    default: "http-proxy",
+    parse: (v) => {
       if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(v)) {
         throw new UsageError(
           `--via-name: "${v}" is not a single token of 1 to 64 characters ${HINT}`,
         );
       }
-      c.viaName = v;
+      return v;
     },
   },
   {
@@ -249,14 +241,17 @@ export const OPTIONS: readonly Option[] = [
     help: "require Basic proxy credentials, repeatable (visible to ps: prefer --auth-file or " +
       "HTTP_PROXY_AUTH)",
     more: "(see [Safety](#safety))",
-    list: (c, v) => c.auth = v,
+    key: "auth",
+    default: [],
+    parseList: (v) => v,
   },
   {
     name: "auth-file",
     value: "PATH",
     help: 'users as "user:pbkdf2-sha256$…" lines; make one with http-proxy hash-password USER ' +
       "< password",
-    set: (c, v) => c.authFile = path("auth-file", v),
+    key: "authFile",
+    parse: (v) => path("auth-file", v),
   },
   {
     name: "deny-dest",
@@ -264,7 +259,9 @@ export const OPTIONS: readonly Option[] = [
     multiple: true,
     help: "never reach RULE, repeatable: example.com, *.example.com, 10.0.0.0/8, [fd00::]/8, " +
       "any of them with :PORT, or :PORT alone",
-    list: (c, v) => c.denyDest = destRules("deny-dest", v),
+    key: "denyDest",
+    default: [],
+    parseList: (v) => destRules("deny-dest", v),
   },
   {
     name: "allow-dest",
@@ -272,7 +269,9 @@ export const OPTIONS: readonly Option[] = [
     multiple: true,
     help: "reach only these (same forms); a range here also lifts the defaults below for " +
       "itself; with only names here, other names are refused before DNS",
-    list: (c, v) => c.allowDest = destRules("allow-dest", v),
+    key: "allowDest",
+    default: [],
+    parseList: (v) => destRules("allow-dest", v),
   },
   {
     name: "block-private",
@@ -281,7 +280,8 @@ export const OPTIONS: readonly Option[] = [
       "reserved addresses as destinations, also inside IPv6 transition forms (checked after " +
       "DNS; link-local and cloud metadata are denied anyway unless an --allow-dest range names " +
       "them)",
-    on: (c, v) => c.blockPrivate = v,
+    key: "blockPrivate",
+    default: false,
   },
   {
     name: "listen",
@@ -290,42 +290,54 @@ export const OPTIONS: readonly Option[] = [
     shown: "127.0.0.1:8081",
     help: "address to listen on, repeatable: 127.0.0.1:8081, [::1]:8081; port 0 picks a free " +
       "port (the startup line prints the real one)",
-    list: (c, v) => c.listen = v.map(parseListen),
+    key: "listen",
+    default: [{ hostname: "127.0.0.1", port: 8081 }],
+    parseList: (v) => v.map(parseListen),
   },
   {
     name: "connect-ports",
     value: "LIST",
     shown: "443",
     help: "ports CONNECT may reach: 443,8443 or any",
-    set: (c, v) => c.connectPorts = parsePorts(v),
+    key: "connectPorts",
+    default: new Set([443]),
+    parse: (v) => parsePorts(v),
   },
   {
     name: "max-header-bytes",
     value: "SIZE",
     shown: "64KiB",
     help: "largest request head (431) or response head (502)",
-    set: (c, v) => c.maxHeaderBytes = parseSize("max-header-bytes", v),
+    key: "maxHeaderBytes",
+    default: 64 * 1024,
+    parse: (v) => parseSize("max-header-bytes", v),
   },
   {
     name: "header-timeout",
     value: "DUR",
     shown: "10s",
     help: "time for a whole request head to arrive (408 and close)",
-    set: (c, v) => c.headerTimeoutMs = parseDuration("header-timeout", v),
+    key: "headerTimeoutMs",
+    default: 10_000,
+    parse: (v) => parseDuration("header-timeout", v),
   },
   {
     name: "idle-timeout",
     value: "DUR",
     shown: "60s",
     help: "idle time allowed between keep-alive requests",
-    set: (c, v) => c.idleTimeoutMs = parseDuration("idle-timeout", v),
+    key: "idleTimeoutMs",
+    default: 60_000,
+    parse: (v) => parseDuration("idle-timeout", v),
   },
   {
     name: "connect-timeout",
     value: "DUR",
     shown: "10s",
     help: "time to open an upstream connection (504)",
-    set: (c, v) => c.connectTimeoutMs = parseDuration("connect-timeout", v),
+    key: "connectTimeoutMs",
+    default: 10_000,
+    parse: (v) => parseDuration("connect-timeout", v),
   },
   {
     name: "response-timeout",
@@ -333,21 +345,27 @@ export const OPTIONS: readonly Option[] = [
     shown: "60s",
     help: "time for the upstream's response head once the request is sent (504); interim " +
       "responses do not restart it",
-    set: (c, v) => c.responseTimeoutMs = parseDuration("response-timeout", v),
+    key: "responseTimeoutMs",
+    default: 60_000,
+    parse: (v) => parseDuration("response-timeout", v),
   },
   {
     name: "grace",
     value: "DUR",
     shown: "5s",
     help: "at SIGINT/SIGTERM, how long exchanges in flight may finish",
-    set: (c, v) => c.graceMs = parseDuration("grace", v, true),
+    key: "graceMs",
+    default: 5_000,
+    parse: (v) => parseDuration("grace", v, true),
   },
   {
     name: "tunnel-idle-timeout",
     value: "DUR",
     shown: "15m",
     help: "close a CONNECT tunnel idle both ways this long",
-    set: (c, v) => c.tunnelIdleTimeoutMs = parseDuration("tunnel-idle-timeout", v),
+    key: "tunnelIdleTimeoutMs",
+    default: 900_000,
+    parse: (v) => parseDuration("tunnel-idle-timeout", v),
   },
   {
     name: "half-closed-timeout",
@@ -355,7 +373,9 @@ export const OPTIONS: readonly Option[] = [
     shown: "60s",
     help: "close a tunnel one side of which has finished (a client gone, an upstream that never " +
       "shuts) idle this long",
-    set: (c, v) => c.halfClosedTimeoutMs = parseDuration("half-closed-timeout", v),
+    key: "halfClosedTimeoutMs",
+    default: 60_000,
+    parse: (v) => parseDuration("half-closed-timeout", v),
   },
   {
     name: "read-timeout",
@@ -363,46 +383,57 @@ export const OPTIONS: readonly Option[] = [
     shown: "15m",
     help: "give up on a request or response body with no new byte this long (408 when nothing " +
       "was answered yet)",
-    set: (c, v) => c.readTimeoutMs = parseDuration("read-timeout", v),
+    key: "readTimeoutMs",
+    default: 900_000,
+    parse: (v) => parseDuration("read-timeout", v),
   },
   {
     name: "write-timeout",
     value: "DUR",
     shown: "15m",
     help: "drop a client (or upstream) that takes no byte this long, tunnels included",
-    set: (c, v) => c.writeTimeoutMs = parseDuration("write-timeout", v),
+    key: "writeTimeoutMs",
+    default: 900_000,
+    parse: (v) => parseDuration("write-timeout", v),
   },
   {
     name: "max-connections",
     value: "N",
     shown: "10000",
     help: "client connections in total (503 past it; 0: no limit)",
-    set: (c, v) => c.maxConnections = parseCount("max-connections", v),
+    key: "maxConnections",
+    default: 10_000,
+    parse: (v) => parseCount("max-connections", v),
   },
   {
     name: "max-connections-per-ip",
     value: "N",
     shown: "0",
     help: "client connections from one IP (503; 0: no limit)",
-    set: (c, v) => c.maxConnectionsPerIp = parseCount("max-connections-per-ip", v),
+    key: "maxConnectionsPerIp",
+    default: 0,
+    parse: (v) => parseCount("max-connections-per-ip", v),
   },
   {
     name: "rate",
     value: "N",
     shown: "no limit",
     help: "requests a second per client IP (429 with Retry-After)",
-    set: (c, v) => c.rate = parseCount("rate", v),
+    key: "rate",
+    default: 0,
+    parse: (v) => parseCount("rate", v),
   },
   {
     name: "max-header-fields",
     value: "N",
     shown: "100",
     help: "header fields in a request (431)",
-    set: (c, v) => {
-      c.maxHeaderFields = parseCount("max-header-fields", v);
-      if (c.maxHeaderFields === 0) {
-        throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
-      }
+    key: "maxHeaderFields",
+    default: 100,
+    parse: (v) => {
+      const n = parseCount("max-header-fields", v);
+      if (n === 0) throw new UsageError(`--max-header-fields: must be at least 1 ${HINT}`);
+      return n;
     },
   },
   {
@@ -410,7 +441,9 @@ export const OPTIONS: readonly Option[] = [
     value: "SIZE",
     shown: "8KiB",
     help: "request line length (414)",
-    set: (c, v) => c.maxRequestLine = parseSize("max-request-line", v),
+    key: "maxRequestLine",
+    default: 8192,
+    parse: (v) => parseSize("max-request-line", v),
   },
   {
     name: "max-idle-per-host",
@@ -418,14 +451,18 @@ export const OPTIONS: readonly Option[] = [
     shown: "16",
     help: "idle upstream connections kept per host:port for reuse; 0 opens a new one for every " +
       "request",
-    set: (c, v) => c.maxIdlePerHost = parseCount("max-idle-per-host", v),
+    key: "maxIdlePerHost",
+    default: 16,
+    parse: (v) => parseCount("max-idle-per-host", v),
   },
   {
     name: "upstream-idle-timeout",
     value: "DUR",
     shown: "15s",
     help: "how long an idle upstream connection is kept",
-    set: (c, v) => c.upstreamIdleTimeoutMs = parseDuration("upstream-idle-timeout", v),
+    key: "upstreamIdleTimeoutMs",
+    default: 15_000,
+    parse: (v) => parseDuration("upstream-idle-timeout", v),
   },
   {
     name: "log-format",
@@ -433,13 +470,15 @@ export const OPTIONS: readonly Option[] = [
     shown: "text",
     help: "access log format: text, json, clf, combined, csv or squid",
     more: "(see [Other log formats](#other-log-formats))",
-    set: (c, v) => {
+    key: "logFormat",
+    default: "text",
+    parse: (v) => {
       if (!(LOG_FORMATS as readonly string[]).includes(v)) {
         throw new UsageError(
           `--log-format: unknown format "${v}", expected ${LOG_FORMATS.join(", ")} ${HINT}`,
         );
       }
-      c.logFormat = v as LogFormat;
+      return v as LogFormat;
     },
   },
   {
@@ -447,13 +486,15 @@ export const OPTIONS: readonly Option[] = [
     value: "PATH",
     shown: "stdout",
     help: "append the access log to PATH",
-    set: (c, v) => c.logFile = path("log-file", v),
+    key: "logFile",
+    parse: (v) => path("log-file", v),
   },
   {
     name: "quiet",
     shown: "off",
     help: "no access log",
-    on: (c, v) => c.quiet = v,
+    key: "quiet",
+    default: false,
   },
   {
     name: "summary-every",
@@ -462,14 +503,17 @@ export const OPTIONS: readonly Option[] = [
     help: "print the per-host traffic summary this often; it is also printed at exit and on " +
       "SIGUSR2 (stderr)",
     more: "(see [Summary](#summary))",
-    set: (c, v) => c.summaryEveryMs = parseDuration("summary-every", v),
+    key: "summaryEveryMs",
+    default: 0,
+    parse: (v) => parseDuration("summary-every", v),
   },
   {
     name: "summary-json",
     value: "PATH",
     shown: "none",
     help: "also write the summary as JSON to PATH",
-    set: (c, v) => c.summaryJson = path("summary-json", v),
+    key: "summaryJson",
+    parse: (v) => path("summary-json", v),
   },
   {
     name: "admin",
@@ -478,8 +522,9 @@ export const OPTIONS: readonly Option[] = [
     help: "serve /metrics (Prometheus), /api/recent, /api/summary, /api/events and a live " +
       "dashboard at / (a bare port means 127.0.0.1); a non-loopback ADDR needs admin credentials",
     more: "(see [Live view](#live-view---admin))",
-    set: (c, v) =>
-      c.admin = /^\d{1,5}$/.test(v)
+    key: "admin",
+    parse: (v) =>
+      /^\d{1,5}$/.test(v)
         ? parseListen(`127.0.0.1:${v}`)
         : parseListen(v.startsWith(":") ? `127.0.0.1${v}` : v),
   },
@@ -489,7 +534,8 @@ export const OPTIONS: readonly Option[] = [
     shown: "none",
     help: 'admin users as "user:pbkdf2-sha256$…" lines (hash-password): every admin path then ' +
       "asks for them (401)",
-    set: (c, v) => c.adminAuthFile = path("admin-auth-file", v),
+    key: "adminAuthFile",
+    parse: (v) => path("admin-auth-file", v),
   },
   {
     name: "admin-host",
@@ -498,8 +544,10 @@ export const OPTIONS: readonly Option[] = [
     shown: "its own address",
     help: "a host name the admin listener answers to, repeatable; any other Host gets 421 " +
       "(DNS rebinding)",
-    list: (c, v) =>
-      c.adminHosts = v.map((name) => {
+    key: "adminHosts",
+    default: [],
+    parseList: (v) =>
+      v.map((name) => {
         const ok =
           /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*\.?$/;
         if (!ok.test(name)) {
@@ -515,13 +563,15 @@ export const OPTIONS: readonly Option[] = [
     help: "write the exchanges as HAR 1.2 (devtools import it; no bodies, no credentials), " +
       "complete once the proxy stops",
     more: "(see [HAR](#har))",
-    set: (c, v) => c.har = path("har", v),
+    key: "har",
+    parse: (v) => path("har", v),
   },
   {
     name: "utc",
     shown: "local time",
     help: "log times in UTC",
-    on: (c, v) => c.utc = v,
+    key: "utc",
+    default: false,
   },
   {
     name: "workers",
@@ -530,7 +580,9 @@ export const OPTIONS: readonly Option[] = [
     help: "accepting threads sharing the listen ports (Linux SO_REUSEPORT; needs " +
       "--unstable-net, and read access to the program to load it again); auto = one per CPU",
     more: "(see [Performance](#performance))",
-    set: (c, v) => c.workers = parseWorkers(v),
+    key: "workers",
+    default: 1,
+    parse: (v) => parseWorkers(v),
   },
   {
     name: "config",
@@ -540,7 +592,30 @@ export const OPTIONS: readonly Option[] = [
   },
   { name: "help", short: "h", help: "print this help" },
   { name: "version", short: "V", help: "print the version" },
-];
+] satisfies Option[];
+
+/** Every flag, in `--help` order (see above). */
+export const OPTIONS: readonly Option[] = ROWS;
+
+/** Config fields no flag sets: admin passwords come from the environment only (never `ps`). */
+const NOT_FLAGS: Pick<Config, "adminAuth"> = { adminAuth: [] };
+
+/** A required Config field that no row sets, named in a compile error (none: `true`). */
+type Unset = Exclude<
+  RequiredKey,
+  | ((typeof ROWS)[number] extends infer R ? R extends { key: infer K } ? K : never : never)
+  | keyof typeof NOT_FLAGS
+>;
+const EVERY_FIELD_HAS_A_ROW: [Unset] extends [never] ? true : Unset = true;
+void EVERY_FIELD_HAS_A_ROW;
+
+/** Defaults, made from {@linkcode OPTIONS}. */
+export const DEFAULTS: Config = Object.freeze({
+  ...Object.fromEntries(
+    OPTIONS.flatMap((o) => o.key && o.default !== undefined ? [[o.key, o.default]] : []),
+  ),
+  ...NOT_FLAGS,
+}) as Config;
 
 /** The parseArgs spec, made from {@linkcode OPTIONS}. */
 const FLAGS = Object.fromEntries(OPTIONS.map((o) => [o.name, {
@@ -763,22 +838,15 @@ export function parseCommand(args: string[]): Command {
   }
   if (values.help) return { kind: "help" };
   if (values.version) return { kind: "version" };
-  const config: Config = {
-    ...DEFAULTS,
-    listen: [...DEFAULTS.listen],
-    allow: [],
-    denyDest: [],
-    allowDest: [],
-    auth: [],
-    adminAuth: [],
-    adminHosts: [],
-  };
+  // A fresh copy: no two configs share a default list.
+  const config: Config = structuredClone({ ...DEFAULTS });
+  const fields = config as unknown as Record<string, unknown>;
   for (const o of OPTIONS) {
     const value = (values as Record<string, unknown>)[o.name];
-    if (value === undefined) continue;
-    if (typeof value === "boolean") o.on?.(config, value);
-    else if (Array.isArray(value)) o.list?.(config, value);
-    else o.set?.(config, value as string);
+    if (value === undefined || o.key === undefined) continue;
+    if (o.parseList) fields[o.key] = o.parseList(value as string[]);
+    else if (o.parse) fields[o.key] = o.parse(value as string);
+    else fields[o.key] = value as boolean;
   }
   return { kind: "run", config };
 }
