@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  closest,
   configFileArgs,
   DEFAULTS,
   HELP,
@@ -8,6 +9,7 @@ import {
   parseDuration,
   parseSize,
   readmeFlagTable,
+  stripJsonc,
   UsageError,
 } from "../lib/cli/config.ts";
 
@@ -195,7 +197,9 @@ Deno.test("configFileArgs() turns JSON into flags the command line overrides", (
   const bad: [string, RegExp][] = [
     ["{", /--config p\.json: not valid JSON/],
     ["[]", /expected a JSON object/],
-    ['{"lisen": "x"}', /--config p\.json: unknown key "lisen"/],
+    ['{"lisen": "x"}', /--config p\.json: unknown key "lisen"; did you mean "listen"\? \(see/],
+    ['{"colour": "x"}', /unknown key "colour" \(see --help\)/],
+    ['{"quiet": true /* unclosed', /not valid JSON/],
     ['{"quiet": "yes"}', /"quiet" must be true or false/],
     ['{"grace": ["1s", "2s"]}', /"grace" takes one value, not a list/],
     ['{"listen": [{}]}', /"listen" must be a string or a number/],
@@ -207,6 +211,43 @@ Deno.test("configFileArgs() turns JSON into flags the command line overrides", (
     () => run(configFileArgs('{"header-timeout": "soon"}', "p.json", [])),
     /--header-timeout: bad duration "soon"/,
   );
+});
+
+Deno.test("--config files may hold comments and trailing commas, and lists for comma-list flags", () => {
+  const text = `{
+    // the office proxy
+    "listen": ["127.0.0.1:0",], /* one for now */
+    "connect-ports": [443, 8443],
+    "log-file": "/tmp//a.log", "log-format": "json", // a path keeps its slashes
+    "deny-dest": ["*.ads.example", /* , "x" */ "*.track.example",],
+  }`;
+  const args = configFileArgs(text, "p.json", []);
+  assert.deepEqual(args, [
+    "--listen=127.0.0.1:0",
+    "--connect-ports=443,8443",
+    "--log-file=/tmp//a.log",
+    "--log-format=json",
+    "--deny-dest=*.ads.example",
+    "--deny-dest=*.track.example",
+  ]);
+  assert.deepEqual(run(args).connectPorts, new Set([443, 8443]));
+  // Positions in errors still point into the file: comments become spaces.
+  assert.equal(stripJsonc('{"a": 1, // x\n}').length, '{"a": 1, // x\n}'.length);
+  assert.equal(
+    stripJsonc(String.raw`{"s": "// not a comment", "t": "\\" /* c */, "u": "\" /* no */"}`),
+    String.raw`{"s": "// not a comment", "t": "\\"        , "u": "\" /* no */"}`,
+  );
+});
+
+Deno.test("an unknown flag or key suggests the closest known one", () => {
+  assert.throws(
+    () => run(["--lisen", "x"]),
+    /^UsageError: unknown flag --lisen; did you mean --listen\? \(see --help\)$/,
+  );
+  assert.throws(() => run(["--block-privat"]), /did you mean --block-private\?/);
+  assert.throws(() => run(["--zzz"]), /^UsageError: unknown flag --zzz \(see --help\)$/);
+  assert.equal(closest("conect-ports", ["connect-ports", "listen"]), "connect-ports");
+  assert.equal(closest("x", ["connect-ports", "listen"]), undefined);
 });
 
 Deno.test("the README's flag table is the one made from the option table, row for row", async () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { hashLine } from "../lib/policy/auth.ts";
 import { ROOT, runCli, startCli } from "./_fixtures/cli.ts";
 import { curl, readAll, startHttpOrigin, startOrigin } from "./_fixtures/servers.ts";
 
@@ -300,6 +301,39 @@ Deno.test("--config reads flags from a JSON file; the command line wins; errors 
     const noRead = await runCli(["--config", file]);
     assert.equal(noRead.code, 2);
     assert.match(noRead.stderr, /--config: no permission to read/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task run, as the README shows it, reads a config, a password file and writes a log outside the project", async () => {
+  await using origin = startHttpOrigin(() => new Response("office"));
+  const dir = await Deno.makeTempDir(); // /tmp: outside the project folder
+  try {
+    await Deno.writeTextFile(`${dir}/users`, `${await hashLine("alice", "s3cret")}\n`);
+    await Deno.writeTextFile(
+      `${dir}/proxy.jsonc`,
+      `{
+        // an office setup, as the README's
+        "listen": ["127.0.0.1:0"],
+        "auth-file": "${dir}/users",
+        "log-file": "${dir}/access.log",
+        "log-format": "json",
+        "connect-ports": [443, 8443], /* a list where the flag takes a comma list */
+      }`,
+    );
+    await using cli = await startCli(["--config", `${dir}/proxy.jsonc`], { task: true });
+    const url = `http://127.0.0.1:${origin.port}/`;
+    assert.equal((await curl(["-x", cli.addrs[0]!, "-U", "alice:s3cret", url])).stdout, "office");
+    assert.match(
+      (await curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", "-w", "%{http_code}", url]))
+        .stdout,
+      /^407$/,
+    );
+    assert.equal(await cli.stop(), 0);
+    const lines = (await Deno.readTextFile(`${dir}/access.log`)).trim().split("\n")
+      .map((l) => JSON.parse(l));
+    assert.deepEqual(lines.map((l) => [l.status, l.user ?? null]), [[200, "alice"], [407, null]]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

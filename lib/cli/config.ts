@@ -587,8 +587,9 @@ const ROWS = [
   {
     name: "config",
     value: "PATH",
-    help: 'read flags from a JSON file: {"listen": ["127.0.0.1:8081"], "block-private": true, …} ' +
-      "(flags on the command line win)",
+    help: 'read flags from a JSON file, comments allowed: {"listen": ["127.0.0.1:8081"], ' +
+      '"block-private": true, …}; a repeatable flag or a comma list takes a JSON list (flags ' +
+      "on the command line win)",
   },
   { name: "help", short: "h", help: "print this help" },
   { name: "version", short: "V", help: "print the version" },
@@ -868,8 +869,12 @@ function usageMessage(err: unknown): string {
   const e = err as { code?: string; message?: string };
   const flag = /'(-[^' ]+)/.exec(e.message ?? "")?.[1];
   switch (e.code) {
-    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
-      return `unknown flag ${flag ?? ""} ${HINT}`;
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION": {
+      const near = flag?.startsWith("--")
+        ? closest(flag.slice(2).split("=")[0]!, FILE_KEYS)
+        : undefined;
+      return `unknown flag ${flag ?? ""}${near ? `; did you mean --${near}?` : ""} ${HINT}`;
+    }
     case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE": {
       const m = e.message ?? "";
       const why = /argument missing/.test(m)
@@ -902,7 +907,7 @@ export function configFileArgs(text: string, path: string, cliArgs: string[]): s
   const where = `--config ${path}`;
   let data: unknown;
   try {
-    data = JSON.parse(text);
+    data = JSON.parse(stripJsonc(text));
   } catch (err) {
     throw new UsageError(`${where}: not valid JSON (${(err as Error).message})`);
   }
@@ -920,7 +925,10 @@ export function configFileArgs(text: string, path: string, cliArgs: string[]): s
   for (const [key, value] of Object.entries(data)) {
     const spec = (FLAGS as Record<string, { type: string; multiple?: boolean }>)[key];
     if (!spec || key === "config" || key === "help" || key === "version") {
-      throw new UsageError(`${where}: unknown key "${key}" ${HINT}`);
+      const near = closest(key, FILE_KEYS);
+      throw new UsageError(
+        `${where}: unknown key "${key}"${near ? `; did you mean "${near}"?` : ""} ${HINT}`,
+      );
     }
     if (given.has(key)) continue;
     if (spec.type === "boolean") {
@@ -930,8 +938,12 @@ export function configFileArgs(text: string, path: string, cliArgs: string[]): s
       if (value) out.push(`--${key}`);
       continue;
     }
-    const list = Array.isArray(value) ? value : [value];
-    if (!spec.multiple && Array.isArray(value)) {
+    // A flag whose value is a comma list (connect-ports) takes a JSON list too.
+    const joined = Array.isArray(value) && !spec.multiple && COMMA_LISTS.has(key)
+      ? value.join(",")
+      : value;
+    const list = Array.isArray(joined) ? joined : [joined];
+    if (!spec.multiple && Array.isArray(joined)) {
       throw new UsageError(`${where}: "${key}" takes one value, not a list`);
     }
     for (const item of list) {
@@ -942,4 +954,92 @@ export function configFileArgs(text: string, path: string, cliArgs: string[]): s
     }
   }
   return out;
+}
+
+/** The `--config` keys: every flag but config, help and version. */
+const FILE_KEYS = OPTIONS.map((o) => o.name).filter((n) =>
+  n !== "config" && n !== "help" && n !== "version"
+);
+
+/** Flags whose one value is a comma-separated list. */
+const COMMA_LISTS = new Set(OPTIONS.filter((o) => o.value === "LIST").map((o) => o.name));
+
+/**
+ * JSON with comments (JSONC, as VS Code and tsconfig write it): `//` and `/* *\/` comments and
+ * trailing commas become spaces, so JSON.parse's error positions still point into the file.
+ *
+ * @param text The file's text.
+ * @returns Plain JSON text of the same length.
+ */
+export function stripJsonc(text: string): string {
+  const out = text.split("");
+  let i = 0;
+  const blank = (from: number, to: number) => {
+    for (let k = from; k < to; k++) if (out[k] !== "\n") out[k] = " ";
+  };
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i++) if (text[i] === "\\") i++;
+      i++;
+    } else if (c === "/" && text[i + 1] === "/") {
+      const end = text.indexOf("\n", i);
+      blank(i, end < 0 ? text.length : end);
+      i = end < 0 ? text.length : end;
+    } else if (c === "/" && text[i + 1] === "*") {
+      const end = text.indexOf("*/", i + 2);
+      blank(i, end < 0 ? text.length : end + 2); // unclosed: JSON.parse then reports the end
+      i = end < 0 ? text.length : end + 2;
+    } else if (c === ",") {
+      // A trailing comma: only blanks and comments (already blanked or still ahead) follow it
+      // before a closing bracket.
+      let j = i + 1;
+      for (;;) {
+        while (j < text.length && /\s/.test(text[j]!)) j++;
+        if (text.startsWith("//", j)) {
+          j = text.indexOf("\n", j) < 0 ? text.length : text.indexOf("\n", j);
+        } else if (text.startsWith("/*", j)) {
+          j = text.indexOf("*/", j) < 0 ? text.length : text.indexOf("*/", j) + 2;
+        } else break;
+      }
+      if (text[j] === "}" || text[j] === "]") out[i] = " ";
+      i++;
+    } else i++;
+  }
+  return out.join("");
+}
+
+/**
+ * The candidate closest to `word` by edit distance, if it is close enough to be a typo.
+ *
+ * @param word What was written.
+ * @param candidates What could have been meant.
+ * @returns The likeliest candidate, or undefined.
+ */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(word.length / 4)) + 1;
+  for (const c of candidates) {
+    const d = editDistance(word.toLowerCase(), c);
+    if (d < bestDistance) [best, bestDistance] = [c, d];
+  }
+  return best;
+}
+
+/** Levenshtein distance (insert, delete, substitute), for {@linkcode closest}; short words only. */
+function editDistance(a: string, b: string): number {
+  if (a.length > 64 || b.length > 64) return Infinity;
+  let row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const next = [i];
+    for (let j = 1; j <= b.length; j++) {
+      next[j] = Math.min(
+        row[j]! + 1,
+        next[j - 1]! + 1,
+        row[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    row = next;
+  }
+  return row[b.length]!;
 }

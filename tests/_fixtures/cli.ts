@@ -74,6 +74,8 @@ export interface CliOptions {
   prefix?: string[];
   /** Extra environment variables. */
   env?: Record<string, string>;
+  /** Run it as the README does, `deno task run …` (the task's own permissions). */
+  task?: boolean;
 }
 
 /**
@@ -86,7 +88,7 @@ export async function startCli(args: string[], options: CliOptions = {}): Promis
   const [program, ...before] = [...(options.prefix ?? []), Deno.execPath()];
   const child = new Deno.Command(program!, {
     // -A cannot be combined with --allow-net: it replaces the default permissions.
-    args: [
+    args: options.task ? [...before, "task", "run", ...args] : [
       ...before,
       ...(options.denoFlags?.includes("-A") ? ["run"] : RUN_FLAGS),
       ...(options.denoFlags ?? []),
