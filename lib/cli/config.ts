@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { StartupError } from "../errors.ts";
 import { type Cidr, parseCidr } from "../policy/ip.ts";
 import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
+import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
 import type { PortRule } from "../policy/policy.ts";
 
@@ -108,6 +109,8 @@ export interface Config {
   har?: string;
   /** This proxy's pseudonym in Via, and what loop detection looks for. @default "http-proxy" */
   viaName: string;
+  /** What relayed requests tell the origin about the client. @default "off" */
+  forwarded: ForwardedMode;
 }
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -231,6 +234,23 @@ const ROWS = [
         );
       }
       return v;
+    },
+  },
+  {
+    name: "forwarded",
+    value: "MODE",
+    shown: "off",
+    help: "tell origins the client's address: off, xff (X-Forwarded-For) or forwarded " +
+      "(RFC 7239 Forwarded); off keeps it private, and a field the client sent passes as it came",
+    key: "forwarded",
+    default: "off",
+    parse: (v) => {
+      if (!(FORWARDED_MODES as readonly string[]).includes(v)) {
+        throw new UsageError(
+          `--forwarded: unknown mode "${v}", expected ${FORWARDED_MODES.join(", ")} ${HINT}`,
+        );
+      }
+      return v as ForwardedMode;
     },
   },
   {

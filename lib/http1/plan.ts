@@ -56,7 +56,17 @@ export interface RequestSettings {
   allowTrace: boolean;
   /** Whether upstream connections are kept for reuse (else `Connection: close` goes up). */
   pooled: boolean;
+  /** Tell the origin who asked (`--forwarded`): nothing, X-Forwarded-For, or Forwarded. */
+  forwarded: ForwardedMode;
+  /** The client's IP address, for `forwarded`. */
+  clientIp: string;
 }
+
+/** What `--forwarded` adds to a relayed request. */
+export type ForwardedMode = "off" | "xff" | "forwarded";
+
+/** The `--forwarded` modes, as the flag takes them. */
+export const FORWARDED_MODES: readonly ForwardedMode[] = ["off", "xff", "forwarded"];
 
 /**
  * Decides what goes upstream for a request: refuses TRACE (405) and expectations other than
@@ -94,6 +104,7 @@ export function planRequest(head: RequestHead, settings: RequestSettings): Reque
   }
   fields.unshift(["Host", settings.authority]);
   addVia(fields, head.minor, settings.viaName);
+  if (settings.forwarded !== "off") addForwarded(fields, settings.forwarded, settings.clientIp);
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
   if (!settings.pooled) fields.push(["Connection", "close"]);
   return {
@@ -105,6 +116,28 @@ export function planRequest(head: RequestHead, settings: RequestSettings): Reque
     // Only a request without a body can be sent again: its bytes are all in the head.
     retryable: IDEMPOTENT.has(head.method) && framing.kind === "none",
   };
+}
+
+/**
+ * Appends this hop to X-Forwarded-For (the de facto form: `client, proxy1, …`) or to Forwarded
+ * (RFC 7239: `for=…;proto=http`, an IPv6 address quoted and bracketed). A field the client sent
+ * is kept and extended, as each proxy on a path does; the last element is the one this proxy
+ * vouches for.
+ */
+function addForwarded(fields: [string, string][], mode: "xff" | "forwarded", ip: string): void {
+  const name = mode === "xff" ? "x-forwarded-for" : "forwarded";
+  const element = mode === "xff" ? ip : `for=${ip.includes(":") ? `"[${ip}]"` : ip};proto=http`;
+  const at = fields.findIndex((f) => f[0].toLowerCase() === name);
+  if (at < 0) {
+    fields.push([mode === "xff" ? "X-Forwarded-For" : "Forwarded", element]);
+    return;
+  }
+  // Several fields of one name are one list (RFC 9110 §5.3): fold them, then append.
+  const values = fields.filter((f) => f[0].toLowerCase() === name).map((f) => f[1].trim());
+  const folded = [...values.filter((v) => v !== ""), element].join(", ");
+  const kept = fields.filter((f, i) => i === at || f[0].toLowerCase() !== name);
+  kept[kept.findIndex((f) => f[0].toLowerCase() === name)] = [fields[at]![0], folded];
+  fields.splice(0, fields.length, ...kept);
 }
 
 /** Reads Max-Forwards (RFC 9110 §7.6.2); a malformed one is a 400. */

@@ -65,6 +65,8 @@ export async function forward(
     viaName: config.viaName,
     allowTrace: config.allowTrace,
     pooled: ctx.pool !== undefined,
+    forwarded: config.forwarded,
+    clientIp: ex.record.clientIp,
   });
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
   const { head: requestHead, sendContinue, retryable } = plan;

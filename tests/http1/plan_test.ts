@@ -1,20 +1,27 @@
 import assert from "node:assert/strict";
 import type { Framing } from "../../lib/http1/headers.ts";
 import type { RequestHead, ResponseHead } from "../../lib/http1/parse.ts";
-import { planRequest, planResponse } from "../../lib/http1/plan.ts";
+import { type ForwardedMode, planRequest, planResponse } from "../../lib/http1/plan.ts";
 
 const req = (
   method: string,
   fields: [string, string][] = [],
   minor: 0 | 1 = 1,
 ): RequestHead => ({ method, target: "http://a.test:8080/p?q", minor, fields });
-const settings = (framing: Framing = { kind: "none" }, pooled = true) => ({
+const settings = (
+  framing: Framing = { kind: "none" },
+  pooled = true,
+  forwarded: ForwardedMode = "off",
+  clientIp = "192.0.2.7",
+) => ({
   authority: "a.test:8080",
   path: "/p?q",
   framing,
   viaName: "http-proxy",
   allowTrace: false,
   pooled,
+  forwarded,
+  clientIp,
 });
 const text = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
@@ -135,5 +142,37 @@ Deno.test("planResponse() decides the client head, keep-alive and reuse, without
         ),
       (e) => (e as { status: number }).status === 502,
     );
+  });
+});
+
+Deno.test("planRequest() tells the origin the client's address only when --forwarded asks", async (t) => {
+  const head = (fields: [string, string][], mode: ForwardedMode, ip = "192.0.2.7") => {
+    const plan = planRequest(req("GET", fields), settings(undefined, true, mode, ip));
+    assert.ok(plan.kind === "forward");
+    return text(plan.head);
+  };
+  await t.step("off: nothing added, a client's own field passes as it came", () => {
+    assert.doesNotMatch(head([], "off"), /Forwarded/i);
+    assert.match(
+      head([["X-Forwarded-For", "10.9.9.9"]], "off"),
+      /\r\nX-Forwarded-For: 10.9.9.9\r\n/,
+    );
+  });
+  await t.step("xff: added, or appended to the client's list (several fields folded)", () => {
+    assert.match(head([], "xff"), /\r\nX-Forwarded-For: 192.0.2.7\r\n/);
+    const h = head([["x-forwarded-for", "10.0.0.1"], ["Accept", "*/*"], [
+      "X-Forwarded-For",
+      "10.0.0.2",
+    ]], "xff");
+    assert.match(h, /\r\nx-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\nAccept: \*\/\*\r\n/);
+    assert.equal(h.match(/forwarded-for/gi)!.length, 1);
+  });
+  await t.step("forwarded: RFC 7239 elements, IPv6 quoted and bracketed", () => {
+    assert.match(head([], "forwarded"), /\r\nForwarded: for=192.0.2.7;proto=http\r\n/);
+    assert.match(
+      head([["Forwarded", "for=10.0.0.1"]], "forwarded", "2001:db8::1"),
+      /\r\nForwarded: for=10.0.0.1, for="\[2001:db8::1\]";proto=http\r\n/,
+    );
+    assert.doesNotMatch(head([], "forwarded"), /X-Forwarded-For/);
   });
 });

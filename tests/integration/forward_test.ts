@@ -446,3 +446,23 @@ Deno.test("interim responses: at most 8, and they do not restart the response ti
     assert.ok(took < 1000, `took ${took} ms`);
   });
 });
+
+Deno.test("--forwarded xff and forwarded tell a real origin who asked; off tells it nothing", async () => {
+  await using origin = startHttpOrigin((req) =>
+    new Response(
+      `xff=${req.headers.get("x-forwarded-for")} fwd=${req.headers.get("forwarded")}`,
+    )
+  );
+  const url = `http://127.0.0.1:${origin.port}/`;
+  for (
+    const [forwarded, want] of [
+      ["off", "xff=null fwd=null"],
+      ["xff", "xff=10.1.1.1, 127.0.0.1 fwd=null"],
+      ["forwarded", "xff=10.1.1.1 fwd=for=127.0.0.1;proto=http"],
+    ] as const
+  ) {
+    await using proxy = startProxy({ forwarded });
+    const sent = forwarded === "off" ? [] : ["-H", "X-Forwarded-For: 10.1.1.1"];
+    assert.equal((await curl(["-x", proxy.addr, ...sent, url])).stdout, want);
+  }
+});
