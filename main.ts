@@ -17,6 +17,7 @@ import {
   checkPermissions,
   type Instance,
   loadCredentials,
+  loadLists,
   readCommand,
   startInstance,
   workerCount,
@@ -87,6 +88,7 @@ async function serve(config: Config, guard: { cannotClose: () => void }): Promis
   checkExposure(config);
   checkPermissions(config);
   const { auth, adminAuth } = await loadCredentials(config);
+  config = await loadLists(config);
   const workers = workerCount(config, new URL(import.meta.url));
   const reports = openReports(config);
   const hostAddresses = new HostAddresses();

@@ -41,6 +41,7 @@ const PURE = [
   "http1/plan.ts",
   "policy/ip.ts",
   "policy/policy.ts",
+  "policy/name_list.ts",
   "errors.ts",
 ];
 

@@ -339,6 +339,55 @@ Deno.test("deno task run, as the README shows it, reads a config, a password fil
   }
 });
 
+Deno.test("--deny-dest-file: a hosts-format list refuses its names at once, says its size, and a missing file is one line", async () => {
+  await using origin = startHttpOrigin(() => new Response("fine"));
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(
+      `${dir}/hosts`,
+      "# blocked\n127.0.0.1 localhost\n0.0.0.0 ads.example.test\n0.0.0.0 t.example.test # x\n!!\n",
+    );
+    await using cli = await startCli(
+      ["--listen", "127.0.0.1:0", "--deny-dest-file", `${dir}/hosts`],
+      { denoFlags: [`--allow-read=${dir}`] },
+    );
+    await cli.stderr.waitFor(
+      /; --deny-dest-file \(2 names from 1 file\(s\), 1 line\(s\) ignored, first .*hosts:5 "!!"\)\n/,
+    );
+    const refused = await curl([
+      "-x",
+      cli.addrs[0]!,
+      "-s",
+      "-w",
+      "%{http_code}",
+      "http://img.ads.example.test/",
+    ]);
+    assert.match(
+      refused.stdout,
+      /is denied by --deny-dest-file \(listed: ads\.example\.test\)\n403$/,
+    );
+    assert.equal(
+      (await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/`])).stdout,
+      "fine",
+    );
+    assert.equal(await cli.stop(), 0);
+    const missing = await runCli(["--deny-dest-file", `${dir}/nope`], [`--allow-read=${dir}`]);
+    assert.equal(missing.code, 1);
+    assert.match(
+      missing.stderr,
+      /^http-proxy: --deny-dest-file: cannot read ".*nope": No such file/,
+    );
+    const denied = await runCli(["--allow-dest-file", `${dir}/hosts`]);
+    assert.equal(denied.code, 2);
+    assert.match(
+      denied.stderr,
+      /--allow-dest-file: no permission to read .*; run with --allow-read=/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("SIGUSR2 prints the summary; --summary-json writes it; workers' counts are merged", async () => {
   await using origin = startHttpOrigin(() => new Response("abc"));
   const dir = await Deno.makeTempDir();

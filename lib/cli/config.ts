@@ -12,6 +12,7 @@ import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
 import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
 import type { PortRule } from "../policy/policy.ts";
+import type { NameList } from "../policy/name_list.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
 export const VERSION = "0.1.0";
@@ -111,6 +112,14 @@ export interface Config {
   viaName: string;
   /** What relayed requests tell the origin about the client. @default "off" */
   forwarded: ForwardedMode;
+  /** Files of names never reached (hosts-file or one name a line). @default [] */
+  denyDestFile: string[];
+  /** Files of names that are the only ones reached (with `allowDest`). @default [] */
+  allowDestFile: string[];
+  /** The names of `denyDestFile`, once read (not a flag: startup reads the files). */
+  denyList?: NameList;
+  /** The names of `allowDestFile`, once read. */
+  allowList?: NameList;
 }
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -292,6 +301,26 @@ const ROWS = [
     key: "allowDest",
     default: [],
     parseList: (v) => destRules("allow-dest", v),
+  },
+  {
+    name: "deny-dest-file",
+    value: "PATH",
+    multiple: true,
+    help: "never reach the names in PATH, repeatable: hosts-file lines (0.0.0.0 ads.example.com) " +
+      "or one name a line, # comments; a name covers its subdomains; checked before DNS; " +
+      "re-read on SIGHUP",
+    key: "denyDestFile",
+    default: [],
+    parseList: (v) => v.map((p) => path("deny-dest-file", p)),
+  },
+  {
+    name: "allow-dest-file",
+    value: "PATH",
+    multiple: true,
+    help: "reach only the names in PATH (and --allow-dest), repeatable, same format",
+    key: "allowDestFile",
+    default: [],
+    parseList: (v) => v.map((p) => path("allow-dest-file", p)),
   },
   {
     name: "block-private",

@@ -17,6 +17,7 @@ import type { HostAddresses } from "../policy/host_addresses.ts";
 import { isLoopbackListen } from "../policy/ip.ts";
 import { listenAll, ProxyServer } from "../server.ts";
 import { hostPort } from "../upstream/dial.ts";
+import { NameList } from "../policy/name_list.ts";
 import { type Command, type Config, configFileArgs, parseCommand, UsageError } from "./config.ts";
 
 /**
@@ -98,11 +99,14 @@ export function checkExposure(config: Config): void {
  * @throws {StartupError} for the first one missing.
  */
 export function checkPermissions(config: Config): void {
-  const denied = needs("--auth-file", "read", config.authFile) ??
-    needs("--admin-auth-file", "read", config.adminAuthFile) ??
-    needs("--log-file", "write", config.logFile) ??
-    needs("--summary-json", "write", config.summaryJson) ??
-    needs("--har", "write", config.har);
+  const denied =
+    config.denyDestFile.map((f) => needs("--deny-dest-file", "read", f)).find(Boolean) ??
+      config.allowDestFile.map((f) => needs("--allow-dest-file", "read", f)).find(Boolean) ??
+      needs("--auth-file", "read", config.authFile) ??
+      needs("--admin-auth-file", "read", config.adminAuthFile) ??
+      needs("--log-file", "write", config.logFile) ??
+      needs("--summary-json", "write", config.summaryJson) ??
+      needs("--har", "write", config.har);
   if (denied) throw new StartupError(denied);
 }
 
@@ -117,6 +121,46 @@ export function checkPermissions(config: Config): void {
 function needs(flag: string, name: "read" | "write", path: string | undefined): string | undefined {
   if (path === undefined || Deno.permissions.querySync({ name, path }).state === "granted") return;
   return `${flag}: no permission to ${name} "${path}"; run with --allow-${name}=${path}`;
+}
+
+/**
+ * Reads the `--deny-dest-file` and `--allow-dest-file` lists into the config.
+ *
+ * @param config The config.
+ * @returns The config with `denyList` and `allowList` set where files are given.
+ * @throws {StartupError} for a file that cannot be read (exit 1).
+ */
+export async function loadLists(config: Config): Promise<Config> {
+  const read = async (flag: string, files: string[]) => {
+    if (files.length === 0) return undefined;
+    const list = new NameList();
+    for (const file of files) {
+      try {
+        // In pieces: a million-name list is never held whole beside its index.
+        using f = await Deno.open(file);
+        await list.addChunks(f.readable, file, (await f.stat()).size);
+      } catch (err) {
+        throw new StartupError(`${flag}: cannot read "${file}": ${(err as Error).message}`, 1);
+      }
+    }
+    return list;
+  };
+  const rest = withoutLists(config);
+  const denyList = await read("--deny-dest-file", config.denyDestFile);
+  const allowList = await read("--allow-dest-file", config.allowDestFile);
+  return { ...rest, ...(denyList ? { denyList } : {}), ...(allowList ? { allowList } : {}) };
+}
+
+/**
+ * A config to hand to a worker: without the lists it loads itself (a worker gets a copy of
+ * what it is posted, and a million names are better read than copied).
+ *
+ * @param config The config.
+ * @returns The same without `denyList` and `allowList`.
+ */
+export function withoutLists(config: Config): Config {
+  const { denyList: _d, allowList: _a, ...rest } = config;
+  return rest;
 }
 
 /**

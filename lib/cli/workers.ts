@@ -11,7 +11,7 @@
 import type { Config } from "./config.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import type { ProxyServer } from "../server.ts";
-import { loadCredentials, startInstance } from "./startup.ts";
+import { loadCredentials, loadLists, startInstance, withoutLists } from "./startup.ts";
 import { type RawSummary, Summary } from "../observe/summary.ts";
 
 /** Messages between the main thread and a worker. */
@@ -92,7 +92,9 @@ export async function startWorkers(
       reject(new Error(`worker ${index} failed: ${e.message}`));
       stopped?.(undefined);
     };
-    worker.postMessage({ kind: "start", config, index, count } satisfies ToWorker);
+    worker.postMessage(
+      { kind: "start", config: withoutLists(config), index, count } satisfies ToWorker,
+    );
     starts.push(ready);
     let stopping: Promise<RawSummary | undefined> | undefined;
     handles.push({
@@ -145,13 +147,14 @@ export function serveWorker(): void {
     if (msg.kind === "start") {
       try {
         const { auth } = await loadCredentials(msg.config);
+        const config = await loadLists(msg.config);
         // With --admin, the main thread's listener shows every worker's traffic: send it there.
         const live = msg.config.admin !== undefined;
         const report: ExchangeObserver = {
           opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }),
           closed: (ex: ExchangeRecord) => scope.postMessage({ kind: "closed", ex }),
         };
-        const instance = startInstance(msg.config, {
+        const instance = startInstance(config, {
           index: msg.index,
           count: msg.count,
           watchers: live ? [report] : [],

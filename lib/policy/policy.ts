@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { NameList } from "./name_list.ts";
 import { Forbidden, ProxyError } from "../errors.ts";
 import { listValues, VIA_NAME } from "../http1/headers.ts";
 import type { Field } from "../http1/parse.ts";
@@ -215,6 +216,10 @@ export interface DestConfig {
   allowDest: readonly DestRule[];
   /** `--block-private`. */
   blockPrivate: boolean;
+  /** Names from `--deny-dest-file` lists, when any were given. */
+  denyList?: NameList;
+  /** Names from `--allow-dest-file` lists (when given, they allow like `--allow-dest` names). */
+  allowList?: NameList;
 }
 
 /** Where a request comes from and what this host is, for the rules about the host itself. */
@@ -265,14 +270,21 @@ export function checkDestination(
   };
   const denied = rules.denyDest.find((r) => matches(r, host, ips, port));
   if (denied) deny(`by --deny-dest ${denied.text}`);
-  // Only the address itself can be opened by a range, not what it carries.
-  const allowed = rules.allowDest.find((r) => matches(r, host, ip ? [ip] : [], port));
+  const named = parsedIp(host) === undefined;
+  const listed = named ? rules.denyList?.match(host) : undefined;
+  if (listed !== undefined) deny(`by --deny-dest-file (listed: ${listed})`);
+  // Only the address itself can be opened by a range, not what it carries. A list entry allows
+  // as an --allow-dest name does.
+  const allowedByList = named && rules.allowList?.match(host) !== undefined;
+  const allowed = rules.allowDest.find((r) => matches(r, host, ip ? [ip] : [], port)) ??
+    (allowedByList ? LISTED : undefined);
+  const allowing = rules.allowDest.length > 0 || rules.allowList !== undefined;
   if (address === undefined && ip === undefined) {
     // Before DNS only names and ports can be judged. When no --allow-dest rule could allow
     // this name (none names it, and none is a range its addresses could fall in), it is
     // refused now, so no rule-less name is ever looked up.
     const ranges = rules.allowDest.some((r) => r.kind === "range");
-    if (rules.allowDest.length > 0 && !allowed && !ranges) deny("(not in --allow-dest)");
+    if (allowing && !allowed && !ranges) deny(NOT_ALLOWED);
     return;
   }
   const own = ip && local?.own.find(ip, port);
@@ -304,8 +316,13 @@ export function checkDestination(
   }
   const preset = rules.blockPrivate ? PRIVATE.find(carried) : undefined;
   if (preset) deny(`by --block-private (${preset.text}${via(carried(preset))})`);
-  if (rules.allowDest.length > 0 && !allowed) deny("(not in --allow-dest)");
+  if (allowing && !allowed) deny(NOT_ALLOWED);
 }
+
+/** What an --allow-dest-file entry allows as: a name rule (it opens no hole in the defaults). */
+const LISTED: DestRule = { text: "--allow-dest-file", kind: "name" };
+
+const NOT_ALLOWED = "(not in --allow-dest or --allow-dest-file)";
 
 /** What {@linkcode describePolicy} reads of the configuration. */
 export interface PolicySettings extends DestConfig {
@@ -338,7 +355,9 @@ export function describePolicy(config: PolicySettings, users: number): string[] 
   const dest = `this host: clients on it only; link-local and metadata: denied; ` +
     `private networks: ${privateNets}` +
     (config.allowDest.length > 0 ? `; only --allow-dest (${config.allowDest.length})` : "") +
-    (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "");
+    (config.allowList ? `; only --allow-dest-file (${listSize(config.allowList)})` : "") +
+    (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "") +
+    (config.denyList ? `; --deny-dest-file (${listSize(config.denyList)})` : "");
   const lines = [`policy: clients ${clients}, ${auth}; destinations: ${dest}`];
   const reachable = config.listen.some((a) => !isLoopbackListen(a.hostname));
   const beyond = reachable && (config.open || (users > 0 && config.allow.length === 0) ||
@@ -351,6 +370,20 @@ export function describePolicy(config: PolicySettings, users: number): string[] 
     );
   }
   return lines;
+}
+
+/** A list's size for the policy line: names, files, and the first line it could not use. */
+function listSize(list: NameList): string {
+  const first = list.firstIgnored;
+  return `${list.size.toLocaleString("en-US")} names from ${list.files} file(s)` +
+    (first
+      ? `, ${list.ignored} line(s) ignored, first ${first.source}:${first.line} ${
+        JSON.stringify(first.text).replace(
+          /[^\x20-\x7e]/g,
+          (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+        )
+      }`
+      : "");
 }
 
 /** Whether `outer` contains all of `inner`. */

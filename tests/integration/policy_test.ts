@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import type { ConnectFn, ResolveFn } from "../../lib/upstream/dial.ts";
 import { isLoopback, parseCidr } from "../../lib/policy/ip.ts";
 import { describePolicy, parseDestRule } from "../../lib/policy/policy.ts";
+import { NameList } from "../../lib/policy/name_list.ts";
 import { DEFAULTS } from "../../lib/cli/config.ts";
 import { rawExchange, startHttpOrigin, startOrigin, startProxy } from "../_fixtures/servers.ts";
 
@@ -278,7 +279,7 @@ Deno.test("with only name rules in --allow-dest, another name is refused before 
   const refused = await rawExchange(names.port, get("elsewhere.test"));
   assert.match(
     refused,
-    /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*destination elsewhere\.test is denied \(not in --allow-dest\)\n$/,
+    /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*destination elsewhere\.test is denied \(not in --allow-dest or --allow-dest-file\)\n$/,
   );
   assert.deepEqual(asked, []);
   assert.match(
@@ -290,6 +291,49 @@ Deno.test("with only name rules in --allow-dest, another name is refused before 
   await using ranges = startProxy({ allowDest: [parseDestRule("127.0.0.0/8")!] }, { resolve });
   assert.match(await rawExchange(ranges.port, get("elsewhere.test")), /^HTTP\/1\.1 200 OK\r\n/);
   assert.deepEqual(asked, ["app.localhost", "elsewhere.test"]);
+});
+
+Deno.test("--deny-dest-file and --allow-dest-file names are judged before any DNS lookup, subdomains too", async () => {
+  await using origin = startHttpOrigin(() => new Response("reached"));
+  const asked: string[] = [];
+  const resolve: ResolveFn = (name) => {
+    asked.push(name);
+    return Promise.resolve(["127.0.0.1"]);
+  };
+  const get = (host: string) =>
+    `GET http://${host}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  const denyList = new NameList();
+  denyList.addText("0.0.0.0 ads.localhost\n", "deny.txt");
+  await using deny = startProxy({ denyList }, { resolve });
+  for (const host of ["ads.localhost", "x.y.ADS.localhost."]) {
+    assert.match(
+      await rawExchange(deny.port, get(host)),
+      /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*is denied by --deny-dest-file \(listed: ads\.localhost\)\n$/,
+    );
+  }
+  assert.deepEqual(asked, []);
+  assert.match(await rawExchange(deny.port, get("app.localhost")), /^HTTP\/1\.1 200 OK\r\n/);
+  assert.deepEqual(asked, ["app.localhost"]);
+  const allowList = new NameList();
+  allowList.addText("app.localhost\n", "allow.txt");
+  await using allow = startProxy({ allowList }, { resolve });
+  assert.match(
+    await rawExchange(allow.port, get("other.localhost")),
+    /^HTTP\/1\.1 403 Forbidden\r\n[\s\S]*\(not in --allow-dest or --allow-dest-file\)\n$/,
+  );
+  assert.deepEqual(asked, ["app.localhost"]);
+  assert.match(await rawExchange(allow.port, get("v2.app.localhost")), /^HTTP\/1\.1 200 OK\r\n/);
+  assert.deepEqual(asked, ["app.localhost", "v2.app.localhost"]);
+  // An allow-list name opens no hole in the defaults: the metadata address stays denied.
+  const meta = new NameList();
+  meta.addText("169.254.169.254\nmeta.test\n", "allow.txt");
+  await using metaProxy = startProxy({ allowList: meta }, {
+    resolve: () => Promise.resolve(["169.254.169.254"]),
+  });
+  assert.match(
+    await rawExchange(metaProxy.port, get("meta.test")),
+    /403 Forbidden[\s\S]*link-local and cloud metadata/,
+  );
 });
 
 Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", async (t) => {
@@ -333,7 +377,7 @@ Deno.test("--deny-dest and --allow-dest: names, suffixes, ranges and ports", asy
       "allow-dest leaves the rest out",
       { allowDest: [rule("198.51.100.0/24")] },
       "127.0.0.1",
-      /is denied \(not in --allow-dest\)/,
+      /is denied \(not in --allow-dest or --allow-dest-file\)/,
     ],
     [
       "deny wins over allow",
