@@ -19,6 +19,7 @@ import {
   loadCredentials,
   loadLists,
   readCommand,
+  reloadConfig,
   startInstance,
   workerCount,
 } from "./lib/cli/startup.ts";
@@ -56,7 +57,7 @@ export async function main(args: string[]): Promise<number> {
     if (command.kind === "help") printLine(HELP);
     if (command.kind === "version") printLine(`http-proxy ${VERSION}`);
     if (command.kind !== "run") return 0;
-    return await serve(command.config, guard);
+    return await serve(command.config, guard, args);
   } catch (err) {
     if (!(err instanceof StartupError)) throw err;
     printLine(`http-proxy: ${err.message}`, "stderr");
@@ -81,10 +82,17 @@ interface Reports {
  *
  * @param config The config from the command line.
  * @param guard Where the debugger guard learns how to stop the proxy once it serves.
+ * @param args The command line, read again on SIGHUP.
  * @returns The exit code.
  */
-async function serve(config: Config, guard: { cannotClose: () => void }): Promise<number> {
+async function serve(
+  config: Config,
+  guard: { cannotClose: () => void },
+  args: string[],
+): Promise<number> {
   addEnvironmentSecrets(config);
+  // As given, for a reload to tell which restart-only settings were changed.
+  const started: Config = { ...config };
   checkExposure(config);
   checkPermissions(config);
   const { auth, adminAuth } = await loadCredentials(config);
@@ -127,7 +135,10 @@ async function serve(config: Config, guard: { cannotClose: () => void }): Promis
     throw err instanceof StartupError ? err : new StartupError((err as Error).message, 1);
   }
   announce(config, instance, workers, auth, admin, adminAuth, hostAddresses);
-  return await runUntilStopped(config, instance, others, admin, reports, guard);
+  return await runUntilStopped(config, instance, others, admin, reports, guard, {
+    args,
+    started,
+  });
 }
 
 /**
@@ -216,9 +227,9 @@ function announce(
 }
 
 /**
- * Serves until a stop signal, answering SIGUSR2 (summary) and SIGHUP (reopen the log) on the
- * way, then shuts down: grace for exchanges in flight, the final summary, the HAR file closed
- * and the log flushed whatever happens.
+ * Serves until a stop signal, answering SIGUSR2 (summary) and SIGHUP (reopen the log, reload
+ * the config) on the way, then shuts down: grace for exchanges in flight, the final summary, the
+ * HAR file closed and the log flushed whatever happens.
  *
  * @returns The exit code: 0, or 1 when a debugger opened that could not be closed.
  */
@@ -229,6 +240,7 @@ async function runUntilStopped(
   admin: AdminServer | undefined,
   reports: Reports,
   guard: { cannotClose: () => void },
+  origin: { args: string[]; started: Config },
 ): Promise<number> {
   const { server, log, summary } = instance;
   const { logger } = log;
@@ -252,10 +264,28 @@ async function runUntilStopped(
   Deno.addSignalListener("SIGUSR2", onUsr2);
   const every = config.summaryEveryMs > 0 ? setInterval(onUsr2, config.summaryEveryMs) : undefined;
   if (every !== undefined) Deno.unrefTimer(every as unknown as number);
-  // SIGHUP: reopen the log file (logrotate moved it), here and in every worker.
+  // SIGHUP: reopen the log file (logrotate moved it), here and in every worker; then read the
+  // config, password file and lists again and switch to them, or keep what runs and say why.
+  let reloading = Promise.resolve();
   const onHup = () => {
     log.reopen();
     for (const w of others) w.reopenLog();
+    reloading = reloading.then(async () => {
+      try {
+        const next = await reloadConfig(origin.args, origin.started, config);
+        config = next.config;
+        server.reload(next.config, next.auth);
+        for (const w of others) w.reload(next.config);
+        for (const flag of next.kept) {
+          logger.info(`reload: --${flag} changed, which needs a restart; kept as it runs`);
+        }
+        logger.info("reload: SIGHUP: config, password file and lists read again");
+        for (const line of describePolicy(config, next.auth?.users ?? 0)) logger.info(line);
+      } catch (err) {
+        const why = err instanceof StartupError ? err.message : String((err as Error)?.message);
+        logger.info(`reload: SIGHUP: kept the running config: ${why}`);
+      }
+    });
   };
   Deno.addSignalListener("SIGHUP", onHup);
   const { promise: stopped, resolve: stop } = Promise.withResolvers<string>();

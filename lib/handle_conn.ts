@@ -78,14 +78,22 @@ export async function handleConn(
   state: ConnState = { idle: true },
 ): Promise<void> {
   const reader = new BufferedReader(conn);
-  const { config } = ctx;
-  const held = ctx.pool ? new HeldUpstream(ctx.pool, config.upstreamIdleTimeoutMs) : undefined;
+  // The context is this connection's own (the server makes one per connection), so it is
+  // completed in place: copying it would freeze its config and credentials, which a reload
+  // swaps behind getters.
+  const held = ctx.pool ? new HeldUpstream(ctx.pool, ctx.config.upstreamIdleTimeoutMs) : undefined;
+  if (held) ctx.held = held;
   // The rules about this host itself depend on whether the client is on it.
-  const local = ctx.local && { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
+  if (ctx.local) {
+    ctx.local = { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
+  }
   // One write deadline for the connection's life, parked between writes (see toClient).
-  const clientWrite = new Deadline(config.writeTimeoutMs, () => new Error("client write stalled"));
+  const clientWrite = new Deadline(
+    ctx.config.writeTimeoutMs,
+    () => new Error("client write stalled"),
+  );
   clientWrite.park();
-  ctx = { ...ctx, clientWrite, ...(held ? { held } : {}), ...(local ? { local } : {}) };
+  ctx.clientWrite = clientWrite;
   let first = true;
   let current: Exchange | undefined;
   // Closing only the client would leave an exchange blocked on an upstream read.
@@ -105,7 +113,7 @@ export async function handleConn(
     // a byte is read.
     try {
       if (state.refusal) throw state.refusal;
-      checkClient(conn.remoteAddr.hostname, config);
+      checkClient(conn.remoteAddr.hostname, ctx.config);
     } catch (err) {
       state.idle = false;
       await exchange(newExchange(ctx, conn, reader, now()), ctx, null, err as ProxyError);
@@ -115,6 +123,7 @@ export async function handleConn(
     for (;;) {
       state.idle = true;
       if (ctx.signal.aborted) return;
+      const { config } = ctx; // as of this request (a reload may change it between requests)
       let bytes: Uint8Array | null = null;
       let failure: ProxyError | undefined;
       const waitStart = now();

@@ -96,9 +96,14 @@ export class ProxyServer {
   #pool: UpstreamPool | undefined;
   #nextId: () => number;
   #limits: ConnectionLimits;
-  #rate: RateLimiter | undefined;
   #endGrace: () => void = () => {};
   #local: LocalView;
+  /**
+   * What a reload replaces: every connection's context reads these through getters, so the
+   * next request on a keep-alive connection sees a new policy, while a tunnel or an exchange
+   * already under way carries on.
+   */
+  #live: { config: Config; auth: Authenticator | undefined; rate: RateLimiter | undefined };
 
   /**
    * Starts accepting on every listener.
@@ -117,7 +122,11 @@ export class ProxyServer {
       options.config.maxConnections,
       options.config.maxConnectionsPerIp,
     );
-    if (rate > 0) this.#rate = new RateLimiter(rate);
+    this.#live = {
+      config: options.config,
+      auth: options.auth,
+      rate: rate > 0 ? new RateLimiter(rate) : undefined,
+    };
     if (maxIdlePerHost > 0) {
       this.#pool = new UpstreamPool({ maxIdlePerHost, idleTimeoutMs: upstreamIdleTimeoutMs });
     }
@@ -167,8 +176,17 @@ export class ProxyServer {
       const refusal = this.#limits.admit(ip);
       const state: ConnState = refusal ? { idle: false, refusal } : { idle: true };
       this.#conns.set(conn, state);
+      const live = this.#live;
       const handler = handleConn(conn, {
-        config: this.#options.config,
+        get config() {
+          return live.config;
+        },
+        get auth() {
+          return live.auth;
+        },
+        get rate() {
+          return live.rate;
+        },
         logger: this.#options.logger,
         signal: this.#abort.signal,
         nextId: this.#nextId,
@@ -176,8 +194,6 @@ export class ProxyServer {
         ...(this.#pool ? { pool: this.#pool } : {}),
         ...(this.#options.connect ? { connect: this.#options.connect } : {}),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),
-        ...(this.#options.auth ? { auth: this.#options.auth } : {}),
-        ...(this.#rate ? { rate: this.#rate } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
@@ -190,13 +206,31 @@ export class ProxyServer {
   }
 
   /**
+   * Takes a new configuration and credentials (SIGHUP): the policy, limits, timeouts and users
+   * of every request from now on, on new and open connections alike. What needs a restart
+   * (listen addresses, the upstream pool's size) is the caller's to keep unchanged.
+   *
+   * @param config The new configuration.
+   * @param auth The new proxy credentials, if any.
+   */
+  reload(config: Config, auth: Authenticator | undefined): void {
+    const old = this.#live.config;
+    this.#live.config = config;
+    this.#live.auth = auth;
+    if (config.rate !== old.rate) {
+      this.#live.rate = config.rate > 0 ? new RateLimiter(config.rate) : undefined;
+    }
+    this.#limits.set(config.maxConnections, config.maxConnectionsPerIp);
+  }
+
+  /**
    * Stops accepting, closes idle connections, waits up to `graceMs` for exchanges in flight,
    * then closes every connection that is left. Safe to call more than once.
    *
    * @param graceMs How long exchanges in flight may take. @default config.graceMs
    * @returns When every connection is closed.
    */
-  shutdown(graceMs = this.#options.config.graceMs): Promise<void> {
+  shutdown(graceMs = this.#live.config.graceMs): Promise<void> {
     if (graceMs === 0) this.#endGrace(); // a shutdown already waiting stops waiting
     this.#closed ??= this.#shutdown(graceMs);
     return this.#closed;

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { hashLine } from "../lib/policy/auth.ts";
 import { ROOT, runCli, startCli } from "./_fixtures/cli.ts";
-import { curl, readAll, startHttpOrigin, startOrigin } from "./_fixtures/servers.ts";
+import { curl, readAll, readUntil, startHttpOrigin, startOrigin } from "./_fixtures/servers.ts";
 
 Deno.test("--help lists every flag with its default; --version prints the version", async () => {
   const help = await runCli(["--help"]);
@@ -387,6 +387,93 @@ Deno.test("--deny-dest-file: a hosts-format list refuses its names at once, says
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("SIGHUP reloads the config, password file and lists; open tunnels and keep-alive clients carry on; a bad file keeps the running config", async () => {
+  await using origin = startHttpOrigin(() => new Response("ok"));
+  // A tunnel's far end: echoes what it gets.
+  await using echo = startOrigin(async (c) => {
+    for (;;) {
+      const piece = await c.reader.read(1024);
+      if (piece === null) return;
+      await c.write(piece.slice());
+    }
+  });
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/proxy.jsonc`;
+  const config = (extra: string) =>
+    Deno.writeTextFile(
+      file,
+      `{
+        "listen": "127.0.0.1:0", "connect-ports": "any",
+        "auth-file": "${dir}/users", "deny-dest-file": "${dir}/deny",
+        ${extra}
+      }`,
+    );
+  try {
+    await Deno.writeTextFile(`${dir}/users`, `${await hashLine("alice", "a1")}\n`);
+    await Deno.writeTextFile(`${dir}/deny`, "0.0.0.0 first.example.test\n");
+    await config(`"log-format": "text"`);
+    await using cli = await startCli(["--config", file], { denoFlags: [`--allow-read=${dir}`] });
+    const proxy = cli.addrs[0]!;
+    const [host, port] = proxy.split(":") as [string, string];
+    const alice = `Proxy-Authorization: Basic ${btoa("alice:a1")}\r\n`;
+    // An open tunnel and an open keep-alive connection, both alice's.
+    using tunnel = await Deno.connect({ hostname: host, port: Number(port) });
+    await tunnel.write(enc.encode(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\n${alice}\r\n`));
+    assert.match(await readUntil(tunnel, (t) => t.includes("\r\n\r\n")), /^HTTP\/1\.1 200 /);
+    using keepAlive = await Deno.connect({ hostname: host, port: Number(port) });
+    const get = (auth: string) =>
+      enc.encode(`GET http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: x\r\n${auth}\r\n`);
+    await keepAlive.write(get(alice));
+    assert.match(
+      await readUntil(keepAlive, (t) => t.endsWith("ok")),
+      /^HTTP\/1\.1 200 OK\r\n[\s\S]*ok$/,
+    );
+
+    // Alice leaves, bob arrives, a name is listed, and a restart-only setting changes.
+    await Deno.writeTextFile(`${dir}/users`, `${await hashLine("bob", "b2")}\n`);
+    await Deno.writeTextFile(`${dir}/deny`, "second.example.test\n");
+    await config(`"log-format": "json"`);
+    cli.child.kill("SIGHUP");
+    await cli.stderr.waitFor(/reload: SIGHUP: config, password file and lists read again\n/);
+    assert.match(
+      cli.stderr.text,
+      /reload: --log-format changed, which needs a restart; kept as it runs\n/,
+    );
+    assert.match(
+      cli.stderr.text,
+      /Basic proxy authentication \(1 user\(s\)\).*--deny-dest-file \(1 names/,
+    );
+    // The tunnel carries on.
+    await tunnel.write(enc.encode("still there?"));
+    assert.equal(await readUntil(tunnel, (t) => t.length >= 12), "still there?");
+    // The keep-alive connection's next request meets the new users.
+    await keepAlive.write(get(alice));
+    assert.match(await readUntil(keepAlive, (t) => t.includes("\r\n\r\n")), /^HTTP\/1\.1 407 /);
+    const viaBob = (url: string) =>
+      curl(["-x", proxy, "-U", "bob:b2", "-s", "-w", " %{http_code}", url]);
+    assert.equal((await viaBob(`http://127.0.0.1:${origin.port}/`)).stdout, "ok 200");
+    assert.match(
+      (await viaBob("http://second.example.test/")).stdout,
+      /listed: second\.example\.test\)\n 403$/,
+    );
+    // Still text: the log format needs a restart.
+    await cli.stdout.waitFor(/\] 200 OK 2 bytes \d+ ms #\d+\n/);
+
+    // A config that does not parse: nothing changes.
+    await Deno.writeTextFile(file, "{ nope");
+    cli.child.kill("SIGHUP");
+    await cli.stderr.waitFor(
+      /reload: SIGHUP: kept the running config: --config .*proxy\.jsonc: not valid JSON/,
+    );
+    assert.equal((await viaBob(`http://127.0.0.1:${origin.port}/`)).stdout, "ok 200");
+    assert.equal(await cli.stop(), 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+const enc = new TextEncoder();
 
 Deno.test("SIGUSR2 prints the summary; --summary-json writes it; workers' counts are merged", async () => {
   await using origin = startHttpOrigin(() => new Response("abc"));

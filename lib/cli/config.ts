@@ -750,9 +750,10 @@ Environment (read with --allow-env for these names; never shown by ps):
   HTTP_PROXY_AUTH          proxy users, "user:password", one per line (like --auth)
   HTTP_PROXY_ADMIN_AUTH    admin users, "user:password", one per line
 
-Signals: SIGINT/SIGTERM stop (a second one: now), SIGHUP reopens the log file, SIGUSR2
-prints the summary. Never send SIGUSR1: Deno opens a debugger for it (closed at once with
---allow-sys, else the proxy stops).`;
+Signals: SIGINT/SIGTERM stop (a second one: now); SIGHUP reopens the log file and reads the
+config file, password file and lists again (a bad one keeps the running config, in one log
+line); SIGUSR2 prints the summary. Never send SIGUSR1: Deno opens a debugger for it (closed at
+once with --allow-sys, else the proxy stops).`;
 
 const HINT = "(see --help)";
 

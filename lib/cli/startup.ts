@@ -18,7 +18,14 @@ import { isLoopbackListen } from "../policy/ip.ts";
 import { listenAll, ProxyServer } from "../server.ts";
 import { hostPort } from "../upstream/dial.ts";
 import { NameList } from "../policy/name_list.ts";
-import { type Command, type Config, configFileArgs, parseCommand, UsageError } from "./config.ts";
+import {
+  type Command,
+  type Config,
+  configFileArgs,
+  OPTIONS,
+  parseCommand,
+  UsageError,
+} from "./config.ts";
 
 /**
  * Reads the command line, with a `--config` file's flags placed before it.
@@ -274,4 +281,69 @@ export function startInstance(config: Config, options: InstanceOptions): Instanc
     ...(options.auth ? { auth: options.auth } : {}),
   });
   return { server, log, summary };
+}
+
+/**
+ * Settings that a reload cannot change: what was bound, opened or sized when the proxy started
+ * (listeners, the admin listener and its users, workers, the log, reports, the upstream pool).
+ */
+export const RESTART_ONLY = [
+  "listen",
+  "admin",
+  "adminAuthFile",
+  "adminAuth",
+  "adminHosts",
+  "workers",
+  "logFile",
+  "logFormat",
+  "quiet",
+  "utc",
+  "har",
+  "summaryJson",
+  "summaryEveryMs",
+  "maxIdlePerHost",
+  "upstreamIdleTimeoutMs",
+] as const satisfies readonly (keyof Config)[];
+
+/** A configuration read again for a reload, checked and with its files loaded. */
+export interface Reloaded {
+  /** The new configuration (restart-only settings as they run). */
+  config: Config;
+  /** The new proxy credentials. */
+  auth: Authenticator | undefined;
+  /** Flags whose change needs a restart, kept as they were. */
+  kept: string[];
+}
+
+/**
+ * Reads the command line and its `--config` file again (SIGHUP), with the password file and the
+ * lists, and checks the result as startup does. Restart-only settings keep their running values;
+ * a change to one is named in `kept`.
+ *
+ * @param args The command line the proxy started with.
+ * @param started The configuration it started with (before ports were bound).
+ * @param running The configuration it runs with.
+ * @returns The configuration and credentials to switch to.
+ * @throws {StartupError} for anything startup would refuse: the running config then stays.
+ */
+export async function reloadConfig(
+  args: string[],
+  started: Config,
+  running: Config,
+): Promise<Reloaded> {
+  const command = await readCommand(args);
+  if (command.kind !== "run") throw new StartupError("the command line no longer runs the proxy");
+  const next = command.config;
+  addEnvironmentSecrets(next);
+  const kept: string[] = [];
+  for (const key of RESTART_ONLY) {
+    if (JSON.stringify(next[key]) !== JSON.stringify(started[key])) {
+      kept.push(OPTIONS.find((o) => o.key === key)?.name ?? key);
+    }
+    (next as unknown as Record<string, unknown>)[key] = running[key];
+  }
+  checkExposure(next);
+  checkPermissions(next);
+  const { auth } = await loadCredentials(next);
+  return { config: await loadLists(next), auth, kept };
 }

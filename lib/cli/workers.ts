@@ -19,6 +19,7 @@ type ToWorker =
   | { kind: "start"; config: Config; index: number; count: number }
   | { kind: "stop"; graceMs: number }
   | { kind: "reopen" }
+  | { kind: "reload"; config: Config }
   | { kind: "summary" };
 type FromWorker =
   | { kind: "ready" }
@@ -40,6 +41,8 @@ export interface WorkerHandle {
   stop(graceMs: number): Promise<RawSummary | undefined>;
   /** Asks it to reopen its log file. */
   reopenLog(): void;
+  /** Hands it a reloaded config (it reads the password file and lists itself). */
+  reload(config: Config): void;
   /** Asks for its traffic counts (undefined if it does not answer within a second). */
   summary(): Promise<RawSummary | undefined>;
 }
@@ -101,6 +104,9 @@ export async function startWorkers(
       reopenLog() {
         worker.postMessage({ kind: "reopen" } satisfies ToWorker);
       },
+      reload(config) {
+        worker.postMessage({ kind: "reload", config: withoutLists(config) } satisfies ToWorker);
+      },
       summary() {
         const { promise, resolve } = Promise.withResolvers<RawSummary | undefined>();
         summaries.push(resolve);
@@ -139,6 +145,7 @@ export function serveWorker(): void {
   let server: ProxyServer | undefined;
   let closeLog: (() => void) | undefined;
   let reopenLog: (() => void) | undefined;
+  let info: ((line: string) => void) | undefined;
   let stopping = false;
   let summary = new Summary();
   let gaugeTimer: ReturnType<typeof setInterval> | undefined;
@@ -164,6 +171,7 @@ export function serveWorker(): void {
         summary = instance.summary;
         closeLog = instance.log.close;
         reopenLog = instance.log.reopen;
+        info = (line) => instance.log.logger.info(line);
         if (live) {
           gaugeTimer = setInterval(() => {
             scope.postMessage({
@@ -179,6 +187,15 @@ export function serveWorker(): void {
       }
     } else if (msg.kind === "reopen") {
       reopenLog?.();
+    } else if (msg.kind === "reload") {
+      // The main thread has read and checked the same files; if one changed in between, this
+      // worker keeps what it has and says so.
+      try {
+        const { auth } = await loadCredentials(msg.config);
+        server?.reload(await loadLists(msg.config), auth);
+      } catch (err) {
+        info?.(`reload: a worker kept the running config: ${(err as Error).message}`);
+      }
     } else if (msg.kind === "summary") {
       scope.postMessage({ kind: "summary", raw: summary.raw() });
     } else if (msg.kind === "stop") {

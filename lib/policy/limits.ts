@@ -25,6 +25,17 @@ export class ConnectionLimits {
   }
 
   /**
+   * Changes the limits (a reload); connections already held stay counted.
+   *
+   * @param max Most connections in total (0: no limit).
+   * @param maxPerIp Most connections from one IP (0: no limit).
+   */
+  set(max: number, maxPerIp: number): void {
+    this.#max = max;
+    this.#maxPerIp = maxPerIp;
+  }
+
+  /**
    * Counts a new connection, or says why it is one too many.
    *
    * @param ip The client IP.

@@ -33,9 +33,9 @@ export interface ExchangeContext {
   /** How host names are resolved. @default systemResolve */
   resolve?: ResolveFn;
   /** Proxy authentication, when configured. */
-  auth?: Authenticator;
+  auth?: Authenticator | undefined;
   /** The per-client request rate limit, when configured. */
-  rate?: RateLimiter;
+  rate?: RateLimiter | undefined;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
