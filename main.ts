@@ -330,23 +330,62 @@ async function runUntilStopped(
 }
 
 /**
- * `http-proxy hash-password USER`: reads a password on stdin (one line), prints the
- * `--auth-file` line for it.
+ * `http-proxy hash-password USER`: asks for the password twice without echoing it on a
+ * terminal, or reads one line from standard input otherwise, and prints the `--auth-file` line.
  */
 async function hashPassword(args: string[]): Promise<number> {
   const user = args[0];
   if (args.length !== 1 || !user || !/^[^:\s]+$/.test(user)) {
-    printLine("http-proxy: usage: http-proxy hash-password USER < password-file", "stderr");
+    printLine("http-proxy: usage: http-proxy hash-password USER (asks, or reads stdin)", "stderr");
     return 2;
   }
-  const input = await new Response(Deno.stdin.readable).text();
-  const password = input.replace(/\r?\n$/, "");
+  let password: string | undefined;
+  if (Deno.stdin.isTerminal()) {
+    password = await askHidden(`Password for ${user}: `);
+    const again = password === undefined ? undefined : await askHidden("Again: ");
+    if (password === undefined || again === undefined) return 130; // Ctrl-C or Ctrl-D
+    if (again !== password) {
+      printLine("http-proxy: hash-password: the two passwords differ; nothing written", "stderr");
+      return 2;
+    }
+  } else {
+    const input = await new Response(Deno.stdin.readable).text();
+    password = input.replace(/\r?\n$/, "");
+  }
   if (password === "" || password.includes("\n")) {
-    printLine("http-proxy: hash-password: give one non-empty password line on stdin", "stderr");
+    printLine("http-proxy: hash-password: give one non-empty password line", "stderr");
     return 2;
   }
   printLine(await hashLine(user, password));
   return 0;
+}
+
+/**
+ * Reads one line from the terminal without echoing it (the prompt goes to stderr, so stdout
+ * holds only the hash line).
+ *
+ * @returns The line, or undefined for Ctrl-C or Ctrl-D.
+ */
+async function askHidden(prompt: string): Promise<string | undefined> {
+  Deno.stderr.writeSync(new TextEncoder().encode(prompt));
+  Deno.stdin.setRaw(true);
+  const bytes: number[] = [];
+  const buf = new Uint8Array(64);
+  try {
+    for (;;) {
+      const n = await Deno.stdin.read(buf);
+      if (n === null) return undefined;
+      for (const c of buf.subarray(0, n)) {
+        if (c === 3 || c === 4) return undefined; // Ctrl-C, Ctrl-D
+        if (c === 13 || c === 10) return new TextDecoder().decode(new Uint8Array(bytes));
+        if (c === 127 || c === 8) bytes.pop(); // backspace
+        else bytes.push(c);
+      }
+    }
+  } finally {
+    Deno.stdin.setRaw(false);
+    Deno.stderr.writeSync(new TextEncoder().encode("\n"));
+  }
 }
 
 if (import.meta.main) {

@@ -277,8 +277,8 @@ const ROWS = [
   {
     name: "auth-file",
     value: "PATH",
-    help: 'users as "user:pbkdf2-sha256$…" lines; make one with http-proxy hash-password USER ' +
-      "< password",
+    help: 'users as "user:pbkdf2-sha256$…" lines (http-proxy hash-password USER) or htpasswd -B ' +
+      "bcrypt lines; re-read on SIGHUP",
     key: "authFile",
     parse: (v) => path("auth-file", v),
   },

@@ -15,6 +15,7 @@
  * @module
  */
 
+import bcryptjs from "bcryptjs";
 import { ProxyError, StartupError } from "../errors.ts";
 import { listValues } from "../http1/headers.ts";
 import type { Field } from "../http1/parse.ts";
@@ -36,10 +37,23 @@ export const FAILURE_REFILL_MS = 2000;
 /** How a password is hashed (injectable so tests can count and pace the work). */
 export type HashFn = (password: string, salt: Bytes, iterations: number) => Promise<Bytes>;
 
-/** One user: a plain password (`--auth`) or a PBKDF2 hash (`--auth-file`). */
+/** One user: a plain password (`--auth`), or a PBKDF2 or bcrypt hash (`--auth-file`). */
 export type Credential =
   | { user: string; kind: "plain"; digest: Bytes }
-  | { user: string; kind: "pbkdf2"; iterations: number; salt: Bytes; hash: Bytes };
+  | { user: string; kind: "pbkdf2"; iterations: number; salt: Bytes; hash: Bytes }
+  | { user: string; kind: "bcrypt"; hash: string };
+
+/** The most costly bcrypt line accepted (`htpasswd -B` makes cost 5; each step doubles). */
+export const MAX_BCRYPT_COST = 12;
+
+/** Password schemes of htpasswd files that are refused, by how their hash starts. */
+const WEAK_SCHEMES: [RegExp, string][] = [
+  [/^\$apr1\$/, "MD5-crypt ($apr1$, htpasswd -m)"],
+  [/^\$1\$/, "MD5-crypt ($1$)"],
+  [/^\{SHA\}/, "unsalted SHA-1 ({SHA}, htpasswd -s)"],
+  [/^\$[56]\$/, "SHA-crypt ($5$/$6$)"],
+  [/^[.\/0-9A-Za-z]{13}$/, "DES crypt (htpasswd -d)"],
+];
 
 const encoder = new TextEncoder();
 
@@ -123,15 +137,30 @@ export function fileCredentials(text: string): Credential[] | string {
   for (let i = 0; i < lines.length; i++) {
     const line = lines[i]!.trim();
     if (line === "" || line.startsWith("#")) continue;
+    const bcrypt = /^([^:\s]+):(\$2[aby]\$(\d\d)\$[./0-9A-Za-z]{53})$/.exec(line);
+    if (bcrypt) {
+      const cost = Number(bcrypt[3]);
+      if (cost < 4 || cost > MAX_BCRYPT_COST) {
+        return `line ${i + 1} is bcrypt with cost ${cost}; accepted: 4 to ${MAX_BCRYPT_COST} ` +
+          `(every wrong password would cost that much CPU; htpasswd -B -C 10 makes one)`;
+      }
+      out.push({ user: bcrypt[1]!, kind: "bcrypt", hash: bcrypt[2]! });
+      continue;
+    }
+    const hashed = /^([^:\s]+):(.+)$/.exec(line)?.[2] ?? "";
+    const weak = WEAK_SCHEMES.find(([re]) => re.test(hashed));
+    if (weak) {
+      return `line ${i + 1} uses ${weak[1]}, a weak scheme that is not accepted; make the ` +
+        `line with htpasswd -B (bcrypt) or hash-password`;
+    }
     const m = /^([^:\s]+):pbkdf2-sha256\$(\d{1,9})\$([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+)$/.exec(
       line,
     );
     const salt = m && unb64(m[3]!);
     const hash = m && unb64(m[4]!);
     if (!m || !salt || !hash || hash.length !== 32 || Number(m[2]) < 1000) {
-      return `line ${
-        i + 1
-      } is not "user:pbkdf2-sha256$iterations$salt$hash" (make one with hash-password)`;
+      return `line ${i + 1} is not "user:pbkdf2-sha256$iterations$salt$hash" nor an ` +
+        `htpasswd -B bcrypt line (make one with hash-password)`;
     }
     if (Number(m[2]) > MAX_ITERATIONS) {
       return `line ${i + 1} asks for ${m[2]} iterations, more than ${MAX_ITERATIONS} (every ` +
@@ -167,6 +196,8 @@ export interface AuthenticatorOptions {
   hash?: HashFn;
   /** Clock for the failure limit, in ms. @default performance.now */
   now?: () => number;
+  /** The bcrypt check. @default bcryptjs' compare */
+  bcrypt?: (password: string, hash: string) => Promise<boolean>;
 }
 
 /** The users, and the credentials that already verified. */
@@ -176,6 +207,7 @@ export class Authenticator {
   /** What an unknown user's password is hashed with: the default cost, a salt of its own. */
   #decoy = { salt: crypto.getRandomValues(new Uint8Array(16)), iterations: ITERATIONS };
   #hash: HashFn;
+  #bcrypt: (password: string, hash: string) => Promise<boolean>;
   #now: () => number;
   #hashing = 0;
   #waiting: (() => void)[] = [];
@@ -188,6 +220,7 @@ export class Authenticator {
   constructor(credentials: readonly Credential[], options: AuthenticatorOptions = {}) {
     this.#users = new Map(credentials.map((c) => [c.user, c]));
     this.#hash = options.hash ?? pbkdf2;
+    this.#bcrypt = options.bcrypt ?? ((password, hash) => bcryptjs.compare(password, hash));
     this.#now = options.now ?? (() => performance.now());
   }
 
@@ -244,6 +277,9 @@ export class Authenticator {
     let ok: boolean;
     if (cred?.kind === "plain") {
       ok = password !== "" && same(digest, cred.digest);
+    } else if (cred?.kind === "bcrypt") {
+      const hash = cred.hash;
+      ok = password !== "" && await this.#slot(() => this.#bcrypt(password, hash));
     } else {
       // An unknown user costs what a default one does, so timing does not tell which names
       // exist (and a costly line in the file is no lever for names that are not in it).

@@ -10,7 +10,8 @@ import {
   plainCredential,
 } from "../../lib/policy/auth.ts";
 import { checkClient } from "../../lib/policy/policy.ts";
-import { ROOT, runCli } from "../_fixtures/cli.ts";
+import { Collector, ROOT, runCli } from "../_fixtures/cli.ts";
+import { hasTool } from "../_fixtures/tools.ts";
 import {
   curl,
   rawExchange,
@@ -295,4 +296,98 @@ Deno.test("a rate-limited client gets 429 with Retry-After over the wire", async
     res,
     /HTTP\/1\.1 429 Too Many Requests\r\n[\s\S]*Retry-After: 2\r\n[\s\S]*too many failed logins from 127\.0\.0\.1; retry in 2 s\n$/,
   );
+});
+
+// Made by Apache's htpasswd 2.4 (Debian apache2-utils) for alice / s3cret, 2026-11-27.
+const HTPASSWD = {
+  bcrypt: "alice:$2y$05$2U.Aad6hTKq0D/gFAm9pfe/w2dFrlYapmqf2iDf77n.hbwvjn6mQC", // -B -C 5
+  apr1: "alice:$apr1$yk8YIOJ4$gKCfOoXiguYOsdRBBMGYm/", // -m
+  sha: "alice:{SHA}/vNB+F2HQ559kaLUZbmHHvZrXpg=", // -s
+  crypt: "alice:OZ0yr.uuSQUi.", // -d
+};
+
+Deno.test("--auth-file takes htpasswd -B bcrypt lines and names the weak schemes it refuses", async () => {
+  const creds = fileCredentials(`# made with htpasswd -B\n${HTPASSWD.bcrypt}\n`);
+  assert.ok(Array.isArray(creds));
+  const auth = new Authenticator(creds);
+  assert.equal(await auth.check(basicField("alice:s3cret")), "alice");
+  await assert.rejects(auth.check(basicField("alice:wrong")), /wrong user name or password/);
+  for (
+    const [line, why] of [
+      [HTPASSWD.apr1, /line 1 uses MD5-crypt \(\$apr1\$, htpasswd -m\), a weak scheme/],
+      [HTPASSWD.sha, /line 1 uses unsalted SHA-1 \(\{SHA\}, htpasswd -s\)/],
+      [HTPASSWD.crypt, /line 1 uses DES crypt \(htpasswd -d\)/],
+      ["alice:$2y$13$" + "a".repeat(53), /line 1 is bcrypt with cost 13; accepted: 4 to 12/],
+    ] as const
+  ) {
+    const got = fileCredentials(line);
+    assert.equal(typeof got, "string", line);
+    assert.match(got as string, why);
+    assert.match(got as string, /htpasswd -B|hash-password/);
+  }
+});
+
+const hasHtpasswd = await hasTool("htpasswd", ["-nbB", "x", "y"]);
+
+Deno.test({
+  name: "a file made by htpasswd -B right now logs curl in through the proxy (needs htpasswd)",
+  ignore: !hasHtpasswd, // .ci/run installs Debian's apache2-utils
+  async fn() {
+    const made = await new Deno.Command("htpasswd", { args: ["-nbB", "bea", "pa55 word"] })
+      .output();
+    const creds = fileCredentials(new TextDecoder().decode(made.stdout));
+    assert.ok(Array.isArray(creds));
+    await using origin = startHttpOrigin(() => new Response("in"));
+    await using proxy = startProxy({}, { auth: new Authenticator(creds) });
+    const url = `http://127.0.0.1:${origin.port}/`;
+    assert.equal((await curl(["-x", proxy.addr, "-U", "bea:pa55 word", url])).stdout, "in");
+    const wrong = await curl([
+      "-x",
+      proxy.addr,
+      "-U",
+      "bea:nope",
+      "-s",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      url,
+    ]);
+    assert.equal(wrong.stdout, "407");
+  },
+});
+
+const hasScript = await hasTool("script", ["-qec", "true", "/dev/null"]);
+
+Deno.test({
+  name:
+    "hash-password on a terminal asks twice without echo, and refuses two different answers (needs script)",
+  ignore: !hasScript, // util-linux's script gives the command a terminal
+  async fn() {
+    for (const [second, code] of [["tr0ub4dor", 0], ["other", 2]] as const) {
+      const child = new Deno.Command("script", {
+        args: ["-qec", `${Deno.execPath()} run ${ROOT}main.ts hash-password gil`, "/dev/null"],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "null", // script puts the command's stdout and stderr both on its stdout
+        env: { NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" },
+      }).spawn();
+      const out = new Collector(child.stdout);
+      const w = child.stdin.getWriter();
+      await out.waitFor(/Password for gil: /);
+      await w.write(new TextEncoder().encode("tr0ub4dor\r"));
+      await out.waitFor(/Again: /);
+      await w.write(new TextEncoder().encode(`${second}\r`));
+      const status = await child.status;
+      await w.close().catch(() => {});
+      await out.done;
+      assert.equal(status.code, code, out.text);
+      assert.doesNotMatch(out.text, /tr0ub4dor|other/); // never echoed
+      if (code === 0) {
+        const line = /gil:pbkdf2-sha256\S+/.exec(out.text)![0];
+        const creds = fileCredentials(line) as Exclude<ReturnType<typeof fileCredentials>, string>;
+        assert.equal(await new Authenticator(creds).check(basicField("gil:tr0ub4dor")), "gil");
+      } else assert.match(out.text, /the two passwords differ; nothing written/);
+    }
+  },
 });
