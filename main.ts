@@ -17,7 +17,7 @@ import {
   checkPermissions,
   type Instance,
   loadCredentials,
-  loadLists,
+  loadFiles,
   readCommand,
   reloadConfig,
   startInstance,
@@ -96,7 +96,7 @@ async function serve(
   checkExposure(config);
   checkPermissions(config);
   const { auth, adminAuth } = await loadCredentials(config);
-  config = await loadLists(config);
+  config = await loadFiles(config);
   const workers = workerCount(config, new URL(import.meta.url));
   const reports = openReports(config);
   const hostAddresses = new HostAddresses();

@@ -87,6 +87,10 @@ export const ERROR_KINDS = {
     what: "the upstream's response was malformed, or it switched protocols unasked",
   },
   proxy_internal_error: { statuses: [500, 502], what: "a failure inside the proxy" },
+  proxy_configuration_error: {
+    statuses: [502],
+    what: "the parent proxy wants credentials this proxy does not have (--parent-auth-file)",
+  },
   client_closed: { statuses: [], what: "the client left (closed or reset) mid-exchange" },
   client_timeout: { statuses: [], what: "the client took no byte for --write-timeout" },
   tunnel_error: { statuses: [], what: "a CONNECT tunnel failed (reset, stalled or idle)" },

@@ -11,6 +11,7 @@
 import type { ErrorKind } from "./errors.ts";
 import type { BufferedReader } from "./http1/head.ts";
 import type { Framing } from "./http1/headers.ts";
+import type { ParentProxy } from "./upstream/parent.ts";
 
 /** What one exchange (a request and its response, or a CONNECT tunnel) is logged with. */
 export interface ExchangeRecord {
@@ -44,8 +45,10 @@ export interface ExchangeRecord {
   target: string;
   /** `host:port` of the target once parsed (host normalised), for the summary. */
   destination?: string;
-  /** The upstream IP actually connected to (read from the socket). */
+  /** The upstream IP actually connected to (read from the socket): the parent's, via one. */
   upstreamIp?: string;
+  /** `host:port` of the parent proxy the exchange went through (`--parent`), if any. */
+  parent?: string;
   /** The upstream port. */
   upstreamPort?: number;
   /** Whether the upstream connection was new, reused from the pool, or a retry after a stale one. */
@@ -115,6 +118,8 @@ export interface Route {
   path: string;
   /** How the request's body is framed ("none" for a tunnel). */
   framing: Framing;
+  /** The parent proxy it goes through (`--parent`), or undefined for a direct connection. */
+  parent?: ParentProxy;
 }
 
 /**

@@ -13,6 +13,7 @@
 import { closeQuietly, hostPort } from "./upstream/dial.ts";
 import {
   Aborted,
+  BadGateway,
   BadRequest,
   HeadTooLarge,
   ProxyError,
@@ -34,6 +35,7 @@ import {
   parseConnectTarget,
   parseHttpTarget,
   parseRequestHead,
+  parseResponseHead,
   type RequestHead,
 } from "./http1/parse.ts";
 import { Deadline } from "./deadline.ts";
@@ -46,6 +48,7 @@ import {
 } from "./policy/policy.ts";
 import { isLoopback } from "./policy/ip.ts";
 import { HeldUpstream } from "./upstream/pool.ts";
+import { basic, goesDirect } from "./upstream/parent.ts";
 import { tunnel } from "./relay/tunnel.ts";
 
 /** What the server sees of a connection: whether it sits between requests, and a way to end it. */
@@ -310,7 +313,12 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
   const host = normalizeHost(parsed.hostname);
   ex.record.destination = hostPort(host, parsed.port);
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
+  // Through a parent, a name is the parent's to resolve: an address written in the request is
+  // judged here in full, a name by name only.
   checkDestination(ctx.config, host, undefined, parsed.port, ctx.local);
+  const { parent, noParent } = ctx.config;
+  const via = parent && !goesDirect(noParent, host, parsed.port) ? parent : undefined;
+  if (via) ex.record.parent = via.text;
   return {
     host,
     port: parsed.port,
@@ -318,17 +326,21 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
     authority: parsed.authority ?? "",
     path: parsed.path ?? "",
     framing,
+    ...(via ? { parent: via } : {}),
   };
 }
 
-/** CONNECT: dial, answer 200, relay bytes until both sides are done. */
+/** CONNECT: dial (or ask the parent to), answer 200, relay bytes until both sides are done. */
 async function connect(ex: Exchange, ctx: ExchangeContext, route: Route): Promise<void> {
-  const upstream = await openUpstream(ex, ctx, route.host, route.port);
+  const upstream = await openUpstream(ex, ctx, route.host, route.port, false, route.parent);
+  // Bytes the parent sent after its 200 (a server that speaks first) go to the client first.
+  const early = route.parent ? await connectThrough(ex, ctx, route, upstream) : undefined;
   ex.record.status = 200;
   ex.record.reason = "Connection established";
   ex.responseStarted = true;
   try {
     await writeAll(ex.client, ESTABLISHED);
+    if (early && early.length > 0) await writeAll(ex.client, early);
   } catch (err) {
     throw new Aborted("client closed the connection", "client_closed", { cause: err });
   }
@@ -346,6 +358,58 @@ async function connect(ex: Exchange, ctx: ExchangeContext, route: Route): Promis
 }
 
 const ESTABLISHED = new TextEncoder().encode("HTTP/1.1 200 Connection established\r\n\r\n");
+
+/**
+ * Asks the parent proxy for a tunnel (CONNECT host:port, with its credentials) on a connection
+ * to it, and waits for its answer: a 2xx opens the tunnel; anything else is a 502 naming the
+ * parent's status (a 407: this proxy's --parent-auth-file is missing or wrong).
+ *
+ * @returns Bytes the parent sent past its answer.
+ */
+async function connectThrough(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  route: Route,
+  conn: Deno.TcpConn,
+): Promise<Uint8Array> {
+  const parent = route.parent!;
+  const target = hostPort(route.host, route.port);
+  const auth = ctx.config.parentAuth;
+  await writeAll(
+    conn,
+    encoder.encode(
+      `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n` +
+        (auth === undefined ? "" : `Proxy-Authorization: Basic ${basic(auth)}\r\n`) + "\r\n",
+    ),
+  );
+  const reader = new BufferedReader(conn);
+  let head;
+  try {
+    const bytes = await reader.readHead({
+      maxBytes: ctx.config.maxHeaderBytes,
+      timeoutMs: ctx.config.responseTimeoutMs,
+    });
+    if (bytes === null) throw new Error("it closed the connection");
+    head = parseResponseHead(bytes);
+  } catch (err) {
+    const why = err instanceof HeadReadError && err.reason === "timeout"
+      ? `no answer within ${ctx.config.responseTimeoutMs} ms`
+      : (err as Error).message;
+    throw new BadGateway(`parent proxy "${parent.text}" did not open a tunnel: ${why}`, {
+      kind: "http_response_incomplete",
+      cause: err,
+    });
+  }
+  ex.record.firstByteMs ??= performance.now() - ex.t0;
+  if (head.status < 200 || head.status > 299) {
+    const hint = head.status === 407 ? " (it wants credentials: see --parent-auth-file)" : "";
+    throw new BadGateway(
+      `parent proxy "${parent.text}" refused CONNECT ${target}: ${head.status} ${head.reason}${hint}`,
+      { kind: head.status === 407 ? "proxy_configuration_error" : "destination_unavailable" },
+    );
+  }
+  return reader.drain();
+}
 const encoder = new TextEncoder();
 
 /**

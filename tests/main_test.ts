@@ -145,6 +145,7 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "url",
       "upstream",
       "upstream_conn",
+      "parent",
       "status",
       "reason",
       "bytes_up",

@@ -13,6 +13,12 @@ import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
 import type { PortRule } from "../policy/policy.ts";
 import type { NameList } from "../policy/name_list.ts";
+import {
+  type NoParentRule,
+  type ParentProxy,
+  parseNoParent,
+  parseParent,
+} from "../upstream/parent.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
 export const VERSION = "0.1.0";
@@ -120,6 +126,17 @@ export interface Config {
   denyList?: NameList;
   /** The names of `allowDestFile`, once read. */
   allowList?: NameList;
+  /** The proxy this one sends its requests through. */
+  parent?: ParentProxy;
+  /** A file holding the parent's `user:password`. */
+  parentAuthFile?: string;
+  /** Destinations reached directly, not through the parent. @default [] */
+  noParent: NoParentRule[];
+  /**
+   * The parent's `user:password` (not a flag: from `parentAuthFile` or the
+   * HTTP_PROXY_PARENT_AUTH environment variable, read at startup).
+   */
+  parentAuth?: string;
 }
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
@@ -331,6 +348,41 @@ const ROWS = [
       "them)",
     key: "blockPrivate",
     default: false,
+  },
+  {
+    name: "parent",
+    value: "URL",
+    shown: "none: direct",
+    help: "send requests through this proxy, http://host:port: plain requests in absolute-form, " +
+      "CONNECT through it; its credentials from --parent-auth-file or HTTP_PROXY_PARENT_AUTH",
+    more: "(see [Behind another proxy](#behind-another-proxy---parent))",
+    key: "parent",
+    parse: (v) => {
+      const parent = parseParent(v);
+      if (typeof parent === "string") throw new UsageError(`--parent: ${parent} ${HINT}`);
+      return parent;
+    },
+  },
+  {
+    name: "parent-auth-file",
+    value: "PATH",
+    help: "a file whose one line is the parent's user:password (Basic)",
+    key: "parentAuthFile",
+    parse: (v) => path("parent-auth-file", v),
+  },
+  {
+    name: "no-parent",
+    value: "LIST",
+    multiple: true,
+    help: "reach these directly, NO_PROXY syntax, repeatable: localhost,.internal,10.0.0.0/8,* " +
+      "(a name covers its subdomains)",
+    key: "noParent",
+    default: [],
+    parseList: (v) => {
+      const rules = parseNoParent(v);
+      if (typeof rules === "string") throw new UsageError(`--no-parent: ${rules} ${HINT}`);
+      return rules;
+    },
   },
   {
     name: "listen",
@@ -749,6 +801,7 @@ SIZE is bytes, or with a unit: 64KiB, 1MiB.
 Environment (read with --allow-env for these names; never shown by ps):
   HTTP_PROXY_AUTH          proxy users, "user:password", one per line (like --auth)
   HTTP_PROXY_ADMIN_AUTH    admin users, "user:password", one per line
+  HTTP_PROXY_PARENT_AUTH   the --parent's "user:password"
 
 Signals: SIGINT/SIGTERM stop (a second one: now); SIGHUP reopens the log file and reads the
 config file, password file and lists again (a bad one keeps the running config, in one log

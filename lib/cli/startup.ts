@@ -68,6 +68,8 @@ function configPath(args: string[]): string | undefined {
 export function addEnvironmentSecrets(config: Config): void {
   config.auth.push(...envCredentials("HTTP_PROXY_AUTH"));
   config.adminAuth.push(...envCredentials("HTTP_PROXY_ADMIN_AUTH"));
+  const parent = envCredentials("HTTP_PROXY_PARENT_AUTH");
+  if (parent.length > 0) config.parentAuth = parent[0]!;
 }
 
 /**
@@ -131,13 +133,14 @@ function needs(flag: string, name: "read" | "write", path: string | undefined): 
 }
 
 /**
- * Reads the `--deny-dest-file` and `--allow-dest-file` lists into the config.
+ * Reads the files the policy needs into the config: the `--deny-dest-file` and
+ * `--allow-dest-file` lists, and the parent's credentials (`--parent-auth-file`).
  *
  * @param config The config.
- * @returns The config with `denyList` and `allowList` set where files are given.
+ * @returns The config with `denyList`, `allowList` and `parentAuth` set where given.
  * @throws {StartupError} for a file that cannot be read (exit 1).
  */
-export async function loadLists(config: Config): Promise<Config> {
+export async function loadFiles(config: Config): Promise<Config> {
   const read = async (flag: string, files: string[]) => {
     if (files.length === 0) return undefined;
     const list = new NameList();
@@ -155,7 +158,35 @@ export async function loadLists(config: Config): Promise<Config> {
   const rest = withoutLists(config);
   const denyList = await read("--deny-dest-file", config.denyDestFile);
   const allowList = await read("--allow-dest-file", config.allowDestFile);
-  return { ...rest, ...(denyList ? { denyList } : {}), ...(allowList ? { allowList } : {}) };
+  const parentAuth = config.parentAuthFile === undefined
+    ? config.parentAuth
+    : await readParentAuth(config.parentAuthFile);
+  return {
+    ...rest,
+    ...(denyList ? { denyList } : {}),
+    ...(allowList ? { allowList } : {}),
+    ...(parentAuth === undefined ? {} : { parentAuth }),
+  };
+}
+
+/** Reads `--parent-auth-file`: one `user:password` line. */
+async function readParentAuth(file: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    throw new StartupError(
+      `--parent-auth-file: cannot read "${file}": ${(err as Error).message}`,
+      1,
+    );
+  }
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) =>
+    l !== "" && !l.startsWith("#")
+  );
+  if (lines.length !== 1 || lines[0]!.indexOf(":") <= 0) {
+    throw new StartupError(`--parent-auth-file: "${file}" must hold one user:password line`);
+  }
+  return lines[0]!;
 }
 
 /**
@@ -345,5 +376,5 @@ export async function reloadConfig(
   checkExposure(next);
   checkPermissions(next);
   const { auth } = await loadCredentials(next);
-  return { config: await loadLists(next), auth, kept };
+  return { config: await loadFiles(next), auth, kept };
 }

@@ -11,7 +11,7 @@
 import type { Config } from "./config.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import type { ProxyServer } from "../server.ts";
-import { loadCredentials, loadLists, startInstance, withoutLists } from "./startup.ts";
+import { loadCredentials, loadFiles, startInstance, withoutLists } from "./startup.ts";
 import { type RawSummary, Summary } from "../observe/summary.ts";
 
 /** Messages between the main thread and a worker. */
@@ -154,7 +154,7 @@ export function serveWorker(): void {
     if (msg.kind === "start") {
       try {
         const { auth } = await loadCredentials(msg.config);
-        const config = await loadLists(msg.config);
+        const config = await loadFiles(msg.config);
         // With --admin, the main thread's listener shows every worker's traffic: send it there.
         const live = msg.config.admin !== undefined;
         const report: ExchangeObserver = {
@@ -192,7 +192,7 @@ export function serveWorker(): void {
       // worker keeps what it has and says so.
       try {
         const { auth } = await loadCredentials(msg.config);
-        server?.reload(await loadLists(msg.config), auth);
+        server?.reload(await loadFiles(msg.config), auth);
       } catch (err) {
         info?.(`reload: a worker kept the running config: ${(err as Error).message}`);
       }

@@ -60,6 +60,8 @@ export interface RequestSettings {
   forwarded: ForwardedMode;
   /** The client's IP address, for `forwarded`. */
   clientIp: string;
+  /** Proxy-Authorization to send (for a parent proxy), if any. */
+  proxyAuthorization?: string;
 }
 
 /** What `--forwarded` adds to a relayed request. */
@@ -105,6 +107,9 @@ export function planRequest(head: RequestHead, settings: RequestSettings): Reque
   fields.unshift(["Host", settings.authority]);
   addVia(fields, head.minor, settings.viaName);
   if (settings.forwarded !== "off") addForwarded(fields, settings.forwarded, settings.clientIp);
+  if (settings.proxyAuthorization) {
+    fields.push(["Proxy-Authorization", settings.proxyAuthorization]);
+  }
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
   if (!settings.pooled) fields.push(["Connection", "close"]);
   return {

@@ -111,7 +111,11 @@ function requestLine(ex: ExchangeRecord, at: number, utc: boolean): string {
   const how = ex.upstreamUse === "reused" || ex.upstreamUse === "retry"
     ? ` (${ex.upstreamUse})`
     : "";
-  const to = ex.upstreamIp === undefined ? "" : ` -> ${ex.upstreamIp}${how}`;
+  const to = ex.upstreamIp === undefined
+    ? ""
+    : ex.parent !== undefined
+    ? ` -> parent ${escapeText(ex.parent)}${how}`
+    : ` -> ${ex.upstreamIp}${how}`;
   const who = ex.user === undefined ? ex.clientIp : `${escapeText(ex.user)}@${ex.clientIp}`;
   return `[${clock(at, utc)}] ${escapeText(ex.method)} ${
     escapeText(ex.target)
@@ -178,6 +182,7 @@ export function jsonRecord(ex: ExchangeRecord): Record<string, unknown> {
     url: ex.target,
     upstream: ex.upstreamIp === undefined ? null : hostPort(ex.upstreamIp, ex.upstreamPort!),
     upstream_conn: ex.upstreamUse ?? null,
+    parent: ex.parent ?? null,
     status: ex.status ?? null,
     reason: ex.reason ?? null,
     bytes_up: ex.bytesUp,
@@ -301,7 +306,9 @@ export function formatSquid(ex: ExchangeRecord): string {
     : "TCP_MISS";
   const time = (ex.start / 1000).toFixed(3);
   const elapsed = String(Math.round(ex.totalMs ?? 0)).padStart(6, " ");
-  const peer = ex.upstreamIp === undefined ? "HIER_NONE/-" : `HIER_DIRECT/${ex.upstreamIp}`;
+  const peer = ex.upstreamIp === undefined
+    ? "HIER_NONE/-"
+    : `${ex.parent === undefined ? "HIER_DIRECT" : "FIRSTUP_PARENT"}/${ex.upstreamIp}`;
   const type = ex.contentType?.split(";")[0]?.trim() || "-";
   // Fields are separated by spaces: one inside a value would shift the rest.
   const field = (v: string) => escapeText(v).replace(/ /g, "\\x20");

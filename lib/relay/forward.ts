@@ -13,7 +13,7 @@
 import type { Config } from "../cli/config.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { Deadline } from "../deadline.ts";
-import { Aborted, BadRequest, RequestTimeout } from "../errors.ts";
+import { Aborted, BadGateway, BadRequest, RequestTimeout } from "../errors.ts";
 import type { Exchange, Route } from "../exchange.ts";
 import {
   BodyError,
@@ -36,6 +36,7 @@ import type { RequestHead, ResponseHead } from "../http1/parse.ts";
 import { planRequest, planResponse } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
+import { basic } from "../upstream/parent.ts";
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
@@ -58,9 +59,12 @@ export async function forward(
 ): Promise<boolean> {
   const { config } = ctx;
   const { framing } = route;
+  // Through a parent the request line keeps its absolute form, and carries our credentials.
+  const parentAuth = route.parent && config.parentAuth;
   const plan = planRequest(head, {
     authority: route.authority,
-    path: route.path,
+    path: route.parent ? `http://${route.authority}${route.path}` : route.path,
+    ...(parentAuth ? { proxyAuthorization: `Basic ${basic(parentAuth)}` } : {}),
     framing,
     viaName: config.viaName,
     allowTrace: config.allowTrace,
@@ -126,6 +130,13 @@ export async function forward(
       throw err;
     }
     const { up, response } = trip;
+    if (route.parent && response.status === 407) {
+      // The client's credentials are for us, not for the parent: its challenge is ours to fix.
+      throw new BadGateway(
+        `parent proxy "${route.parent.text}" wants credentials (407): see --parent-auth-file`,
+        { kind: "proxy_configuration_error" },
+      );
+    }
     const answer = planResponse(response, head, {
       consumed: ex.requestConsumed,
       upstreamBroke,

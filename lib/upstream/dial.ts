@@ -23,6 +23,8 @@ export interface DialOptions {
   timeoutMs?: number;
   /** Aborts the dial (e.g. shutdown or the client leaving). */
   signal?: AbortSignal;
+  /** What is dialed, in messages. @default "upstream" */
+  what?: string;
   /** How to connect (given an IP address). @default Deno.connect */
   connect?: ConnectFn;
   /** How to resolve a host name to addresses. @default systemResolve */
@@ -110,15 +112,15 @@ async function dialUntil(
   const connect = options.connect ?? Deno.connect;
   const resolve = options.resolve ?? systemResolve;
   const signal = options.signal ? AbortSignal.any([timeout, options.signal]) : timeout;
-  const target = hostPort(hostname, port);
+  const target = `${options.what ?? "upstream"} "${hostPort(hostname, port)}"`;
   const timedOut = (err?: unknown) =>
-    new GatewayTimeout(`Cannot connect to upstream "${target}": timed out after ${timeoutMs} ms`, {
+    new GatewayTimeout(`Cannot connect to ${target}: timed out after ${timeoutMs} ms`, {
       kind: "connection_timeout",
       cause: err,
     });
 
   const aborted = (err: unknown) =>
-    new BadGateway(`Cannot connect to upstream "${target}": aborted`, {
+    new BadGateway(`Cannot connect to ${target}: aborted`, {
       kind: "proxy_internal_error",
       cause: err,
     });
@@ -162,13 +164,13 @@ async function dialUntil(
   if (timeout.aborted) throw timedOut(err);
   if (options.signal?.aborted) throw aborted(err);
   if (err instanceof Deno.errors.ConnectionRefused) {
-    throw new BadGateway(`Cannot connect to upstream "${target}": connection refused`, {
+    throw new BadGateway(`Cannot connect to ${target}: connection refused`, {
       kind: "connection_refused",
       cause: err,
     });
   }
   const message = err instanceof Error ? err.message : String(err);
-  throw new BadGateway(`Cannot connect to upstream "${target}": ${message}`, {
+  throw new BadGateway(`Cannot connect to ${target}: ${message}`, {
     kind: "destination_unavailable",
     cause: err,
   });

@@ -20,6 +20,7 @@ import { BufferedReader, HeadReadError } from "../http1/head.ts";
 import { parseResponseHead, type ResponseHead } from "../http1/parse.ts";
 import type { RateLimiter } from "../policy/limits.ts";
 import { checkDestination, type LocalView } from "../policy/policy.ts";
+import type { ParentProxy } from "./parent.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
 
 /** Shared settings of every exchange. */
@@ -62,6 +63,7 @@ export interface ExchangeContext {
  * @param hostname Target host, normalised (see normalizeHost).
  * @param port Target port.
  * @param retry Whether this replaces a reused connection that turned out closed.
+ * @param parent Dial this parent proxy instead (the operator named it: no destination check).
  * @returns The connection.
  */
 export async function openUpstream(
@@ -70,11 +72,14 @@ export async function openUpstream(
   hostname: string,
   port: number,
   retry = false,
+  parent?: ParentProxy,
 ): Promise<Deno.TcpConn> {
-  const conn = await dial(hostname, port, {
+  const conn = await dial(parent?.host ?? hostname, parent?.port ?? port, {
     timeoutMs: ctx.config.connectTimeoutMs,
     onResolved: (ms) => (ex.record.dnsMs = ms),
-    check: (address) => checkDestination(ctx.config, hostname, address, port, ctx.local),
+    ...(parent ? { what: "parent proxy" } : {
+      check: (address: string) => checkDestination(ctx.config, hostname, address, port, ctx.local),
+    }),
     ...(ctx.connect ? { connect: ctx.connect } : {}),
     ...(ctx.resolve ? { resolve: ctx.resolve } : {}),
   });
@@ -123,12 +128,11 @@ function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | unde
 async function fresh(
   ex: Exchange,
   ctx: ExchangeContext,
-  hostname: string,
-  port: number,
+  route: Route,
   key: string,
   retry = false,
 ): Promise<Upstream> {
-  const conn = await openUpstream(ex, ctx, hostname, port, retry);
+  const conn = await openUpstream(ex, ctx, route.host, route.port, retry, route.parent);
   return { conn, reader: new BufferedReader(conn), key, reused: false };
 }
 
@@ -164,11 +168,14 @@ export async function roundTrip(
 ): Promise<{ up: Upstream; response: ResponseHead }> {
   const { host, port } = route;
   // A pooled connection passed the destination check for the client that opened it; the host's
-  // own addresses are allowed for clients on it only, so the others never share its pool.
-  const key = ctx.local?.loopbackClient === false
+  // own addresses are allowed for clients on it only, so the others never share its pool. Every
+  // request through the parent may share a connection to it.
+  const key = route.parent
+    ? `parent ${route.parent.text}`
+    : ctx.local?.loopbackClient === false
     ? `${host}:${port} (remote clients)`
     : `${host}:${port}`;
-  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, host, port, key);
+  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
     try {
       try {
@@ -192,7 +199,7 @@ export async function roundTrip(
       if (!(err instanceof StaleConnection && up.reused && request.retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
-      up = await fresh(ex, ctx, host, port, key, true);
+      up = await fresh(ex, ctx, route, key, true);
     }
   }
 }
