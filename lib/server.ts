@@ -14,6 +14,7 @@ import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./exchange.ts";
 import { ConnectionLimits, RateLimiter } from "./policy/limits.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
+import { connectFrom } from "./upstream/bound.ts";
 import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
 
@@ -177,6 +178,10 @@ export class ProxyServer {
       const state: ConnState = refusal ? { idle: false, refusal } : { idle: true };
       this.#conns.set(conn, state);
       const live = this.#live;
+      // --outgoing-address: a fixed local address, or the one this client connected to.
+      const outgoing = live.config.outgoingAddress;
+      const source = outgoing === "same" ? conn.localAddr.hostname : outgoing;
+      const connect = source === undefined ? this.#options.connect : connectFrom(source);
       const handler = handleConn(conn, {
         get config() {
           return live.config;
@@ -192,7 +197,8 @@ export class ProxyServer {
         nextId: this.#nextId,
         local: this.#local,
         ...(this.#pool ? { pool: this.#pool } : {}),
-        ...(this.#options.connect ? { connect: this.#options.connect } : {}),
+        ...(connect ? { connect } : {}),
+        ...(source === undefined ? {} : { sourceAddress: source }),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);

@@ -7,7 +7,7 @@
 
 import { parseArgs } from "node:util";
 import { StartupError } from "../errors.ts";
-import { type Cidr, parseCidr } from "../policy/ip.ts";
+import { type Cidr, parseCidr, parseIp } from "../policy/ip.ts";
 import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
 import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
@@ -132,6 +132,8 @@ export interface Config {
   parentAuthFile?: string;
   /** Destinations reached directly, not through the parent. @default [] */
   noParent: NoParentRule[];
+  /** The local address upstream connections leave from, or "same" (the client's). */
+  outgoingAddress?: string;
   /**
    * The parent's `user:password` (not a flag: from `parentAuthFile` or the
    * HTTP_PROXY_PARENT_AUTH environment variable, read at startup).
@@ -382,6 +384,23 @@ const ROWS = [
       const rules = parseNoParent(v);
       if (typeof rules === "string") throw new UsageError(`--no-parent: ${rules} ${HINT}`);
       return rules;
+    },
+  },
+  {
+    name: "outgoing-address",
+    value: "IP|same",
+    shown: "the system's choice",
+    help: "upstream connections leave from this local address; same: from the address the " +
+      "client connected to (a host with several networks)",
+    key: "outgoingAddress",
+    parse: (v) => {
+      const text = v.trim().replace(/^\[(.*)\]$/, "$1");
+      if (text !== "same" && parseIp(text) === undefined) {
+        throw new UsageError(
+          `--outgoing-address: "${v}" is not an IP address or "same" ${HINT}`,
+        );
+      }
+      return text;
     },
   },
   {

@@ -53,6 +53,8 @@ export interface ExchangeContext {
   signal: AbortSignal;
   /** The host's own addresses and listeners, and whether this client is local (per connection). */
   local?: LocalView;
+  /** The local address upstream connections leave from (`--outgoing-address`), if chosen. */
+  sourceAddress?: string;
 }
 
 /**
@@ -170,11 +172,12 @@ export async function roundTrip(
   // A pooled connection passed the destination check for the client that opened it; the host's
   // own addresses are allowed for clients on it only, so the others never share its pool. Every
   // request through the parent may share a connection to it.
-  const key = route.parent
-    ? `parent ${route.parent.text}`
-    : ctx.local?.loopbackClient === false
-    ? `${host}:${port} (remote clients)`
-    : `${host}:${port}`;
+  const key =
+    (route.parent
+      ? `parent ${route.parent.text}`
+      : ctx.local?.loopbackClient === false
+      ? `${host}:${port} (remote clients)`
+      : `${host}:${port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
     try {

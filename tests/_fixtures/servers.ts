@@ -242,7 +242,7 @@ export function answerOnce(response: string): OriginFixture {
  * @param handler The request handler.
  */
 export function startHttpOrigin(
-  handler: (req: Request) => Response | Promise<Response>,
+  handler: (req: Request, info: Deno.ServeHandlerInfo) => Response | Promise<Response>,
 ): { port: number } & AsyncDisposable {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, handler);
   return {

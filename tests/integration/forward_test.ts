@@ -466,3 +466,25 @@ Deno.test("--forwarded xff and forwarded tell a real origin who asked; off tells
     assert.equal((await curl(["-x", proxy.addr, ...sent, url])).stdout, want);
   }
 });
+
+Deno.test("--outgoing-address on loopback: 127.0.0.2 as the source, same for the listener's address, a foreign one refused", async () => {
+  const seen: string[] = [];
+  await using origin = startHttpOrigin((_req, info) => {
+    seen.push((info.remoteAddr as Deno.NetAddr).hostname);
+    return new Response("ok");
+  });
+  const url = `http://127.0.0.1:${origin.port}/`;
+  await using fixed = startProxy({ outgoingAddress: "127.0.0.2" });
+  assert.equal((await curl(["-x", fixed.addr, url])).stdout, "ok");
+  assert.equal((await curl(["-p", "-x", fixed.addr, url])).stdout, "ok");
+  assert.deepEqual(seen.splice(0), ["127.0.0.2", "127.0.0.2"]);
+  // same: the address the client connected to (the fixture listens on 127.0.0.1).
+  await using same = startProxy({ outgoingAddress: "same" });
+  assert.equal((await curl(["-x", same.addr, url])).stdout, "ok");
+  assert.deepEqual(seen.splice(0), ["127.0.0.1"]);
+  // Not an address of this host: refused here, before any packet.
+  await using foreign = startProxy({ outgoingAddress: "192.0.2.1" });
+  const res = await curl(["-x", foreign.addr, "-s", "-w", " %{http_code}", url]);
+  assert.match(res.stdout, /cannot leave from 192\.0\.2\.1: not an address of this host\n 502$/);
+  assert.deepEqual(seen, []);
+});

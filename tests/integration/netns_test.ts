@@ -131,3 +131,70 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "--outgoing-address: the origin sees the chosen address, or with same the one the client came in on (needs root: network namespace)",
+  ignore: !usable,
+  async fn() {
+    await using ns = await makeNetns(
+      ["198.18.0.1", "198.18.0.2", "198.18.0.3"],
+      "127.0.0.1 localhost\n",
+    );
+    const origin = new Deno.Command(ns.prefix[0]!, {
+      args: [
+        ...ns.prefix.slice(1),
+        Deno.execPath(),
+        "run",
+        "--allow-net",
+        `${ROOT}tests/_fixtures/origin_main.ts`,
+        "0.0.0.0",
+      ],
+      stdout: "piped",
+      stderr: "null",
+      stdin: "null",
+    }).spawn();
+    const lines = origin.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    try {
+      const port = Number((await lines.read()).value?.trim());
+      const whoami = `http://127.0.0.1:${port}/whoami`;
+      // The client is on loopback, so this host's addresses are its to reach.
+      const via = (proxy: string, extra: string[] = []) =>
+        curl(["--interface", "127.0.0.1", "-x", proxy, ...extra, whoami], ns.prefix);
+      await using same = await startCli(
+        [
+          "--listen",
+          "198.18.0.1:0",
+          "--listen",
+          "198.18.0.2:0",
+          "--allow",
+          "127.0.0.0/8",
+          "--outgoing-address",
+          "same",
+          "--connect-ports",
+          "any",
+        ],
+        { prefix: ns.prefix },
+      );
+      const [first, second] = same.addrs as [string, string];
+      assert.equal((await via(first)).stdout, "from 198.18.0.1");
+      assert.equal((await via(second)).stdout, "from 198.18.0.2");
+      assert.equal((await via(second, ["-p"])).stdout, "from 198.18.0.2"); // a tunnel too
+      assert.equal(await same.stop(), 0);
+      await using fixed = await startCli(
+        ["--listen", "198.18.0.1:0", "--allow", "127.0.0.0/8", "--outgoing-address", "198.18.0.3"],
+        { prefix: ns.prefix },
+      );
+      assert.equal((await via(fixed.addrs[0]!)).stdout, "from 198.18.0.3");
+      assert.equal(await fixed.stop(), 0);
+    } finally {
+      await lines.cancel();
+      try {
+        origin.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await origin.status;
+    }
+  },
+});
