@@ -87,6 +87,10 @@ export const ERROR_KINDS = {
     what: "the upstream's response was malformed, or it switched protocols unasked",
   },
   proxy_internal_error: { statuses: [500, 502], what: "a failure inside the proxy" },
+  http_upgrade_failed: {
+    statuses: [502],
+    what: "the upstream answered an Upgrade request with a 101 that names no protocol",
+  },
   proxy_configuration_error: {
     statuses: [502],
     what: "the parent proxy wants credentials this proxy does not have (--parent-auth-file)",

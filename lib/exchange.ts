@@ -49,6 +49,8 @@ export interface ExchangeRecord {
   upstreamIp?: string;
   /** `host:port` of the parent proxy the exchange went through (`--parent`), if any. */
   parent?: string;
+  /** The protocol a 101 switched the exchange to (`websocket`), which then ran as a tunnel. */
+  upgraded?: string;
   /** The upstream port. */
   upstreamPort?: number;
   /** Whether the upstream connection was new, reused from the pool, or a retry after a stale one. */

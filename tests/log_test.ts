@@ -79,6 +79,21 @@ Deno.test("text format logs a tunnel's close with bytes each way and lifetime", 
   );
 });
 
+Deno.test("text format logs an upgraded exchange (WebSocket) like a tunnel, naming the protocol", () => {
+  const ex = record({
+    status: 101,
+    reason: "Switching Protocols",
+    upgraded: "websocket",
+    bytesUp: 10,
+    bytesDown: 15,
+    totalMs: 60_000,
+  });
+  assert.equal(
+    formatTextClose(ex, true),
+    "[14:11:02] 101 upgraded to websocket, closed 10 bytes up 15 bytes down 60000 ms #7",
+  );
+});
+
 Deno.test("json format has every field in a stable order", () => {
   const line = formatJson(record({ clientIp: "::1", upstreamIp: "::1" }));
   assert.equal(

@@ -40,6 +40,12 @@ export type RequestPlan =
     sendContinue: boolean;
     /** Whether it may be sent again on a new connection (no body, idempotent). */
     retryable: boolean;
+    /**
+     * The protocols the client asked to upgrade to (`Upgrade`, with `Connection: upgrade`, on
+     * an HTTP/1.1 request without a body), passed on to the upstream; a 101 then turns the
+     * exchange into a tunnel. Undefined when no upgrade is asked.
+     */
+    upgrade: string | undefined;
   };
 
 /** What the request plan needs besides the head. */
@@ -111,9 +117,17 @@ export function planRequest(head: RequestHead, settings: RequestSettings): Reque
     fields.push(["Proxy-Authorization", settings.proxyAuthorization]);
   }
   if (framing.kind === "chunked") fields.push(["Transfer-Encoding", "chunked"]);
-  if (!settings.pooled) fields.push(["Connection", "close"]);
+  // An upgrade (WebSocket and the like) is the one hop-by-hop request the proxy passes on: both
+  // fields go up, and nothing else about the client's Connection.
+  const upgrade = head.minor === 1 && framing.kind === "none" &&
+      hasToken(head.fields, "connection", "upgrade")
+    ? listValues(head.fields, "upgrade").join(", ") || undefined
+    : undefined;
+  if (upgrade) fields.push(["Connection", "Upgrade"], ["Upgrade", upgrade]);
+  else if (!settings.pooled) fields.push(["Connection", "close"]);
   return {
     kind: "forward",
+    upgrade,
     head: encodeHead(`${head.method} ${settings.path} HTTP/1.1`, fields),
     // The proxy answers 100-continue itself once the upstream is reached, so a client never
     // waits on an origin that ignores Expect (curl would stall a second).

@@ -150,6 +150,10 @@ export function formatTextClose(ex: ExchangeRecord, utc = false): string {
   const stamp = `[${clock(end, utc)}]`;
   const last = ex.tunnel && ex.status === 200
     ? `${stamp} tunnel closed ${ex.bytesUp} bytes up ${ex.bytesDown} bytes down${cause}${tail}`
+    : ex.upgraded !== undefined
+    ? `${stamp} 101 upgraded to ${
+      escapeText(ex.upgraded)
+    }, closed ${ex.bytesUp} bytes up ${ex.bytesDown} bytes down${cause}${tail}`
     : `${stamp} ${ex.status ?? 0} ${
       escapeText(ex.reason ?? "")
     } ${ex.bytesDown} bytes${cause}${tail}`;

@@ -26,17 +26,20 @@ import {
 } from "../http1/body.ts";
 import type { BufferedReader } from "../http1/head.ts";
 import {
+  addVia,
   clientWantsKeepAlive,
   connectionFields,
   encodeHead,
   endToEnd,
   type Framing,
+  listValues,
 } from "../http1/headers.ts";
 import type { RequestHead, ResponseHead } from "../http1/parse.ts";
 import { planRequest, planResponse } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
+import { tunnel } from "./tunnel.ts";
 
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
@@ -73,7 +76,7 @@ export async function forward(
     clientIp: ex.record.clientIp,
   });
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
-  const { head: requestHead, sendContinue, retryable } = plan;
+  const { head: requestHead, sendContinue, retryable, upgrade } = plan;
   // A small body that already arrived with the head goes up in the same write. (Not with
   // Expect: the client waits for our 100 Continue before sending it.)
   const smallBody = framing.kind === "length" && framing.length <= SMALL_BODY && !sendContinue
@@ -93,6 +96,7 @@ export async function forward(
       trip = await roundTrip(ex, ctx, route, {
         bytes: smallBody ? joinBytes(requestHead, smallBody) : requestHead,
         retryable,
+        upgrade: upgrade !== undefined,
         async sent(up) {
           if (sendContinue) await toClient(ex, CONTINUE, ctx);
           if (framing.kind !== "none" && !smallBody) {
@@ -137,6 +141,7 @@ export async function forward(
         { kind: "proxy_configuration_error" },
       );
     }
+    if (response.status === 101) return await switchProtocols(ex, ctx, up, response);
     const answer = planResponse(response, head, {
       consumed: ex.requestConsumed,
       upstreamBroke,
@@ -174,6 +179,50 @@ export async function forward(
   } finally {
     watchSoon?.cancel();
   }
+}
+
+/**
+ * The upstream agreed to switch protocols (a WebSocket, say): its 101 goes to the client with
+ * the Upgrade it names, and from then on the exchange is a tunnel of bytes both ways, with the
+ * tunnel's timeouts, logged with its bytes each way. The connection carries nothing else after.
+ *
+ * @returns false: neither connection serves another request.
+ */
+async function switchProtocols(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  up: Upstream,
+  response: ResponseHead,
+): Promise<boolean> {
+  const to = listValues(response.fields, "upgrade").join(", ");
+  if (to === "") {
+    throw new BadGateway("upstream answered 101 without naming a protocol in Upgrade", {
+      kind: "http_upgrade_failed",
+    });
+  }
+  const fields = endToEnd(response.fields);
+  addVia(fields, response.minor, ctx.config.viaName);
+  fields.push(["Connection", "Upgrade"], ["Upgrade", to]);
+  ex.record.status = 101;
+  ex.record.reason = response.reason;
+  ex.record.responseFields = response.fields;
+  ex.record.upgraded = to;
+  ex.responseStarted = true;
+  // Bytes the upstream sent right after its 101 (its first frames) go first.
+  const early = up.reader.drain();
+  await toClient(ex, joinBytes(encodeHead(`HTTP/1.1 101 ${response.reason}`, fields), early), ctx);
+  const result = await tunnel(ex.client, up.conn, ex.reader.drain(), {
+    idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,
+    halfClosedTimeoutMs: ctx.config.halfClosedTimeoutMs,
+    writeTimeoutMs: ctx.config.writeTimeoutMs,
+  });
+  ex.record.bytesUp = result.up;
+  ex.record.bytesDown = result.down + early.length;
+  if (result.error !== undefined) {
+    ex.record.error = result.error;
+    ex.record.errorKind = "tunnel_error";
+  }
+  return false;
 }
 
 /** Methods this proxy relays, for the Allow field of its own OPTIONS answer. */

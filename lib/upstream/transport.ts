@@ -148,6 +148,8 @@ export interface TripRequest {
   sent(up: Upstream): Promise<void>;
   /** Called with each interim (1xx) response. */
   interim(response: ResponseHead): Promise<void>;
+  /** The request asks to upgrade: a 101 is then a final response. */
+  upgrade?: boolean;
 }
 
 /**
@@ -196,6 +198,7 @@ export async function roundTrip(
         ctx.config,
         route.authority,
         request.interim,
+        request.upgrade ?? false,
       );
       return { up, response };
     } catch (err) {
@@ -221,12 +224,14 @@ async function readFinalResponse(
   config: Config,
   authority: string,
   onInterim: (response: ResponseHead) => Promise<void>,
+  upgrade: boolean,
 ): Promise<ResponseHead> {
   const until = performance.now() + config.responseTimeoutMs;
   let interimBytes = 0;
   for (let count = 0;; count++) {
     const response = await readResponseHead(ex, up, config, authority, count === 0, until);
     if (response.status === 101) {
+      if (upgrade) return response;
       throw new BadGateway("upstream switched protocols without being asked", {
         kind: "http_protocol_error",
       });

@@ -488,3 +488,69 @@ Deno.test("--outgoing-address on loopback: 127.0.0.2 as the source, same for the
   assert.match(res.stdout, /cannot leave from 192\.0\.2\.1: not an address of this host\n 502$/);
   assert.deepEqual(seen, []);
 });
+
+/** A WebSocket frame from a client: FIN, text, masked (RFC 6455 §5.2), a short payload. */
+function clientFrame(text: string): Uint8Array {
+  const payload = new TextEncoder().encode(text);
+  const mask = [1, 2, 3, 4];
+  return new Uint8Array([
+    0x81,
+    0x80 | payload.length,
+    ...mask,
+    ...payload.map((b, i) => b ^ mask[i % 4]!),
+  ]);
+}
+
+Deno.test("a WebSocket upgrade in absolute-form is passed on, and after the 101 both ways are a tunnel, logged as one", async () => {
+  // A real WebSocket server (Deno's), echoing each message with a prefix.
+  await using origin = startHttpOrigin((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("not ws", { status: 400 });
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => socket.send("hi");
+    socket.onmessage = (e) => socket.send(`echo ${e.data}`);
+    return response;
+  });
+  await using proxy = startProxy({}, { format: "json" });
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await conn.write(new TextEncoder().encode(
+    `GET http://127.0.0.1:${origin.port}/chat HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n` +
+      "Upgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  // The handshake's accept value is RFC 6455's own example for this key.
+  const opened = await readUntil(conn, (t) => t.includes("hi"));
+  assert.match(opened, /^HTTP\/1\.1 101 Switching Protocols\r\n/);
+  assert.match(opened, /\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i);
+  // (0x81, FIN + text, is not UTF-8: it reads as U+FFFD.)
+  assert.ok(
+    opened.endsWith(
+      "\r\nVia: 1.1 http-proxy\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\uFFFD\x02hi",
+    ),
+    opened,
+  );
+  await conn.write(clientFrame("ping"));
+  assert.equal(await readUntil(conn, (t) => t.includes("echo ping")), "\uFFFD\x09echo ping");
+  conn.close();
+  const line = JSON.parse(await proxy.waitForLine(/"status":101/));
+  assert.equal(line.reason, "Switching Protocols");
+  assert.equal(line.bytes_up, 10); // one masked 4-byte frame: 2 + 4 + 4
+  assert.equal(line.bytes_down, 15); // "hi" (4) and "echo ping" (11)
+});
+
+Deno.test("without Connection: upgrade the Upgrade field stays hop-by-hop, and an unasked 101 is a 502", async () => {
+  await using echo = echoHeadOrigin();
+  await using proxy = startProxy();
+  const res = await rawExchange(
+    proxy.port,
+    `GET http://127.0.0.1:${echo.port}/ HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n`,
+  );
+  assert.doesNotMatch(res.split("\r\n\r\n").slice(1).join(""), /Upgrade/i);
+  await using rogue = answerOnce(
+    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n",
+  );
+  const bad = await rawExchange(
+    proxy.port,
+    `GET http://127.0.0.1:${rogue.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+  );
+  assert.match(bad, /^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*switched protocols without being asked/);
+});
