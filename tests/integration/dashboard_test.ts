@@ -6,6 +6,27 @@ import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
 
+/** Headless, and nothing but 127.0.0.1 reachable: no background traffic leaves. */
+const QUIET_CHROMIUM = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-pings",
+  "--disable-domain-reliability",
+  "--disable-client-side-phishing-detection",
+  "--disable-default-apps",
+  // Nothing but 127.0.0.1 may be reached from here: every name resolves to nothing, so
+  // the browser's own background lookups (update and account hosts) never leave.
+  "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+  "--disable-features=OptimizationHints,MediaRouter,DialMediaRouteProvider,Translate," +
+  "NetworkTimeServiceQuerying,CertificateTransparencyComponentUpdater,AutofillServerCommunication",
+];
+
 Deno.test({
   name:
     "the dashboard loads in headless Chromium and shows a new exchange within 2 s (needs chromium)",
@@ -27,23 +48,7 @@ Deno.test({
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-pings",
-        "--disable-domain-reliability",
-        "--disable-client-side-phishing-detection",
-        "--disable-default-apps",
-        // Nothing but 127.0.0.1 may be reached from here: every name resolves to nothing, so
-        // the browser's own background lookups (update and account hosts) never leave.
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-        "--disable-features=OptimizationHints,MediaRouter,DialMediaRouteProvider,Translate," +
-        "NetworkTimeServiceQuerying,CertificateTransparencyComponentUpdater,AutofillServerCommunication",
+        ...QUIET_CHROMIUM,
       ],
     });
     try {
@@ -77,6 +82,39 @@ Deno.test({
     } finally {
       await browser.close(); // Playwright made (and removes) a fresh profile
     }
+    assert.equal(await cli.stop(), 0);
+  },
+});
+
+Deno.test({
+  name:
+    "Chromium browses through the proxy as the README says, local sites too with <-loopback> (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin(() =>
+      new Response("<title>through the proxy</title>", { headers: { "content-type": "text/html" } })
+    );
+    await using cli = await startCli(["--listen", "127.0.0.1:0"]);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        ...QUIET_CHROMIUM,
+        `--proxy-server=http://${cli.addrs[0]}`,
+        "--proxy-bypass-list=<-loopback>",
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      await page.goto(`http://127.0.0.1:${origin.port}/page`);
+      assert.equal(await page.title(), "through the proxy");
+    } finally {
+      await browser.close();
+    }
+    await cli.stdout.waitFor(
+      new RegExp(`GET http://127\\.0\\.0\\.1:${origin.port}/page from 127\\.0\\.0\\.1 -> `),
+    );
     assert.equal(await cli.stop(), 0);
   },
 });
