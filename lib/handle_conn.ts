@@ -59,6 +59,8 @@ export interface ConnState {
   abort?: () => void;
   /** Set by the server when the connection is over a limit: answered, then closed. */
   refusal?: ProxyError;
+  /** The connection's context (set by handleConn): a reload replaces its config and users. */
+  ctx?: ExchangeContext;
 }
 
 let lastId = 0;
@@ -81,22 +83,20 @@ export async function handleConn(
   state: ConnState = { idle: true },
 ): Promise<void> {
   const reader = new BufferedReader(conn);
-  // The context is this connection's own (the server makes one per connection), so it is
-  // completed in place: copying it would freeze its config and credentials, which a reload
-  // swaps behind getters.
   const held = ctx.pool ? new HeldUpstream(ctx.pool, ctx.config.upstreamIdleTimeoutMs) : undefined;
-  if (held) ctx.held = held;
   // The rules about this host itself depend on whether the client is on it.
-  if (ctx.local) {
-    ctx.local = { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
-  }
+  const local = ctx.local &&
+    { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
   // One write deadline for the connection's life, parked between writes (see toClient).
   const clientWrite = new Deadline(
     ctx.config.writeTimeoutMs,
     () => new Error("client write stalled"),
   );
   clientWrite.park();
-  ctx.clientWrite = clientWrite;
+  // One object, made whole at once (adding properties later slowed every access to it); the
+  // server keeps it to hand a reload's config and users to the next request.
+  ctx = { ...ctx, clientWrite, ...(held ? { held } : {}), ...(local ? { local } : {}) };
+  state.ctx = ctx;
   let first = true;
   let current: Exchange | undefined;
   // Closing only the client would leave an exchange blocked on an upstream read.
