@@ -9,7 +9,9 @@
  * @module
  */
 
+import { parseArgs } from "node:util";
 import { type Config, HELP, VERSION } from "./lib/cli/config.ts";
+import { checkNames, makeCertificates } from "./lib/cli/make_cert.ts";
 import { guardInspector } from "./lib/cli/inspector.ts";
 import {
   addEnvironmentSecrets,
@@ -45,6 +47,15 @@ import { hostPort } from "./lib/upstream/dial.ts";
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "hash-password") return await hashPassword(args.slice(1));
+  if (args[0] === "make-cert") {
+    try {
+      return await makeCert(args.slice(1));
+    } catch (err) {
+      if (!(err instanceof StartupError)) throw err;
+      printLine(`http-proxy: ${err.message}`, "stderr");
+      return err.code;
+    }
+  }
   // SIGUSR1 opens Deno's debugger: closed at once, from the first moment. If this process may
   // not close it, it stops: at once during startup (nothing to lose yet), later with no grace.
   const guard = { cannotClose: (): void => Deno.exit(1) };
@@ -113,8 +124,13 @@ async function serve(
       ...(reports.har ? [reports.har] : []),
     ];
     instance = startInstance(config, { index: 0, count: workers, watchers, auth, hostAddresses });
+    // The real ports (0 picks one): plain listeners first, then the TLS ones (startInstance).
     const bound = instance.server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
-    config = { ...config, listen: bound };
+    config = {
+      ...config,
+      listen: bound.slice(0, config.listen.length),
+      listenTls: bound.slice(config.listen.length),
+    };
     others = await startWorkers(
       import.meta.url,
       config,
@@ -206,7 +222,11 @@ function announce(
   hostAddresses: HostAddresses,
 ): void {
   const { logger } = instance.log;
-  const addrs = config.listen.map((a) => hostPort(a.hostname, a.port)).join(", ");
+  // TLS listeners as the URL clients give (https://…).
+  const addrs = [
+    ...config.listen.map((a) => hostPort(a.hostname, a.port)),
+    ...config.listenTls.map((a) => `https://${hostPort(a.hostname, a.port)}`),
+  ].join(", ");
   logger.info(
     `http-proxy ${VERSION} listening on ${addrs}${workers > 1 ? ` (${workers} workers)` : ""}`,
   );
@@ -274,7 +294,7 @@ async function runUntilStopped(
       try {
         const next = await reloadConfig(origin.args, origin.started, config);
         config = next.config;
-        server.reload(next.config, next.auth);
+        await server.reload(next.config, next.auth);
         for (const w of others) w.reload(next.config);
         for (const flag of next.kept) {
           logger.info(`reload: --${flag} changed, which needs a restart; kept as it runs`);
@@ -357,6 +377,118 @@ async function hashPassword(args: string[]): Promise<number> {
     return 2;
   }
   printLine(await hashLine(user, password));
+  return 0;
+}
+
+/**
+ * `http-proxy make-cert [--dir DIR] NAME…`: a local CA (made once, reused after) and a server
+ * certificate for the names and addresses given, written to DIR; prints how to use and trust
+ * them. Never overwrites a key.
+ */
+async function makeCert(args: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      options: { dir: { type: "string", default: "." } },
+      allowPositionals: true,
+    });
+  } catch (err) {
+    throw new StartupError(`make-cert: ${(err as Error).message.split("\n")[0]}`, 2);
+  }
+  const dir = parsed.values.dir;
+  const names = parsed.positionals;
+  checkNames(names); // a bad name is reported before anything on disk is looked at
+  if (names.length === 0) {
+    throw new StartupError(
+      "make-cert: usage: http-proxy make-cert [--dir DIR] NAME... (the proxy's host names and " +
+        "addresses, e.g. proxy.lan 192.168.1.10)",
+      2,
+    );
+  }
+  const file = (name: string) => `${dir}/${name}`;
+  try {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    throw new StartupError(`make-cert: cannot make "${dir}": ${(err as Error).message}`, 1);
+  }
+  const exists = async (path: string) => {
+    try {
+      await Deno.lstat(path);
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.NotFound) return false;
+      throw new StartupError(`make-cert: cannot look at "${path}": ${(err as Error).message}`, 1);
+    }
+  };
+  for (const name of ["proxy.pem", "proxy-key.pem"]) {
+    if (await exists(file(name))) {
+      throw new StartupError(
+        `make-cert: "${file(name)}" exists and is never overwritten; move it away first`,
+        2,
+      );
+    }
+  }
+  const [hasCa, hasCaKey] = [await exists(file("ca.pem")), await exists(file("ca-key.pem"))];
+  if (hasCa !== hasCaKey) {
+    throw new StartupError(`make-cert: "${dir}" has only one of ca.pem and ca-key.pem`, 2);
+  }
+  let ca: { cert: string; key: string } | undefined;
+  try {
+    if (hasCa) {
+      ca = {
+        cert: await Deno.readTextFile(file("ca.pem")),
+        key: await Deno.readTextFile(file("ca-key.pem")),
+      };
+    }
+  } catch (err) {
+    throw new StartupError(
+      `make-cert: cannot read the CA in "${dir}": ${(err as Error).message}`,
+      1,
+    );
+  }
+  const made = await makeCertificates(names, ca);
+  const write = async (name: string, text: string, mode: number) => {
+    try {
+      // createNew: a file that appeared meanwhile is not overwritten either.
+      await Deno.writeTextFile(file(name), text, { createNew: true, mode });
+    } catch (err) {
+      throw new StartupError(
+        `make-cert: cannot write "${file(name)}": ${(err as Error).message}`,
+        1,
+      );
+    }
+  };
+  if (!ca) {
+    await write("ca-key.pem", made.caKey, 0o600);
+    await write("ca.pem", made.caCert, 0o644);
+  }
+  await write("proxy-key.pem", made.key, 0o600);
+  await write("proxy.pem", made.cert, 0o644);
+  const host = names[0]!.includes(":") && !names[0]!.startsWith("[") ? `[${names[0]}]` : names[0];
+  printLine(
+    [
+      `${ca ? "reused the CA" : "made a CA"} in ${file("ca.pem")} (its key: ${
+        file("ca-key.pem")
+      }, keep it private)`,
+      `made ${file("proxy.pem")} and ${file("proxy-key.pem")} for ${names.join(", ")}`,
+      "",
+      "Serve with:",
+      `  http-proxy --listen-tls ${host}:3129 --tls-cert ${file("proxy.pem")} --tls-key ${
+        file("proxy-key.pem")
+      } ...`,
+      "Trust the CA (ca.pem) where clients run:",
+      `  curl:      curl --proxy https://${host}:3129 --proxy-cacert ca.pem https://example.com/`,
+      "  Debian/Ubuntu:  cp ca.pem /usr/local/share/ca-certificates/http-proxy.crt && " +
+      "update-ca-certificates",
+      "  Chromium (Linux):  certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n http-proxy -i ca.pem",
+      "  Firefox:   Settings > Privacy & Security > Certificates > View Certificates > " +
+      "Authorities > Import (trust it to identify websites)",
+      "  macOS:     security add-trusted-cert -d -r trustRoot -k " +
+      "/Library/Keychains/System.keychain ca.pem",
+      "  Windows:   certutil -addstore -f Root ca.pem",
+    ].join("\n"),
+  );
   return 0;
 }
 

@@ -23,6 +23,10 @@ export interface ExchangeRecord {
   clientIp: string;
   /** Client port. */
   clientPort: number;
+  /** The listener the client came in on, `host:port`. */
+  listener?: string;
+  /** Whether the client spoke TLS to the proxy (`--listen-tls`). */
+  tls?: boolean;
   /** The proxy-authenticated user name, if any. */
   user?: string;
   /** The request's protocol, `HTTP/1.1` or `HTTP/1.0`. */

@@ -61,6 +61,12 @@ export interface ConnState {
   refusal?: ProxyError;
   /** The connection's context (set by handleConn): a reload replaces its config and users. */
   ctx?: ExchangeContext;
+  /**
+   * Set when a TLS client did not finish its handshake within --header-timeout: Deno 2.9.6
+   * cannot close such a socket (its close waits for the handshake), so it is left to settle when
+   * the client leaves, and the server counts it against --max-connections until then.
+   */
+  stuck?: Promise<unknown>;
 }
 
 let lastId = 0;
@@ -93,9 +99,17 @@ export async function handleConn(
     () => new Error("client write stalled"),
   );
   clientWrite.park();
+  const tls = typeof (conn as unknown as Deno.TlsConn).handshake === "function";
+  const listener = { addr: hostPort(conn.localAddr.hostname, conn.localAddr.port), tls };
   // One object, made whole at once (adding properties later slowed every access to it); the
   // server keeps it to hand a reload's config and users to the next request.
-  ctx = { ...ctx, clientWrite, ...(held ? { held } : {}), ...(local ? { local } : {}) };
+  ctx = {
+    ...ctx,
+    clientWrite,
+    listener,
+    ...(held ? { held } : {}),
+    ...(local ? { local } : {}),
+  };
   state.ctx = ctx;
   let first = true;
   let current: Exchange | undefined;
@@ -112,6 +126,13 @@ export async function handleConn(
     // the socket may already be gone
   }
   try {
+    // A TLS client first completes its handshake, within the head timeout: one that stalls or
+    // speaks plain HTTP to this port is closed (the TLS library sends it an alert).
+    if (tls) {
+      const shook = await handshake(conn as unknown as Deno.TlsConn, ctx.config.headerTimeoutMs);
+      if (typeof shook !== "string") state.stuck = shook.settled;
+      if (shook !== "done") return;
+    }
     // The checklist starts with the client: a denied one (or one too many) is answered before
     // a byte is read.
     try {
@@ -156,7 +177,9 @@ export async function handleConn(
     }
   } finally {
     clientWrite.cancel();
-    closeQuietly(conn);
+    // A stuck handshake's socket is closed once it settles (see ConnState.stuck).
+    if (state.stuck) void state.stuck.then(() => closeQuietly(conn));
+    else closeQuietly(conn);
     held?.release();
   }
 }
@@ -188,6 +211,7 @@ function newExchange(
       start: begin.wall,
       clientIp: conn.remoteAddr.hostname,
       clientPort: conn.remoteAddr.port,
+      ...(ctx.listener ? { listener: ctx.listener.addr, tls: ctx.listener.tls } : {}),
       method: "-",
       target: "-",
       bytesUp: 0,
@@ -203,6 +227,24 @@ function newExchange(
     minor: 1,
     head: false,
   };
+}
+
+/** Completes a TLS handshake within `timeoutMs`. */
+async function handshake(
+  conn: Deno.TlsConn,
+  timeoutMs: number,
+): Promise<"done" | "failed" | { settled: Promise<unknown> }> {
+  const deadline = new Deadline(timeoutMs, () => new Error("TLS handshake timed out"));
+  const done = conn.handshake();
+  const settled = done.catch(() => {}); // when the client finally sends or leaves
+  try {
+    await Promise.race([done, deadline.promise]);
+    return "done";
+  } catch {
+    return deadline.expired ? { settled } : "failed";
+  } finally {
+    deadline.cancel();
+  }
 }
 
 /**

@@ -40,18 +40,18 @@ export class ListenError extends StartupError {
 export function listenAll(
   addrs: readonly { hostname: string; port: number }[],
   reusePort = false,
-): Deno.TcpListener[] {
-  const listeners: Deno.TcpListener[] = [];
+  tls?: { cert: string; key: string },
+): Listener[] {
+  const listeners: Listener[] = [];
   for (const addr of addrs) {
     try {
-      listeners.push(
-        Deno.listen({
-          hostname: addr.hostname,
-          port: addr.port,
-          transport: "tcp",
-          ...(reusePort ? { reusePort: true } : {}),
-        }),
-      );
+      const options = {
+        hostname: addr.hostname,
+        port: addr.port,
+        transport: "tcp" as const,
+        ...(reusePort ? { reusePort: true } : {}),
+      };
+      listeners.push(tls ? Deno.listenTls({ ...options, ...tls }) : Deno.listen(options));
     } catch (err) {
       for (const l of listeners) l.close();
       const message = (err as Error).message;
@@ -63,6 +63,9 @@ export function listenAll(
   }
   return listeners;
 }
+
+/** A listener the proxy accepts on: plain TCP, or TLS (an HTTPS proxy). */
+export type Listener = Deno.TcpListener | Deno.TlsListener;
 
 /** Options of {@linkcode ProxyServer}. */
 export interface ServerOptions {
@@ -83,16 +86,18 @@ export interface ServerOptions {
    * so ids stay unique across the process. @default { first: 1, step: 1 }
    */
   ids?: { first: number; step: number };
+  /** The listeners share their ports with other workers (SO_REUSEPORT). @default false */
+  reusePort?: boolean;
 }
 
 /** A running proxy over one or more listeners. */
 export class ProxyServer {
-  #listeners: Deno.TcpListener[];
+  #listeners: Listener[];
   #options: ServerOptions;
   #abort = new AbortController();
   #conns = new Map<Deno.TcpConn, ConnState>();
   #handlers = new Set<Promise<void>>();
-  #loops: Promise<void>[];
+  #loops: Map<Listener, Promise<void>>;
   #closed: Promise<void> | undefined;
   #pool: UpstreamPool | undefined;
   #nextId: () => number;
@@ -113,7 +118,7 @@ export class ProxyServer {
    * @param listeners Bound TCP listeners; the server closes them at shutdown.
    * @param options Config, logger and connect function.
    */
-  constructor(listeners: Deno.TcpListener[], options: ServerOptions) {
+  constructor(listeners: Listener[], options: ServerOptions) {
     this.#listeners = listeners;
     this.#options = options;
     const { first, step } = options.ids ?? { first: 1, step: 1 };
@@ -140,7 +145,7 @@ export class ProxyServer {
     this.#local = { host, own, loopbackClient: false };
     // One accept loop per listener: Deno refuses a second accept in flight on the same
     // listener ("Another accept task is ongoing").
-    this.#loops = listeners.map((l) => this.#accept(l));
+    this.#loops = new Map(listeners.map((l) => [l, this.#accept(l)]));
   }
 
   /** The bound addresses (port 0 resolved to the real port). */
@@ -158,11 +163,13 @@ export class ProxyServer {
     return this.#conns.size;
   }
 
-  async #accept(listener: Deno.TcpListener): Promise<void> {
+  async #accept(listener: Listener): Promise<void> {
     for (;;) {
       let conn: Deno.TcpConn;
       try {
-        conn = await listener.accept();
+        // A TLS connection is read and written like a TCP one (its handshake is checked first,
+        // in handleConn); the relay does not need what only a TCP socket has.
+        conn = await listener.accept() as Deno.TcpConn;
       } catch (err) {
         if (this.#abort.signal.aborted || err instanceof Deno.errors.BadResource) return;
         // EMFILE and the like: say so, breathe, and keep serving the connections we have.
@@ -198,7 +205,9 @@ export class ProxyServer {
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
-        if (!refusal) this.#limits.release(ip);
+        // A TLS handshake left stuck keeps its slot while its socket lives (see ConnState).
+        if (state.stuck) void state.stuck.then(() => this.#limits.release(ip));
+        else if (!refusal) this.#limits.release(ip);
         this.#conns.delete(conn);
         this.#handlers.delete(handler);
       });
@@ -214,9 +223,15 @@ export class ProxyServer {
    * @param config The new configuration.
    * @param auth The new proxy credentials, if any.
    */
-  reload(config: Config, auth: Authenticator | undefined): void {
+  async reload(config: Config, auth: Authenticator | undefined): Promise<void> {
     const live = this.#live;
     const old = live.config;
+    if (
+      config.tlsPem &&
+      (config.tlsPem.cert !== old.tlsPem?.cert || config.tlsPem.key !== old.tlsPem?.key)
+    ) {
+      await this.#replaceTls(config);
+    }
     live.config = config;
     live.auth = auth;
     if (config.rate !== old.rate) {
@@ -230,6 +245,37 @@ export class ProxyServer {
       state.ctx.auth = live.auth;
       state.ctx.rate = live.rate;
     }
+  }
+
+  /**
+   * Serves a new certificate: each TLS listener is closed and opened again on its address with
+   * it (Deno cannot change a listener's certificate). Connections already open keep theirs.
+   */
+  async #replaceTls(config: Config): Promise<void> {
+    const tls = new Set(config.listenTls.map((a) => hostPort(a.hostname, a.port)));
+    const next: Listener[] = [];
+    for (const listener of this.#listeners) {
+      const addr = listener.addr as Deno.NetAddr;
+      if (this.#abort.signal.aborted || !tls.has(hostPort(addr.hostname, addr.port))) {
+        next.push(listener);
+        continue;
+      }
+      // The port is free once the accept loop has seen its listener close.
+      closeQuietly(listener);
+      await this.#loops.get(listener);
+      this.#loops.delete(listener);
+      try {
+        const [fresh] = listenAll([addr], this.#options.reusePort ?? false, config.tlsPem);
+        this.#loops.set(fresh!, this.#accept(fresh!));
+        next.push(fresh!);
+      } catch (err) {
+        this.#options.logger.info(
+          `reload: the TLS listener on ${hostPort(addr.hostname, addr.port)} could not be opened ` +
+            `again, and is closed: ${(err as Error).message}`,
+        );
+      }
+    }
+    this.#listeners = next;
   }
 
   /**
@@ -248,7 +294,7 @@ export class ProxyServer {
   async #shutdown(graceMs: number): Promise<void> {
     this.#abort.abort();
     for (const l of this.#listeners) closeQuietly(l);
-    await Promise.all(this.#loops);
+    await Promise.all(this.#loops.values());
     for (const [conn, state] of this.#conns) if (state.idle) closeQuietly(conn);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<void>((r) => {

@@ -140,6 +140,8 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "time",
       "id",
       "client",
+      "listener",
+      "tls",
       "user",
       "method",
       "url",

@@ -134,6 +134,14 @@ export interface Config {
   noParent: NoParentRule[];
   /** The local address upstream connections leave from, or "same" (the client's). */
   outgoingAddress?: string;
+  /** Addresses to listen on with TLS (an HTTPS proxy), one listener each. @default [] */
+  listenTls: ListenAddr[];
+  /** The TLS listeners' certificate chain, a PEM file. */
+  tlsCert?: string;
+  /** The TLS listeners' private key, a PEM file. */
+  tlsKey?: string;
+  /** The certificate chain and key as read (not flags: startup and reloads read the files). */
+  tlsPem?: { cert: string; key: string };
   /**
    * The parent's `user:password` (not a flag: from `parentAuthFile` or the
    * HTTP_PROXY_PARENT_AUTH environment variable, read at startup).
@@ -413,6 +421,32 @@ const ROWS = [
     key: "listen",
     default: [{ hostname: "127.0.0.1", port: 8081 }],
     parseList: (v) => v.map(parseListen),
+  },
+  {
+    name: "listen-tls",
+    value: "ADDR",
+    multiple: true,
+    shown: "none",
+    help: "also listen with TLS (clients use an https:// proxy URL), repeatable, same forms as " +
+      "--listen; needs --tls-cert and --tls-key",
+    more: "(see [TLS to the proxy](#tls-to-the-proxy---listen-tls))",
+    key: "listenTls",
+    default: [],
+    parseList: (v) => v.map(parseListen),
+  },
+  {
+    name: "tls-cert",
+    value: "PATH",
+    help: "the TLS listeners' certificate chain (PEM; make-cert makes one); re-read on SIGHUP",
+    key: "tlsCert",
+    parse: (v) => path("tls-cert", v),
+  },
+  {
+    name: "tls-key",
+    value: "PATH",
+    help: "the TLS listeners' private key (PEM); re-read on SIGHUP",
+    key: "tlsKey",
+    parse: (v) => path("tls-key", v),
   },
   {
     name: "connect-ports",
@@ -809,7 +843,8 @@ export const HELP =
   `http-proxy ${VERSION}: a forward HTTP/1.1 proxy with CONNECT tunnels and traffic logs
 
 Usage: http-proxy [flags]
-       http-proxy hash-password USER     (reads the password on stdin, prints an --auth-file line)
+       http-proxy hash-password USER     (asks for a password, prints an --auth-file line)
+       http-proxy make-cert [--dir DIR] NAME...   (a local CA and a certificate for --listen-tls)
 
 Flags (defaults in brackets):
 ${flagsHelp()}

@@ -15,7 +15,7 @@ import { Summary } from "../observe/summary.ts";
 import { type Authenticator, envCredentials, loadAuth } from "../policy/auth.ts";
 import type { HostAddresses } from "../policy/host_addresses.ts";
 import { isLoopbackListen } from "../policy/ip.ts";
-import { listenAll, ProxyServer } from "../server.ts";
+import { listenAll, type Listener, ProxyServer } from "../server.ts";
 import { hostPort } from "../upstream/dial.ts";
 import { NameList } from "../policy/name_list.ts";
 import {
@@ -80,11 +80,14 @@ export function addEnvironmentSecrets(config: Config): void {
  * @throws {StartupError} naming the flag.
  */
 export function checkExposure(config: Config): void {
-  const exposed = config.listen.find((a) => !isLoopbackListen(a.hostname));
+  const exposed = [...config.listen, ...config.listenTls].find((a) =>
+    !isLoopbackListen(a.hostname)
+  );
   const authed = config.auth.length > 0 || config.authFile !== undefined;
   if (exposed && config.allow.length === 0 && !config.open && !authed) {
+    const flag = config.listen.includes(exposed) ? "--listen" : "--listen-tls";
     throw new StartupError(
-      `--listen ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
+      `${flag} ${hostPort(exposed.hostname, exposed.port)}: a proxy on a non-loopback address ` +
         `serves anyone who reaches it; name its clients with --allow CIDR, require --auth, ` +
         `or pass --open`,
     );
@@ -108,14 +111,16 @@ export function checkExposure(config: Config): void {
  * @throws {StartupError} for the first one missing.
  */
 export function checkPermissions(config: Config): void {
-  const denied =
+  const denied = needs("--tls-cert", "read", config.tlsCert) ??
+    needs("--tls-key", "read", config.tlsKey) ??
+    needs("--parent-auth-file", "read", config.parentAuthFile) ??
     config.denyDestFile.map((f) => needs("--deny-dest-file", "read", f)).find(Boolean) ??
-      config.allowDestFile.map((f) => needs("--allow-dest-file", "read", f)).find(Boolean) ??
-      needs("--auth-file", "read", config.authFile) ??
-      needs("--admin-auth-file", "read", config.adminAuthFile) ??
-      needs("--log-file", "write", config.logFile) ??
-      needs("--summary-json", "write", config.summaryJson) ??
-      needs("--har", "write", config.har);
+    config.allowDestFile.map((f) => needs("--allow-dest-file", "read", f)).find(Boolean) ??
+    needs("--auth-file", "read", config.authFile) ??
+    needs("--admin-auth-file", "read", config.adminAuthFile) ??
+    needs("--log-file", "write", config.logFile) ??
+    needs("--summary-json", "write", config.summaryJson) ??
+    needs("--har", "write", config.har);
   if (denied) throw new StartupError(denied);
 }
 
@@ -161,12 +166,54 @@ export async function loadFiles(config: Config): Promise<Config> {
   const parentAuth = config.parentAuthFile === undefined
     ? config.parentAuth
     : await readParentAuth(config.parentAuthFile);
+  const tlsPem = await readTlsPem(config);
   return {
     ...rest,
+    ...(tlsPem ? { tlsPem } : {}),
     ...(denyList ? { denyList } : {}),
     ...(allowList ? { allowList } : {}),
     ...(parentAuth === undefined ? {} : { parentAuth }),
   };
+}
+
+/**
+ * Reads `--tls-cert` and `--tls-key` for the TLS listeners, and checks that they make a working
+ * TLS server (a listener on 127.0.0.1 port 0, opened and closed), so a bad pair is one line at
+ * startup, or on a reload keeps the running pair.
+ */
+async function readTlsPem(config: Config): Promise<{ cert: string; key: string } | undefined> {
+  const tls = config.listenTls.length > 0;
+  if (!tls && (config.tlsCert !== undefined || config.tlsKey !== undefined)) {
+    throw new StartupError(
+      `${config.tlsCert !== undefined ? "--tls-cert" : "--tls-key"} is only for --listen-tls`,
+    );
+  }
+  if (!tls) return undefined;
+  if (config.tlsCert === undefined || config.tlsKey === undefined) {
+    throw new StartupError(
+      `--listen-tls: needs --tls-cert and --tls-key (PEM files; http-proxy make-cert makes them)`,
+    );
+  }
+  const read = async (flag: string, file: string) => {
+    try {
+      return await Deno.readTextFile(file);
+    } catch (err) {
+      throw new StartupError(`${flag}: cannot read "${file}": ${(err as Error).message}`, 1);
+    }
+  };
+  const pem = {
+    cert: await read("--tls-cert", config.tlsCert),
+    key: await read("--tls-key", config.tlsKey),
+  };
+  try {
+    Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...pem }).close();
+  } catch (err) {
+    throw new StartupError(
+      `--tls-cert/--tls-key: "${config.tlsCert}" and "${config.tlsKey}" do not make a TLS ` +
+        `server: ${(err as Error).message.split("\n")[0]}`,
+    );
+  }
+  return pem;
 }
 
 /** Reads `--parent-auth-file`: one `user:password` line. */
@@ -297,10 +344,14 @@ export function startInstance(config: Config, options: InstanceOptions): Instanc
       { cause: err },
     );
   }
-  let listeners: Deno.TcpListener[];
+  let listeners: Listener[] = [];
   try {
     listeners = listenAll(config.listen, options.count > 1);
+    if (config.listenTls.length > 0) {
+      listeners.push(...listenAll(config.listenTls, options.count > 1, config.tlsPem));
+    }
   } catch (err) {
+    for (const l of listeners) l.close();
     log.close();
     throw err;
   }
@@ -308,6 +359,7 @@ export function startInstance(config: Config, options: InstanceOptions): Instanc
     config,
     logger: log.logger,
     ids: { first: options.index + 1, step: options.count },
+    reusePort: options.count > 1,
     ...(options.hostAddresses ? { hostAddresses: options.hostAddresses } : {}),
     ...(options.auth ? { auth: options.auth } : {}),
   });
@@ -320,6 +372,7 @@ export function startInstance(config: Config, options: InstanceOptions): Instanc
  */
 export const RESTART_ONLY = [
   "listen",
+  "listenTls",
   "admin",
   "adminAuthFile",
   "adminAuth",

@@ -192,7 +192,7 @@ export function serveWorker(): void {
       // worker keeps what it has and says so.
       try {
         const { auth } = await loadCredentials(msg.config);
-        server?.reload(await loadFiles(msg.config), auth);
+        await server?.reload(await loadFiles(msg.config), auth);
       } catch (err) {
         info?.(`reload: a worker kept the running config: ${(err as Error).message}`);
       }

@@ -181,6 +181,8 @@ export function jsonRecord(ex: ExchangeRecord): Record<string, unknown> {
     time: new Date(ex.start).toISOString(),
     id: ex.id,
     client: hostPort(ex.clientIp, ex.clientPort),
+    listener: ex.listener ?? null,
+    tls: ex.tls ?? false,
     user: ex.user ?? null,
     method: ex.method,
     url: ex.target,

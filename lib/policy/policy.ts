@@ -331,7 +331,9 @@ export interface PolicySettings extends DestConfig {
   /** `--open`. */
   open: boolean;
   /** Listen addresses (on loopback only, nobody beyond this machine can connect). */
-  listen: readonly { hostname: string }[];
+  listen: readonly { hostname: string; port: number }[];
+  /** TLS listen addresses. */
+  listenTls?: readonly { hostname: string; port: number }[];
 }
 
 /**
@@ -359,9 +361,19 @@ export function describePolicy(config: PolicySettings, users: number): string[] 
     (config.denyDest.length > 0 ? `; --deny-dest (${config.denyDest.length})` : "") +
     (config.denyList ? `; --deny-dest-file (${listSize(config.denyList)})` : "");
   const lines = [`policy: clients ${clients}, ${auth}; destinations: ${dest}`];
-  const reachable = config.listen.some((a) => !isLoopbackListen(a.hostname));
+  const reachable = [...config.listen, ...(config.listenTls ?? [])].some((a) =>
+    !isLoopbackListen(a.hostname)
+  );
   const beyond = reachable && (config.open || (users > 0 && config.allow.length === 0) ||
     config.allow.some((r) => !LOOPBACK.some((l) => l.version === r.version && covers(l, r))));
+  const clear = config.listen.find((a) => !isLoopbackListen(a.hostname));
+  if (clear && users > 0) {
+    const where = clear.hostname.includes(":") ? `[${clear.hostname}]` : clear.hostname;
+    lines.push(
+      `warning: on ${where}:${clear.port} proxy passwords cross the network in the clear (Basic ` +
+        "credentials are only base64); serve that network with --listen-tls instead",
+    );
+  }
   if (beyond && !config.blockPrivate) {
     lines.push(
       "warning: clients beyond loopback can reach every private network this host reaches " +

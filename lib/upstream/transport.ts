@@ -55,6 +55,8 @@ export interface ExchangeContext {
   local?: LocalView;
   /** The local address upstream connections leave from (`--outgoing-address`), if chosen. */
   sourceAddress?: string;
+  /** The listener this client came in on (`host:port`) and whether it speaks TLS. */
+  listener?: { addr: string; tls: boolean };
 }
 
 /**
