@@ -205,11 +205,12 @@ export class ProxyServer {
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
-        // A TLS handshake left stuck keeps its slot while its socket lives (see ConnState).
-        if (state.stuck) void state.stuck.then(() => this.#limits.release(ip));
-        else if (!refusal) this.#limits.release(ip);
         this.#conns.delete(conn);
         this.#handlers.delete(handler);
+        if (refusal) return; // a refused connection never took a slot
+        // A TLS handshake left stuck keeps its slot while its socket lives (see ConnState).
+        if (state.stuck) void state.stuck.then(() => this.#limits.release(ip));
+        else this.#limits.release(ip);
       });
       this.#handlers.add(handler);
     }

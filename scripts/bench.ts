@@ -15,6 +15,7 @@
 
 import { parseArgs } from "node:util";
 import { printLine } from "../lib/observe/log.ts";
+import { makeCertificates } from "../lib/cli/make_cert.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -202,14 +203,27 @@ PidFile "${dir}/tinyproxy.pid"
   const tiny = spawn("tinyproxy", ["-d", "-c", `${dir}/tinyproxy.conf`]);
   await waitForPort(tinyPort, "tinyproxy");
 
+  // The same proxy also listens with TLS, with a certificate from make-cert's code: the bench
+  // shows what TLS to the proxy costs next to its plain listener, in the same process.
+  const made = await makeCertificates(["127.0.0.1"]);
+  await Deno.writeTextFile(`${dir}/proxy.pem`, made.cert);
+  await Deno.writeTextFile(`${dir}/proxy-key.pem`, made.key);
+  const oursTlsPort = freePort();
   const oursPort = freePort();
   const ours = spawn(Deno.execPath(), [
     "run",
     "--allow-net",
+    `--allow-read=${dir}`,
     ...(flags.workers !== "1" ? ["--unstable-net", `--allow-read=${root}`] : []),
     `${root}main.ts`,
     "--listen",
     `127.0.0.1:${oursPort}`,
+    "--listen-tls",
+    `127.0.0.1:${oursTlsPort}`,
+    "--tls-cert",
+    `${dir}/proxy.pem`,
+    "--tls-key",
+    `${dir}/proxy-key.pem`,
     "--quiet",
     "--connect-ports",
     "any",
@@ -238,6 +252,16 @@ PidFile "${dir}/tinyproxy.pid"
     viaProxy(squidPort, squid.pid, "squid"),
     viaProxy(tinyPort, tiny.pid, "tinyproxy"),
     viaProxy(oursPort, ours.pid, "http-proxy"),
+    {
+      // wrk speaks TLS to the proxy's TLS port and sends it absolute-form requests; curl uses an
+      // https:// proxy URL (the certificate is the bench's own: not verified).
+      name: "http-proxy TLS",
+      wrkUrl: `https://127.0.0.1:${oursTlsPort}`,
+      path: (file) => `http://${origin}/${file}`,
+      curl: ["--proxy", `https://127.0.0.1:${oursTlsPort}`, "--proxy-insecure"],
+      tunnel: ["-p", "--proxy", `https://127.0.0.1:${oursTlsPort}`, "--proxy-insecure"],
+      pid: ours.pid,
+    },
   ];
   return { targets, origin };
 }
@@ -403,13 +427,21 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
   }
   const fmt = (x: number | undefined) =>
     x === undefined || !Number.isFinite(x) ? "-" : Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(2);
-  const header = ["figure (median)", ...names, "ours/direct", "ours/squid", "ours/tinyproxy"];
+  const header = [
+    "figure (median)",
+    ...names,
+    "ours/direct",
+    "ours/squid",
+    "ours/tinyproxy",
+    "TLS/plain",
+  ];
   const rows = Object.entries(med).map(([figure, v]) => [
     figure,
     ...names.map((n) => fmt(v[n])),
     fmt(v["http-proxy"]! / v["direct"]!),
     fmt(v["http-proxy"]! / v["squid"]!),
     fmt(v["http-proxy"]! / v["tinyproxy"]!),
+    fmt(v["http-proxy TLS"]! / v["http-proxy"]!),
   ]);
   const lines = [header, header.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`);
   printLine(

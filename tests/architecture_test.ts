@@ -42,6 +42,7 @@ const PURE = [
   "policy/ip.ts",
   "policy/policy.ts",
   "policy/name_list.ts",
+  "upstream/parent.ts",
   "errors.ts",
 ];
 

@@ -19,6 +19,10 @@ Deno.test("the example service config is one the proxy accepts, key for key", as
   assert.equal(command.config.authFile, "/etc/http-proxy/users");
   assert.equal(command.config.logFile, "/var/log/http-proxy/access.log");
   assert.deepEqual(command.config.denyDestFile, ["/etc/http-proxy/blocklist.txt"]);
+  // The office network only inside TLS.
+  assert.deepEqual(command.config.listen, [{ hostname: "127.0.0.1", port: 3128 }]);
+  assert.deepEqual(command.config.listenTls, [{ hostname: "192.168.1.10", port: 3129 }]);
+  assert.equal(command.config.tlsKey, "/etc/http-proxy/proxy-key.pem");
   // The unit starts the binary with this file, and logrotate rotates where it logs.
   const unit = await Deno.readTextFile(`${SERVICE}http-proxy.service`);
   assert.match(

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
+import { makeCertificates } from "../../lib/cli/make_cert.ts";
 import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -116,5 +117,66 @@ Deno.test({
       new RegExp(`GET http://127\\.0\\.0\\.1:${origin.port}/page from 127\\.0\\.0\\.1 -> `),
     );
     assert.equal(await cli.stop(), 0);
+  },
+});
+
+Deno.test({
+  name:
+    "Chromium uses the proxy over TLS (--proxy-server=https://…) to load a page (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin(() =>
+      new Response("<title>inside TLS</title>", { headers: { "content-type": "text/html" } })
+    );
+    const dir = await Deno.makeTempDir();
+    try {
+      const made = await makeCertificates(["127.0.0.1"]);
+      await Deno.writeTextFile(`${dir}/proxy.pem`, made.cert);
+      await Deno.writeTextFile(`${dir}/proxy-key.pem`, made.key);
+      await using cli = await startCli(
+        [
+          "--listen",
+          "127.0.0.1:0",
+          "--listen-tls",
+          "127.0.0.1:0",
+          "--tls-cert",
+          `${dir}/proxy.pem`,
+          "--tls-key",
+          `${dir}/proxy-key.pem`,
+          "--log-format",
+          "json",
+        ],
+        { denoFlags: [`--allow-read=${dir}`] },
+      );
+      const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+      const browser = await chromium.launch({
+        executablePath: CHROMIUM,
+        args: [
+          ...QUIET_CHROMIUM,
+          `--proxy-server=${tls}`,
+          "--proxy-bypass-list=<-loopback>",
+          // The test CA is not in this throwaway profile's trust store.
+          "--ignore-certificate-errors",
+        ],
+      });
+      try {
+        const page = await browser.newPage();
+        await page.goto(`http://127.0.0.1:${origin.port}/tls-page`);
+        assert.equal(await page.title(), "inside TLS");
+      } finally {
+        await browser.close();
+      }
+      const line = await cli.stdout.waitFor(
+        /\{[^\n]*"url":"http:\/\/127\.0\.0\.1:\d+\/tls-page"[^\n]*\}/,
+      );
+      const entry = JSON.parse(line[0]);
+      assert.equal(entry.tls, true);
+      assert.equal(entry.status, 200);
+      assert.equal(await cli.stop(), 0);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   },
 });

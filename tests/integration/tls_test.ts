@@ -4,6 +4,7 @@ import { hashLine } from "../../lib/policy/auth.ts";
 import { describePolicy } from "../../lib/policy/policy.ts";
 import { DEFAULTS } from "../../lib/cli/config.ts";
 import { runCli, startCli } from "../_fixtures/cli.ts";
+import { hasTool } from "../_fixtures/tools.ts";
 import { curl, readAll, startHttpOrigin } from "../_fixtures/servers.ts";
 
 /** A folder with a fresh CA and a certificate for 127.0.0.1 and localhost, made as make-cert does. */
@@ -126,6 +127,7 @@ Deno.test("a TLS handshake is bounded: a silent client is given up on at --heade
   const first = await silent();
   await new Promise((r) => setTimeout(r, 900)); // past --header-timeout: given up on
   assert.equal((await get()).stdout, "ok 200");
+  await new Promise((r) => setTimeout(r, 300)); // that connection's slot given back
   const second = await silent();
   await new Promise((r) => setTimeout(r, 900));
   // Deno cannot close a socket mid-handshake, so the two silent ones still count: the limit holds.
@@ -232,4 +234,56 @@ Deno.test("a plain listener beyond loopback with passwords warns that they cross
     describePolicy({ ...base, listen: [{ hostname: "0.0.0.0", port: 3128 }] }, 0).join("\n"),
     /in the clear/,
   );
+});
+
+const hasRequests = await hasTool("python3", ["-c", "import requests"]);
+
+Deno.test({
+  name: "Python requests through the TLS proxy, the CA given as verify (needs python3 requests)",
+  ignore: !hasRequests, // .ci/run installs Debian's python3-requests
+  async fn() {
+    await using origin = startHttpOrigin((req) => new Response(`py ${new URL(req.url).pathname}`));
+    await using certs = await certDir();
+    await using cli = await startCli(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tls",
+        "127.0.0.1:0",
+        ...certs.flags,
+        "--log-format",
+        "json",
+      ],
+      { denoFlags: [`--allow-read=${certs.dir}`] },
+    );
+    const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+    const script = `
+import requests, sys
+proxies = {"http": sys.argv[1]}
+r = requests.get(sys.argv[2], proxies=proxies, verify=sys.argv[3], timeout=10)
+print(r.status_code, r.text)
+`;
+    const out = await new Deno.Command("python3", {
+      args: [
+        "-c",
+        script,
+        tls,
+        `http://127.0.0.1:${origin.port}/from-python`,
+        `${certs.dir}/ca.pem`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_PROXY: "", no_proxy: "" },
+    }).output();
+    assert.equal(
+      new TextDecoder().decode(out.stdout).trim(),
+      "200 py /from-python",
+      new TextDecoder().decode(out.stderr),
+    );
+    const line = await cli.stdout.waitFor(
+      /\{[^\n]*"url":"http:\/\/127\.0\.0\.1:\d+\/from-python"[^\n]*\}/,
+    );
+    assert.equal(JSON.parse(line[0]).tls, true);
+    assert.equal(await cli.stop(), 0);
+  },
 });
