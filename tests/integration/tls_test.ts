@@ -287,3 +287,98 @@ print(r.status_code, r.text)
     assert.equal(await cli.stop(), 0);
   },
 });
+
+const hasNode = await hasTool("node") && await hasTool("npm");
+
+Deno.test({
+  name:
+    "Node's undici (ProxyAgent) through the TLS proxy, the CA given as proxyTls (needs node and npm)",
+  ignore: !hasNode,
+  async fn() {
+    await using origin = startHttpOrigin((req) =>
+      new Response(`node ${new URL(req.url).pathname}`)
+    );
+    await using certs = await certDir();
+    // undici from the npm registry, into this test's own folder.
+    const npm = await new Deno.Command("npm", {
+      args: [
+        "install",
+        "--silent",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+        certs.dir,
+        "undici@6.21.3",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(npm.code, 0, new TextDecoder().decode(npm.stderr));
+    await using cli = await startCli(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--listen-tls",
+        "127.0.0.1:0",
+        ...certs.flags,
+        "--connect-ports",
+        "any", // undici's ProxyAgent tunnels every request, http:// too
+        "--log-format",
+        "json",
+      ],
+      { denoFlags: [`--allow-read=${certs.dir}`] },
+    );
+    const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+    const script = `
+const { ProxyAgent, request } = require(process.argv[1] + "/node_modules/undici");
+const fs = require("fs");
+const agent = new ProxyAgent({ uri: process.argv[2], proxyTls: { ca: fs.readFileSync(process.argv[1] + "/ca.pem") } });
+request(process.argv[3], { dispatcher: agent })
+  .then(async (r) => { console.log(r.statusCode, await r.body.text()); await agent.close(); })
+  .catch((e) => { console.log("error", e.message); process.exitCode = 1; });
+`;
+    const out = await new Deno.Command("node", {
+      args: [
+        "--no-deprecation",
+        "-e",
+        script,
+        certs.dir,
+        tls,
+        `http://127.0.0.1:${origin.port}/from-node`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(
+      new TextDecoder().decode(out.stdout).trim(),
+      "200 node /from-node",
+      new TextDecoder().decode(out.stderr),
+    );
+    const line = await cli.stdout.waitFor(/\{[^\n]*"method":"CONNECT"[^\n]*\}/);
+    assert.equal(JSON.parse(line[0]).tls, true);
+    assert.equal(await cli.stop(), 0);
+  },
+});
+
+Deno.test("--workers 2 share the TLS listener too", async () => {
+  await using origin = startHttpOrigin(() => new Response("w"));
+  await using certs = await certDir();
+  await using cli = await startCli(
+    ["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0", ...certs.flags, "--workers", "2"],
+    { denoFlags: ["--unstable-net", "--allow-read"] },
+  );
+  await cli.stderr.waitFor(/\(2 workers\)/);
+  const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+  for (let i = 0; i < 4; i++) {
+    const res = await curl([
+      "--proxy",
+      tls,
+      "--proxy-cacert",
+      `${certs.dir}/ca.pem`,
+      `http://127.0.0.1:${origin.port}/`,
+    ]);
+    assert.equal(res.stdout, "w");
+  }
+  assert.equal(await cli.stop(), 0);
+  assert.equal(cli.stdout.text.match(/ 200 OK 1 bytes /g)?.length, 4);
+});
