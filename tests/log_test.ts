@@ -154,7 +154,13 @@ Deno.test("clf and combined are the NCSA formats, quoted fields escaped", () => 
 });
 
 Deno.test("csv rows follow the header and survive a real CSV parser, commas and quotes included", () => {
-  const ex = record({ error: 'upstream said "no", twice', dnsMs: 1.25, upstreamUse: "reused" });
+  const ex = record({
+    error: 'upstream said "no", twice',
+    dnsMs: 1.25,
+    upstreamUse: "reused",
+    listener: "127.0.0.1:3129",
+    tls: true,
+  });
   const rows = parse(`${CSV_HEADER}\n${formatCsv(ex)}\n`, { columns: true }) as Record<
     string,
     string
@@ -178,6 +184,9 @@ Deno.test("csv rows follow the header and survive a real CSV parser, commas and 
     first_byte_ms: "40.1",
     total_ms: "812.4",
     error: 'upstream said "no", twice',
+    listener: "127.0.0.1:3129",
+    tls: "tls",
+    parent: "",
   });
 });
 

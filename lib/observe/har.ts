@@ -86,6 +86,9 @@ export function harEntry(ex: ExchangeRecord): Record<string, unknown> {
     timings,
     ...(ex.upstreamIp === undefined ? {} : { serverIPAddress: ex.upstreamIp }),
     connection: String(ex.id),
+    // Custom fields (HAR 1.2 allows names that start with _): where the client came in.
+    ...(ex.listener === undefined ? {} : { _listener: ex.listener, _tls: ex.tls ?? false }),
+    ...(ex.parent === undefined ? {} : { _parent: ex.parent }),
     ...(ex.error === undefined ? {} : { comment: ex.error }),
   };
 }

@@ -249,7 +249,7 @@ export function formatClf(ex: ExchangeRecord, utc = false, combined = false): st
 /** The CSV columns, in order (RFC 4180; the header row is written first). */
 export const CSV_HEADER =
   "time,id,client,user,method,url,upstream,upstream_conn,status,reason,bytes_up,bytes_down," +
-  "dns_ms,connect_ms,first_byte_ms,total_ms,error";
+  "dns_ms,connect_ms,first_byte_ms,total_ms,error,listener,tls,parent";
 
 /**
  * One CSV cell. Text is escaped like every format (so no cell holds a line break or a control),
@@ -289,6 +289,9 @@ export function formatCsv(ex: ExchangeRecord): string {
     ms(ex.firstByteMs),
     ms(ex.totalMs),
     ex.error,
+    ex.listener,
+    ex.tls ? "tls" : "",
+    ex.parent,
   ].map(csvField).join(",");
 }
 
