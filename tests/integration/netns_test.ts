@@ -1,7 +1,39 @@
 import assert from "node:assert/strict";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
-import { canUseNetns, makeNetns } from "../_fixtures/netns.ts";
+import { canUseNetns, makeNetns, type Netns } from "../_fixtures/netns.ts";
 import { curl } from "../_fixtures/servers.ts";
+
+/** The origin (tests/_fixtures/origin_main.ts) inside the namespace, on all its addresses. */
+async function startNsOrigin(ns: Netns) {
+  const origin = new Deno.Command(ns.prefix[0]!, {
+    args: [
+      ...ns.prefix.slice(1),
+      Deno.execPath(),
+      "run",
+      "--allow-net",
+      `${ROOT}tests/_fixtures/origin_main.ts`,
+      "0.0.0.0",
+    ],
+    stdout: "piped",
+    stderr: "null",
+    stdin: "null",
+  }).spawn();
+  const lines = origin.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const port = Number((await lines.read()).value?.trim());
+  assert.ok(port > 0);
+  return {
+    port,
+    async [Symbol.asyncDispose]() {
+      await lines.cancel();
+      try {
+        origin.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await origin.status;
+    },
+  };
+}
 
 // Inside a private network namespace (no route out): the proxy on 198.18.0.1, a client on
 // 198.18.0.2, every address of the namespace on its lo. Needs root; CI runs as root.
@@ -17,23 +49,9 @@ Deno.test({
       "127.0.0.1 localhost\n127.0.0.1 rebind.test\n198.18.0.3 other.test\n",
     );
     // The origin listens on every address of the namespace.
-    const origin = new Deno.Command(ns.prefix[0]!, {
-      args: [
-        ...ns.prefix.slice(1),
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        `${ROOT}tests/_fixtures/origin_main.ts`,
-        "0.0.0.0",
-      ],
-      stdout: "piped",
-      stderr: "null",
-      stdin: "null",
-    }).spawn();
-    const lines = origin.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    try {
-      const port = Number((await lines.read()).value?.trim());
-      assert.ok(port > 0);
+    await using origin = await startNsOrigin(ns);
+    const port = origin.port;
+    {
       await using cli = await startCli(
         [
           "--listen",
@@ -120,14 +138,6 @@ Deno.test({
       const still = await from("198.18.0.2", opened.addrs[0]!, `http://127.0.0.1:${port}/`);
       assert.match(still.stdout, /^HTTP\/1\.1 403 Forbidden\r\n/);
       assert.equal(await opened.stop(), 0);
-    } finally {
-      await lines.cancel();
-      try {
-        origin.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await origin.status;
     }
   },
 });
@@ -141,22 +151,9 @@ Deno.test({
       ["198.18.0.1", "198.18.0.2", "198.18.0.3"],
       "127.0.0.1 localhost\n",
     );
-    const origin = new Deno.Command(ns.prefix[0]!, {
-      args: [
-        ...ns.prefix.slice(1),
-        Deno.execPath(),
-        "run",
-        "--allow-net",
-        `${ROOT}tests/_fixtures/origin_main.ts`,
-        "0.0.0.0",
-      ],
-      stdout: "piped",
-      stderr: "null",
-      stdin: "null",
-    }).spawn();
-    const lines = origin.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    try {
-      const port = Number((await lines.read()).value?.trim());
+    await using origin = await startNsOrigin(ns);
+    const port = origin.port;
+    {
       const whoami = `http://127.0.0.1:${port}/whoami`;
       // The client is on loopback, so this host's addresses are its to reach.
       const via = (proxy: string, extra: string[] = []) =>
@@ -187,14 +184,6 @@ Deno.test({
       );
       assert.equal((await via(fixed.addrs[0]!)).stdout, "from 198.18.0.3");
       assert.equal(await fixed.stop(), 0);
-    } finally {
-      await lines.cancel();
-      try {
-        origin.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await origin.status;
     }
   },
 });

@@ -7,6 +7,19 @@ import { runCli, startCli } from "../_fixtures/cli.ts";
 import { hasTool } from "../_fixtures/tools.ts";
 import { curl, readAll, startHttpOrigin } from "../_fixtures/servers.ts";
 
+/** Starts the CLI with a plain and a TLS listener on the folder's pair; `tls` is the https:// URL. */
+async function startTls(
+  certs: { dir: string; flags: string[] },
+  extra: string[] = [],
+  denoFlags = [`--allow-read=${certs.dir}`],
+) {
+  const cli = await startCli(
+    ["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0", ...certs.flags, ...extra],
+    { denoFlags },
+  );
+  return Object.assign(cli, { tls: cli.addrs.find((a) => a.startsWith("https://"))! });
+}
+
 /** A folder with a fresh CA and a certificate for 127.0.0.1 and localhost, made as make-cert does. */
 async function certDir() {
   const dir = await Deno.makeTempDir();
@@ -27,23 +40,15 @@ Deno.test("--listen-tls: curl --proxy https:// relays plain and CONNECT requests
   await using origin = startHttpOrigin((req) => new Response(`via ${new URL(req.url).pathname}`));
   await using certs = await certDir();
   await Deno.writeTextFile(`${certs.dir}/users`, `${await hashLine("ann", "pw", 1000)}\n`);
-  await using cli = await startCli(
-    [
-      "--listen",
-      "127.0.0.1:0",
-      "--listen-tls",
-      "127.0.0.1:0",
-      ...certs.flags,
-      "--auth-file",
-      `${certs.dir}/users`,
-      "--connect-ports",
-      "any",
-      "--log-format",
-      "json",
-    ],
-    { denoFlags: [`--allow-read=${certs.dir}`] },
-  );
-  const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+  await using cli = await startTls(certs, [
+    "--auth-file",
+    `${certs.dir}/users`,
+    "--connect-ports",
+    "any",
+    "--log-format",
+    "json",
+  ]);
+  const tls = cli.tls;
   assert.match(tls, /^https:\/\/127\.0\.0\.1:\d+$/);
   const url = `http://127.0.0.1:${origin.port}`;
   const via = (extra: string[], path: string) =>
@@ -95,21 +100,8 @@ Deno.test("--listen-tls: curl --proxy https:// relays plain and CONNECT requests
 Deno.test("a TLS handshake is bounded: a silent client is given up on at --header-timeout and holds one --max-connections slot until it leaves; plain HTTP to the TLS port is closed", async () => {
   await using origin = startHttpOrigin(() => new Response("ok"));
   await using certs = await certDir();
-  await using cli = await startCli(
-    [
-      "--listen",
-      "127.0.0.1:0",
-      "--listen-tls",
-      "127.0.0.1:0",
-      ...certs.flags,
-      "--header-timeout",
-      "500ms",
-      "--max-connections",
-      "2",
-    ],
-    { denoFlags: [`--allow-read=${certs.dir}`] },
-  );
-  const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+  await using cli = await startTls(certs, ["--header-timeout", "500ms", "--max-connections", "2"]);
+  const tls = cli.tls;
   const [host, port] = tls.slice(8).split(":") as [string, string];
   const url = `http://127.0.0.1:${origin.port}/`;
   const get = () =>
@@ -147,11 +139,8 @@ Deno.test("a TLS handshake is bounded: a silent client is given up on at --heade
 Deno.test("SIGHUP serves a new certificate on the TLS listener; a bad pair keeps the old one", async () => {
   await using origin = startHttpOrigin(() => new Response("ok"));
   await using certs = await certDir();
-  await using cli = await startCli(
-    ["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0", ...certs.flags],
-    { denoFlags: [`--allow-read=${certs.dir}`] },
-  );
-  const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+  await using cli = await startTls(certs, []);
+  const tls = cli.tls;
   const url = `http://127.0.0.1:${origin.port}/`;
   const trusting = (ca: string) =>
     curl(["--proxy", tls, "--proxy-cacert", ca, "-s", "-w", " %{http_code}", url]);
@@ -244,19 +233,8 @@ Deno.test({
   async fn() {
     await using origin = startHttpOrigin((req) => new Response(`py ${new URL(req.url).pathname}`));
     await using certs = await certDir();
-    await using cli = await startCli(
-      [
-        "--listen",
-        "127.0.0.1:0",
-        "--listen-tls",
-        "127.0.0.1:0",
-        ...certs.flags,
-        "--log-format",
-        "json",
-      ],
-      { denoFlags: [`--allow-read=${certs.dir}`] },
-    );
-    const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+    await using cli = await startTls(certs, ["--log-format", "json"]);
+    const tls = cli.tls;
     const script = `
 import requests, sys
 proxies = {"http": sys.argv[1]}
@@ -314,21 +292,13 @@ Deno.test({
       stderr: "piped",
     }).output();
     assert.equal(npm.code, 0, new TextDecoder().decode(npm.stderr));
-    await using cli = await startCli(
-      [
-        "--listen",
-        "127.0.0.1:0",
-        "--listen-tls",
-        "127.0.0.1:0",
-        ...certs.flags,
-        "--connect-ports",
-        "any", // undici's ProxyAgent tunnels every request, http:// too
-        "--log-format",
-        "json",
-      ],
-      { denoFlags: [`--allow-read=${certs.dir}`] },
-    );
-    const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+    await using cli = await startTls(certs, [
+      "--connect-ports",
+      "any", // undici's ProxyAgent tunnels every request, http:// too
+      "--log-format",
+      "json",
+    ]);
+    const tls = cli.tls;
     const script = `
 const { ProxyAgent, request } = require(process.argv[1] + "/node_modules/undici");
 const fs = require("fs");
@@ -363,12 +333,9 @@ request(process.argv[3], { dispatcher: agent })
 Deno.test("--workers 2 share the TLS listener too", async () => {
   await using origin = startHttpOrigin(() => new Response("w"));
   await using certs = await certDir();
-  await using cli = await startCli(
-    ["--listen", "127.0.0.1:0", "--listen-tls", "127.0.0.1:0", ...certs.flags, "--workers", "2"],
-    { denoFlags: ["--unstable-net", "--allow-read"] },
-  );
+  await using cli = await startTls(certs, ["--workers", "2"], ["--unstable-net", "--allow-read"]);
   await cli.stderr.waitFor(/\(2 workers\)/);
-  const tls = cli.addrs.find((a) => a.startsWith("https://"))!;
+  const tls = cli.tls;
   for (let i = 0; i < 4; i++) {
     const res = await curl([
       "--proxy",
