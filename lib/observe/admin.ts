@@ -12,7 +12,7 @@
  */
 
 import type { Authenticator } from "../policy/auth.ts";
-import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS } from "./dashboard.ts";
+import { DASHBOARD_CSS, DASHBOARD_HTML, DASHBOARD_JS, FAVICON_SVG } from "./dashboard.ts";
 import { hostPort } from "../upstream/dial.ts";
 import type { HostAddresses } from "../policy/host_addresses.ts";
 import { isLoopback, isUnspecified, parseIp, sameIp } from "../policy/ip.ts";
@@ -183,6 +183,10 @@ export function startAdmin(
         return respond(DASHBOARD_JS, "text/javascript; charset=utf-8");
       case "/dashboard.css":
         return respond(DASHBOARD_CSS, "text/css; charset=utf-8");
+      // Browsers ask for /favicon.ico whatever the page links: both get the SVG.
+      case "/favicon.svg":
+      case "/favicon.ico":
+        return respond(FAVICON_SVG, "image/svg+xml");
       default:
         return text("not found: try /, /metrics, /api/recent, /api/summary\n", 404);
     }

@@ -11,6 +11,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>http-proxy</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="stylesheet" href="/dashboard.css">
+<link rel="icon" href="/favicon.svg" type="image/svg+xml">
 </head><body>
 <header><h1>http-proxy</h1>
 <span class="kpi">connections <b id="conns">0</b></span>
@@ -26,6 +27,13 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section class="wide"><h2>recent exchanges</h2><table id="recent"><thead><tr><th>time</th><th>#</th><th>client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th>upstream</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
+`;
+
+/** Its icon: two arrows passing each other (a relay), in the page's colours. */
+export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">
+<rect width="32" height="32" rx="6" fill="#1b2129"/>
+<path d="M6 11h16l-4-4M26 21H10l4 4" fill="none" stroke="#a3d977" stroke-width="3" stroke-linecap="round" stroke-linejoin="round"/>
+</svg>
 `;
 
 /** Its style sheet. */

@@ -79,6 +79,13 @@ Deno.test("--admin serves Prometheus metrics, the recent exchanges, the summary 
   const script = await fetch(`http://${admin}/dashboard.js`);
   assert.equal(script.headers.get("content-type"), "text/javascript; charset=utf-8");
   assert.match(await script.text(), /new EventSource\("\/api\/events"\)/);
+  // The page's icon, and the one browsers ask for by default: no 404 in the browser's console.
+  for (const path of ["/favicon.svg", "/favicon.ico"]) {
+    const icon = await fetch(`http://${admin}${path}`);
+    assert.equal(icon.status, 200, path);
+    assert.equal(icon.headers.get("content-type"), "image/svg+xml");
+    assert.match(await icon.text(), /^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"/);
+  }
   const missing = await fetch(`http://${admin}/nope`);
   assert.equal(missing.status, 404);
   await missing.body?.cancel();
