@@ -22,9 +22,9 @@ export const DASHBOARD_HTML = `<!doctype html>
 <main>
 <section><h2>requests per second (last 5 minutes)</h2><canvas id="rchart"></canvas></section>
 <section><h2>bytes per second (last 5 minutes)</h2><canvas id="bchart"></canvas></section>
-<section><h2>top hosts</h2><table id="hosts"><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
-<section><h2>recent errors</h2><table id="errs"><tbody></tbody></table></section>
-<section class="wide"><h2>recent exchanges</h2><table id="recent"><thead><tr><th>time</th><th>#</th><th>client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th>upstream</th></tr></thead><tbody></tbody></table></section>
+<section><h2>top hosts</h2><table id="hosts"><colgroup><col class="url"><col><col><col><col></colgroup><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
+<section><h2>recent errors</h2><table id="errs"><colgroup><col class="n"><col class="n"><col class="url"><col></colgroup><tbody></tbody></table></section>
+<section class="wide"><h2>recent exchanges</h2><table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
 `;
@@ -39,13 +39,19 @@ export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0
 /** Its style sheet. */
 export const DASHBOARD_CSS =
   `body{font:14px system-ui,sans-serif;margin:0;background:#0f1419;color:#d8dee9}
-header{padding:12px 20px;background:#1b2129;display:flex;gap:28px;align-items:baseline}
+header{padding:12px 20px;background:#1b2129;display:flex;flex-wrap:wrap;gap:8px 28px;align-items:baseline}
 h1{font-size:18px;margin:0}.kpi b{font-size:20px;color:#fff}.kpi{color:#9aa5b1}
-main{display:grid;grid-template-columns:1fr 1fr;gap:16px;padding:16px 20px}
-section{background:#1b2129;border-radius:6px;padding:12px}h2{font-size:14px;margin:0 0 8px;color:#9aa5b1}
-canvas{width:100%;height:140px}table{width:100%;border-collapse:collapse;font-size:12px}
-td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;max-width:420px}
+main{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:16px;padding:16px 20px}
+section{background:#1b2129;border-radius:6px;padding:12px;min-width:0;overflow:hidden}
+h2{font-size:14px;margin:0 0 8px;color:#9aa5b1}
+canvas{width:100%;height:140px;display:block}
+table{width:100%;border-collapse:collapse;font-size:12px;table-layout:fixed}
+td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+#errs col.url,#hosts col.url{width:40%}#errs col.n{width:12%}
+#recent col.t{width:9%}#recent col.id{width:6%}#recent col.addr{width:15%}#recent col.m{width:7%}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
+@media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
+header{padding:8px}#recent .opt{display:none}}
 `;
 
 /** Its script: recent exchanges, then the event stream, and the summary every 2 s. */
@@ -54,19 +60,26 @@ const N = 300, reqs = new Array(N).fill(0), bytes = new Array(N).fill(0);
 let total = 0, errors = 0;
 function esc(s) { return String(s ?? "").replace(/[&<>"]/g, (c) => ({"&":"&amp;","<":"&lt;",">":"&gt;","\\"":"&quot;"})[c]); }
 function human(n) { return n >= 1e9 ? (n/1e9).toFixed(1)+"G" : n >= 1e6 ? (n/1e6).toFixed(1)+"M" : n >= 1e3 ? (n/1e3).toFixed(1)+"k" : String(Math.round(n)); }
-function draw(canvas, data, color) {
-  const w = canvas.width = canvas.clientWidth * devicePixelRatio, h = canvas.height = canvas.clientHeight * devicePixelRatio;
+function draw(canvas, data, color, unit) {
+  const d = devicePixelRatio, w = canvas.width = canvas.clientWidth * d, h = canvas.height = canvas.clientHeight * d;
   const g = canvas.getContext("2d"); g.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...data);
-  g.strokeStyle = color; g.lineWidth = 2 * devicePixelRatio; g.beginPath();
-  data.forEach((v, i) => { const x = i * w / (N - 1), y = h - 4 - v / max * (h - 8); i ? g.lineTo(x, y) : g.moveTo(x, y); });
-  g.stroke(); g.fillStyle = "#9aa5b1"; g.font = 11 * devicePixelRatio + "px sans-serif"; g.fillText("max " + human(max), 6, 14 * devicePixelRatio);
+  const max = Math.max(1, ...data), top = 18 * d, bottom = h - 16 * d;
+  // Axes: a value scale at the top left, the time along the bottom (one point a second).
+  g.fillStyle = "#9aa5b1"; g.font = 11 * d + "px sans-serif"; g.strokeStyle = "#2a323c"; g.lineWidth = d;
+  g.beginPath(); g.moveTo(0, bottom); g.lineTo(w, bottom); g.stroke();
+  g.fillText(human(max) + " " + unit, 6 * d, 12 * d);
+  g.fillText("5 min ago", 2 * d, h - 3 * d);
+  g.textAlign = "center"; g.fillText("2.5 min", w / 2, h - 3 * d);
+  g.textAlign = "right"; g.fillText("now", w - 2 * d, h - 3 * d); g.textAlign = "left";
+  g.strokeStyle = color; g.lineWidth = 2 * d; g.beginPath();
+  data.forEach((v, i) => { const x = i * w / (N - 1), y = bottom - v / max * (bottom - top); i ? g.lineTo(x, y) : g.moveTo(x, y); });
+  g.stroke();
 }
 function row(ex) {
   const cls = ex.status ? "s" + String(ex.status)[0] : "err";
-  return "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td>" + esc(ex.client) + "</td><td>" + esc(ex.method) +
+  return "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td class=opt title=\\"" + esc(ex.client) + "\\">" + esc(ex.client) + "</td><td>" + esc(ex.method) +
     "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td class=\\"" + cls + "\\">" + esc(ex.status ?? "-") + "</td><td>" +
-    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td>" + esc(ex.upstream ?? "-") + "</td></tr>";
+    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
 }
 function add(ex) {
   total++; reqs[N - 1]++; bytes[N - 1] += ex.bytes_up + ex.bytes_down;
@@ -74,7 +87,7 @@ function add(ex) {
   while (body.rows.length > 50) body.deleteRow(-1);
   if (ex.error) {
     errors++; const e = $("errs").tBodies[0];
-    e.insertAdjacentHTML("afterbegin", "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td class=err>" + esc(ex.status ?? "-") + "</td><td>" + esc(ex.url) + "</td><td>" + esc(ex.error) + "</td></tr>");
+    e.insertAdjacentHTML("afterbegin", "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td class=err>" + esc(ex.status ?? "-") + "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td title=\\"" + esc(ex.error) + "\\">" + esc(ex.error) + "</td></tr>");
     while (e.rows.length > 20) e.deleteRow(-1);
   }
   $("total").textContent = total; $("errors").textContent = errors;
@@ -82,13 +95,13 @@ function add(ex) {
 async function summary() {
   const s = await (await fetch("/api/summary")).json();
   $("conns").textContent = s.connections;
-  $("hosts").tBodies[0].innerHTML = s.hosts.slice(0, 10).map((h) => "<tr><td>" + esc(h.host) + "</td><td>" + h.requests + "</td><td>" +
+  $("hosts").tBodies[0].innerHTML = s.hosts.slice(0, 10).map((h) => "<tr><td title=\\"" + esc(h.host) + "\\">" + esc(h.host) + "</td><td>" + h.requests + "</td><td>" +
     human(h.bytesUp + h.bytesDown) + "</td><td>" + h.p50Ms + "</td><td>" + esc(Object.entries(h.errors).map(([k, n]) => k + "=" + n).join(" ") || "-") + "</td></tr>").join("");
 }
 setInterval(() => {
   $("rps").textContent = reqs[N - 1]; $("bps").textContent = human(bytes[N - 1]);
   reqs.push(0); reqs.shift(); bytes.push(0); bytes.shift();
-  draw($("rchart"), reqs, "#7fb6ff"); draw($("bchart"), bytes, "#a3d977");
+  draw($("rchart"), reqs, "#7fb6ff", "req/s"); draw($("bchart"), bytes, "#a3d977", "B/s");
 }, 1000);
 setInterval(summary, 2000);
 (async () => {

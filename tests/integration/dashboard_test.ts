@@ -180,3 +180,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "the dashboard fits a laptop and a phone: no sideways scroll at 1280, 1366 and 1920 px, one column at 420 px, long URLs cut with the whole on hover (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin(() => new Response("x"));
+    await using cli = await startCli([
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--quiet",
+    ]);
+    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    // Real, long URLs and an error with a long cause.
+    const long = `/${"a-very-long-path-segment/".repeat(12)}?q=${"v".repeat(120)}`;
+    for (let i = 0; i < 3; i++) {
+      await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}${long}${i}`]);
+    }
+    await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:1/${"unreachable/".repeat(10)}`]);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
+    try {
+      for (const [width, height] of [[1280, 800], [1366, 768], [1920, 1080], [420, 860]]) {
+        const page = await browser.newPage({ viewport: { width: width!, height: height! } });
+        await page.goto(`http://${admin}/`);
+        await page.waitForSelector("#recent tbody tr");
+        await page.waitForTimeout(1200); // the charts and the host table fill in
+        // Evaluated in the page (a string: this file is not type-checked against the DOM).
+        const fit = await page.evaluate(`(() => {
+          const td = document.querySelector("#recent tbody td[title*='a-very-long-path-segment']");
+          return {
+            scroll: document.documentElement.scrollWidth,
+            inner: innerWidth,
+            columns: getComputedStyle(document.querySelector("main")).gridTemplateColumns
+              .split(" ").length,
+            title: td ? td.getAttribute("title") : "",
+            cut: td ? td.scrollWidth > td.clientWidth : false,
+          };
+        })()`) as { scroll: number; inner: number; columns: number; title: string; cut: boolean };
+        assert.ok(fit.scroll <= fit.inner, `${width} px: page is ${fit.scroll} px wide`);
+        assert.equal(fit.columns, width! <= 760 ? 1 : 2, `${width} px`);
+        assert.ok(fit.title.includes("a-very-long-path-segment/"), "the whole URL on hover");
+        assert.ok(fit.cut, `${width} px: the long URL is cut, not wrapped or overflowing`);
+        await page.close();
+      }
+    } finally {
+      await browser.close();
+    }
+    assert.equal(await cli.stop(), 0);
+  },
+});
