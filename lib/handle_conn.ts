@@ -350,10 +350,11 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
   if (tunnel) ex.record.target = hostPort(parsed.hostname, parsed.port);
   // A 4xx to a request whose whole body is in (or that has none) may keep the connection.
   else ex.requestConsumed = framing.kind === "none";
-  checkLoop(head.fields, ctx.config.viaName);
-  if (tunnel) checkConnectPort(parsed.port, ctx.config.connectPorts);
+  // Known as soon as parsed, so a refusal below is counted against where it was going.
   const host = normalizeHost(parsed.hostname);
   ex.record.destination = hostPort(host, parsed.port);
+  checkLoop(head.fields, ctx.config.viaName);
+  if (tunnel) checkConnectPort(parsed.port, ctx.config.connectPorts);
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
   // Through a parent, a name is the parent's to resolve: an address written in the request is
   // judged here in full, a name by name only.

@@ -110,7 +110,14 @@ Deno.test("the CLI listens on every --listen address, proxies curl -x, logs, and
       `^127\\.0\\.0\\.1:${origin.port} +2 +0 +2 +0 +0 +0 +0 +0 +10 +[\\d.]+ +[\\d.]+ +[\\d.]+ +-$`,
     ),
   );
-  assert.deepEqual(lines.slice(6), ["stopped"]);
+  // Then who asked: one request from each loopback address.
+  assert.equal(lines[6], "by client, most traffic first");
+  assert.match(lines[7]!, /^client +requests +bytes up +bytes down +errors +top destinations$/);
+  assert.deepEqual(
+    lines.slice(8, 10).map((l) => l.split(/ +/).slice(0, 5)).sort(),
+    [["127.0.0.1", "1", "0", "5", "0"], ["::1", "1", "0", "5", "0"]],
+  );
+  assert.deepEqual(lines.slice(10), ["stopped"]);
 });
 
 Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async () => {

@@ -34,12 +34,15 @@ Deno.test("Summary holds at most MAX_HOSTS rows: the least traffic folds into (o
   assert.equal(other.requests, 1202 - MAX_HOSTS);
   assert.equal(hosts.reduce((n, h) => n + h.requests, 0), 1202);
   assert.equal(hosts.reduce((n, h) => n + h.bytesDown, 0), 1_501_200);
-  const table = s.table().split("\n");
+  const lines = s.table().split("\n");
+  // The host table, then the table of clients (every exchange came from one client).
+  const table = lines.slice(0, lines.indexOf("by client, most traffic first"));
   assert.equal(table.length, 2 + 50 + 1);
   assert.equal(
     table.at(-1),
     `... ${MAX_HOSTS + 1 - 50} more host(s) (all of them: --summary-json)`,
   );
+  assert.equal(lines.length, table.length + 3);
   assert.ok(table.every((l) => l.length < 300), "every line is bounded");
   assert.match(table[3]!, /^x{57}\.\.\. /);
   // Merging a worker's rows keeps the cap.
@@ -97,4 +100,41 @@ Deno.test("merging workers' summaries without an (other) row yet still keeps MAX
   const hosts = s.hosts();
   assert.equal(hosts.filter((h) => h.host !== OTHER).length, MAX_HOSTS);
   assert.equal(hosts.find((h) => h.host === OTHER)?.requests, 1);
+});
+
+Deno.test("Summary counts per client address and per user, with each one's top destinations, bounded like the hosts", () => {
+  const s = new Summary();
+  for (let i = 0; i < 5; i++) {
+    s.closed(ex({ clientIp: "192.0.2.1", user: "ann", destination: "a.test:80", bytesDown: 100 }));
+  }
+  s.closed(ex({ clientIp: "192.0.2.1", user: "ann", destination: "b.test:80", bytesDown: 10 }));
+  s.closed(ex({ clientIp: "192.0.2.2", destination: "a.test:80", bytesDown: 1, error: "x" }));
+  assert.deepEqual(s.clients().map((c) => [c.key, c.requests, c.bytesDown, c.errors]), [
+    ["192.0.2.1", 6, 510, 0],
+    ["192.0.2.2", 1, 1, 1],
+  ]);
+  assert.deepEqual(s.clients()[0]!.top, [
+    { host: "a.test:80", requests: 5 },
+    { host: "b.test:80", requests: 1 },
+  ]);
+  assert.deepEqual(s.users().map((u) => [u.key, u.requests]), [["ann", 6]]);
+  const text = s.table();
+  assert.match(
+    text,
+    /\nby client, most traffic first\nclient {5}requests .* top destinations\n192\.0\.2\.1 .* a\.test:80 5, b\.test:80 1\n/,
+  );
+  assert.match(text, /\nby user, most traffic first\nuser .*\nann /);
+  // A client that spreads over many destinations keeps a bounded top list.
+  for (let i = 0; i < 100; i++) {
+    s.closed(ex({ clientIp: "192.0.2.3", destination: `d${i}.test:80` }));
+  }
+  assert.ok(s.clients().find((c) => c.key === "192.0.2.3")!.top.length <= 3);
+  // Thousands of clients: bounded, nothing lost.
+  for (let i = 0; i < 1500; i++) s.closed(ex({ clientIp: `10.0.${i >> 8}.${i & 255}` }));
+  assert.equal(s.clients().length, MAX_HOSTS + 1);
+  assert.equal(s.clients().reduce((n, c) => n + c.requests, 0), 7 + 100 + 1500);
+  // And they merge from workers.
+  const merged = new Summary();
+  merged.merge(s.raw());
+  assert.deepEqual(merged.users(), s.users());
 });

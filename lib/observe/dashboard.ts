@@ -23,7 +23,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>requests per second (last 5 minutes)</h2><canvas id="rchart"></canvas></section>
 <section><h2>bytes per second (last 5 minutes)</h2><canvas id="bchart"></canvas></section>
 <section><h2>top hosts</h2><table id="hosts"><colgroup><col class="url"><col><col><col><col></colgroup><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
-<section><h2>recent errors</h2><table id="errs"><colgroup><col class="n"><col class="n"><col class="url"><col></colgroup><tbody></tbody></table></section>
+<section><h2>top clients</h2><table id="clients"><colgroup><col class="url"><col><col><col class="url"></colgroup><thead><tr><th>client</th><th>requests</th><th>bytes</th><th>top destinations</th></tr></thead><tbody></tbody></table></section>
+<section class="wide"><h2>recent errors</h2><table id="errs"><colgroup><col class="n"><col class="n"><col class="url"><col></colgroup><tbody></tbody></table></section>
 <section class="wide"><h2>recent exchanges</h2><table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
@@ -47,7 +48,7 @@ h2{font-size:14px;margin:0 0 8px;color:#9aa5b1}
 canvas{width:100%;height:140px;display:block}
 table{width:100%;border-collapse:collapse;font-size:12px;table-layout:fixed}
 td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-#errs col.url,#hosts col.url{width:40%}#errs col.n{width:12%}
+#errs col.url,#hosts col.url,#clients col.url{width:40%}#errs col.n{width:12%}
 #recent col.t{width:9%}#recent col.id{width:6%}#recent col.addr{width:15%}#recent col.m{width:7%}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
@@ -97,6 +98,11 @@ async function summary() {
   $("conns").textContent = s.connections;
   $("hosts").tBodies[0].innerHTML = s.hosts.slice(0, 10).map((h) => "<tr><td title=\\"" + esc(h.host) + "\\">" + esc(h.host) + "</td><td>" + h.requests + "</td><td>" +
     human(h.bytesUp + h.bytesDown) + "</td><td>" + h.p50Ms + "</td><td>" + esc(Object.entries(h.errors).map(([k, n]) => k + "=" + n).join(" ") || "-") + "</td></tr>").join("");
+  $("clients").tBodies[0].innerHTML = s.clients.slice(0, 10).map((c) => {
+    const top = c.top.map((t) => t.host + " " + t.requests).join(", ");
+    return "<tr><td title=\\"" + esc(c.key) + "\\">" + esc(c.key) + "</td><td>" + c.requests + "</td><td>" + human(c.bytesUp + c.bytesDown) +
+      "</td><td title=\\"" + esc(top) + "\\">" + esc(top || "-") + "</td></tr>";
+  }).join("");
 }
 setInterval(() => {
   $("rps").textContent = reqs[N - 1]; $("bps").textContent = human(bytes[N - 1]);

@@ -117,11 +117,163 @@ export interface RawSummary {
   since: number;
   /** Accumulators by host. */
   hosts: [string, Acc][];
+  /** Accumulators by client address. */
+  clients: [string, PartyAcc][];
+  /** Accumulators by user name. */
+  users: [string, PartyAcc][];
 }
 
-/** Counts exchanges per destination; see the module doc. */
+/** How a {@linkcode BoundedTable} makes, merges and ranks its rows. */
+interface RowKind<A> {
+  empty(): A;
+  merge(into: A, from: A): void;
+  weight(a: A): number;
+}
+
+/**
+ * Rows by a client-chosen key, at most `cap` of them: when a new key arrives in a full table,
+ * the row with the least traffic is folded into the {@linkcode OTHER} row, so no count is lost
+ * and the busiest keys keep their rows whatever clients invent.
+ */
+class BoundedTable<A> {
+  rows = new Map<string, A>();
+  #kind: RowKind<A>;
+  #cap: number;
+
+  constructor(kind: RowKind<A>, cap: number) {
+    this.#kind = kind;
+    this.#cap = cap;
+  }
+
+  /** Keys with a row of their own (every row but the other row). */
+  #own(): number {
+    return this.rows.size - (this.rows.has(OTHER) ? 1 : 0);
+  }
+
+  /** Moves one key's counts into the other row. */
+  #fold(key: string, acc: A): void {
+    this.rows.delete(key);
+    let other = this.rows.get(OTHER);
+    if (!other) this.rows.set(OTHER, other = this.#kind.empty());
+    this.#kind.merge(other, acc);
+  }
+
+  /** The row for a key: its own, a new one (making room), or the other row. */
+  row(key: string): A {
+    const acc = this.rows.get(key);
+    if (acc) return acc;
+    if (this.#own() >= this.#cap) {
+      let least: [string, A] | undefined;
+      for (const entry of this.rows) {
+        if (
+          entry[0] !== OTHER &&
+          (!least || this.#kind.weight(entry[1]) < this.#kind.weight(least[1]))
+        ) least = entry;
+      }
+      this.#fold(least![0], least![1]);
+    }
+    const fresh = this.#kind.empty();
+    this.rows.set(key, fresh);
+    return fresh;
+  }
+
+  /** Adds another table's rows (a worker's), keeping the cap. */
+  merge(rows: [string, A][]): void {
+    for (const [key, b] of rows) {
+      const a = this.rows.get(key);
+      if (a) this.#kind.merge(a, b);
+      else this.rows.set(key, structuredClone(b));
+    }
+    if (this.#own() > this.#cap) {
+      const ranked = [...this.rows].filter(([k]) => k !== OTHER).sort((x, y) =>
+        this.#kind.weight(y[1]) - this.#kind.weight(x[1])
+      );
+      for (const [key, acc] of ranked.slice(this.#cap)) this.#fold(key, acc);
+    }
+  }
+}
+
+/** Most destinations remembered per client or user, for its top destinations. */
+const TOP_DESTINATIONS = 8;
+
+/** A client's or a user's counts. */
+interface PartyAcc {
+  requests: number;
+  bytesUp: number;
+  bytesDown: number;
+  errors: number;
+  /** Requests per destination, for the few with most (see countTop). */
+  top: Record<string, number>;
+}
+
+const PARTY: RowKind<PartyAcc> = {
+  empty: () => ({ requests: 0, bytesUp: 0, bytesDown: 0, errors: 0, top: {} }),
+  merge(a, b) {
+    a.requests += b.requests;
+    a.bytesUp += b.bytesUp;
+    a.bytesDown += b.bytesDown;
+    a.errors += b.errors;
+    for (const [d, n] of Object.entries(b.top)) countTop(a.top, d, n);
+  },
+  weight: (a) => (a.bytesUp + a.bytesDown) * 1024 + a.requests,
+};
+
+/**
+ * Counts `n` requests to `destination` in a bounded top list: when it is full, the entry with
+ * the fewest requests gives its place and the newcomer inherits that count (so a busy
+ * destination that arrives late still rises; the counts are an upper bound, as in the
+ * Space-Saving algorithm).
+ */
+function countTop(top: Record<string, number>, destination: string, n: number): void {
+  if (destination in top || Object.keys(top).length < TOP_DESTINATIONS) {
+    top[destination] = (top[destination] ?? 0) + n;
+    return;
+  }
+  let least: string | undefined;
+  for (const d in top) if (least === undefined || top[d]! < top[least]!) least = d;
+  const floor = top[least!]!;
+  delete top[least!];
+  top[destination] = floor + n;
+}
+
+/** A client's or a user's figures. */
+export interface PartyStats {
+  /** The client address or user name. */
+  key: string;
+  /** Exchanges. */
+  requests: number;
+  /** Request body bytes sent up. */
+  bytesUp: number;
+  /** Response body bytes sent down. */
+  bytesDown: number;
+  /** Exchanges that failed. */
+  errors: number;
+  /** Its destinations with most requests, most first (at most 3). */
+  top: { host: string; requests: number }[];
+}
+
+function partyStats(rows: Map<string, PartyAcc>): PartyStats[] {
+  return [...rows].map(([key, a]) => ({
+    key,
+    requests: a.requests,
+    bytesUp: a.bytesUp,
+    bytesDown: a.bytesDown,
+    errors: a.errors,
+    top: Object.entries(a.top).sort((x, y) => y[1] - x[1]).slice(0, 3)
+      .map(([host, requests]) => ({ host, requests })),
+  })).sort((x, y) =>
+    y.bytesUp + y.bytesDown - (x.bytesUp + x.bytesDown) || y.requests - x.requests
+  );
+}
+
+/** Counts exchanges per destination, and per client and user; see the module doc. */
 export class Summary implements ExchangeObserver {
-  #hosts = new Map<string, Acc>();
+  #hosts = new BoundedTable<Acc>(
+    { empty: emptyAcc, merge: mergeAcc, weight },
+    MAX_HOSTS,
+  );
+  #clients = new BoundedTable(PARTY, MAX_HOSTS);
+  #users = new BoundedTable(PARTY, MAX_HOSTS);
   #since = Date.now();
 
   /**
@@ -130,7 +282,12 @@ export class Summary implements ExchangeObserver {
    * @returns The raw counts.
    */
   raw(): RawSummary {
-    return { since: this.#since, hosts: [...this.#hosts] };
+    return {
+      since: this.#since,
+      hosts: [...this.#hosts.rows],
+      clients: [...this.#clients.rows],
+      users: [...this.#users.rows],
+    };
   }
 
   /**
@@ -140,51 +297,9 @@ export class Summary implements ExchangeObserver {
    */
   merge(other: RawSummary): void {
     this.#since = Math.min(this.#since, other.since);
-    for (const [host, b] of other.hosts) {
-      const a = this.#hosts.get(host);
-      if (a) mergeAcc(a, b);
-      else this.#hosts.set(host, structuredClone(b));
-    }
-    // Over the cap: the hosts with the least traffic go into the other row.
-    if (this.#own() > MAX_HOSTS) {
-      const ranked = [...this.#hosts].filter(([h]) => h !== OTHER).sort((x, y) =>
-        weight(y[1]) - weight(x[1])
-      );
-      for (const [host, acc] of ranked.slice(MAX_HOSTS)) {
-        this.#fold(host, acc);
-      }
-    }
-  }
-
-  /** Hosts with a row of their own (every row but the other row). */
-  #own(): number {
-    return this.#hosts.size - (this.#hosts.has(OTHER) ? 1 : 0);
-  }
-
-  /** Moves one host's counts into the other row. */
-  #fold(host: string, acc: Acc): void {
-    this.#hosts.delete(host);
-    let other = this.#hosts.get(OTHER);
-    if (!other) this.#hosts.set(OTHER, other = emptyAcc());
-    mergeAcc(other, acc);
-  }
-
-  /** The row for a destination: its own, a new one (making room), or the other row. */
-  #row(key: string): Acc {
-    const acc = this.#hosts.get(key);
-    if (acc) return acc;
-    if (this.#own() >= MAX_HOSTS) {
-      // Full: the host with the least traffic makes room (its counts stay in the other row),
-      // so the busiest hosts keep their rows whatever a client invents.
-      let least: [string, Acc] | undefined;
-      for (const entry of this.#hosts) {
-        if (entry[0] !== OTHER && (!least || weight(entry[1]) < weight(least[1]))) least = entry;
-      }
-      this.#fold(least![0], least![1]);
-    }
-    const fresh = emptyAcc();
-    this.#hosts.set(key, fresh);
-    return fresh;
+    this.#hosts.merge(other.hosts);
+    this.#clients.merge(other.clients);
+    this.#users.merge(other.users);
   }
 
   /**
@@ -193,7 +308,21 @@ export class Summary implements ExchangeObserver {
    * @param ex The exchange, as logged.
    */
   closed(ex: ExchangeRecord): void {
-    const acc = this.#row(ex.destination ?? "-");
+    const destination = ex.destination ?? "-";
+    const failed = ex.error !== undefined ? 1 : 0;
+    for (
+      const party of [
+        this.#clients.row(ex.clientIp),
+        ...(ex.user === undefined ? [] : [this.#users.row(ex.user)]),
+      ]
+    ) {
+      party.requests++;
+      party.bytesUp += ex.bytesUp;
+      party.bytesDown += ex.bytesDown;
+      party.errors += failed;
+      countTop(party.top, destination, 1);
+    }
+    const acc = this.#hosts.row(destination);
     acc.requests++;
     const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
     acc.status[cls] = (acc.status[cls] ?? 0) + 1;
@@ -221,7 +350,7 @@ export class Summary implements ExchangeObserver {
    * @returns One entry per destination.
    */
   hosts(): HostStats[] {
-    return [...this.#hosts].map(([host, a]) => {
+    return [...this.#hosts.rows].map(([host, a]) => {
       const sorted = [...a.sample].sort((x, y) => x - y);
       return {
         host,
@@ -240,15 +369,41 @@ export class Summary implements ExchangeObserver {
   }
 
   /**
+   * The figures per client address, most traffic first.
+   *
+   * @returns One entry per client (at most MAX_HOSTS, the rest in the other row).
+   */
+  clients(): PartyStats[] {
+    return partyStats(this.#clients.rows);
+  }
+
+  /**
+   * The figures per proxy user, most traffic first (none without authentication).
+   *
+   * @returns One entry per user name.
+   */
+  users(): PartyStats[] {
+    return partyStats(this.#users.rows);
+  }
+
+  /**
    * The summary as JSON-ready data.
    *
-   * @returns Time span and hosts.
+   * @returns Time span, hosts, clients and users.
    */
-  toJSON(): { since: string; until: string; hosts: HostStats[] } {
+  toJSON(): {
+    since: string;
+    until: string;
+    hosts: HostStats[];
+    clients: PartyStats[];
+    users: PartyStats[];
+  } {
     return {
       since: new Date(this.#since).toISOString(),
       until: new Date().toISOString(),
       hosts: this.hosts(),
+      clients: this.clients(),
+      users: this.users(),
     };
   }
 
@@ -303,6 +458,41 @@ export class Summary implements ExchangeObserver {
       ...(all.length > hosts.length
         ? [`... ${all.length - hosts.length} more host(s) (all of them: --summary-json)`]
         : []),
+      ...partyTable("client", this.clients()),
+      ...partyTable("user", this.users()),
     ].join("\n");
   }
+}
+
+/** Rows the client and user tables show. */
+const PARTY_ROWS = 20;
+
+/** The text table of clients or users (nothing when there are none). */
+function partyTable(what: "client" | "user", all: PartyStats[]): string[] {
+  if (all.length === 0) return [];
+  const shown = all.slice(0, PARTY_ROWS);
+  const head = [what, "requests", "bytes up", "bytes down", "errors", "top destinations"];
+  const rows = shown.map((p) => [
+    cell(p.key),
+    String(p.requests),
+    String(p.bytesUp),
+    String(p.bytesDown),
+    String(p.errors),
+    p.top.map((t) => `${cell(t.host)} ${t.requests}`).join(", "),
+  ]);
+  const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((
+      c,
+      i,
+    ) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
+      .join("  ").trimEnd();
+  return [
+    `by ${what}, most traffic first`,
+    line(head),
+    ...rows.map(line),
+    ...(all.length > shown.length
+      ? [`... ${all.length - shown.length} more ${what}(s) (all of them: --summary-json)`]
+      : []),
+  ];
 }

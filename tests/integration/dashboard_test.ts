@@ -72,6 +72,10 @@ Deno.test({
       await page.waitForSelector(`#hosts tbody tr >> text=127.0.0.1:${origin.port}`, {
         timeout: 3000,
       });
+      // Who asked: the client, with its top destination.
+      await page.waitForSelector(`#clients tbody tr >> text=127.0.0.1:${origin.port} 1`, {
+        timeout: 3000,
+      });
       await Deno.mkdir(`${ROOT}dist`, { recursive: true });
       await page.screenshot({ path: `${ROOT}dist/dashboard.png` });
       assert.ok((await Deno.stat(`${ROOT}dist/dashboard.png`)).size > 10_000);
