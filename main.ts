@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { type Config, HELP, VERSION } from "./lib/cli/config.ts";
 import { checkNames, makeCertificates } from "./lib/cli/make_cert.ts";
+import { historyCommand } from "./lib/cli/history_command.ts";
 import { guardInspector } from "./lib/cli/inspector.ts";
 import {
   addEnvironmentSecrets,
@@ -30,6 +31,7 @@ import { StartupError } from "./lib/errors.ts";
 import { fanOut } from "./lib/exchange.ts";
 import { type AdminServer, startAdmin } from "./lib/observe/admin.ts";
 import { HarFile } from "./lib/observe/har.ts";
+import { History } from "./lib/observe/history.ts";
 import { asciiJson, printLine } from "./lib/observe/log.ts";
 import { Metrics } from "./lib/observe/metrics.ts";
 import { type RawSummary, Summary } from "./lib/observe/summary.ts";
@@ -47,6 +49,15 @@ import { hostPort } from "./lib/upstream/dial.ts";
  */
 export async function main(args: string[]): Promise<number> {
   if (args[0] === "hash-password") return await hashPassword(args.slice(1));
+  if (args[0] === "history") {
+    try {
+      return historyCommand(args.slice(1));
+    } catch (err) {
+      if (!(err instanceof StartupError)) throw err;
+      printLine(`http-proxy: ${err.message}`, "stderr");
+      return err.code;
+    }
+  }
   if (args[0] === "make-cert") {
     try {
       return await makeCert(args.slice(1));
@@ -84,6 +95,8 @@ interface Reports {
   everywhere: Summary;
   /** The --har file, if any. */
   har: HarFile | undefined;
+  /** The --history database, if any. */
+  history: History | undefined;
   /** The workers' latest gauges. */
   workerGauges: Map<number, { connections: number; idleUpstreams: number }>;
 }
@@ -122,6 +135,7 @@ async function serve(
     const watchers = [
       ...(admin ? [reports.metrics, reports.everywhere] : []),
       ...(reports.har ? [reports.har] : []),
+      ...(reports.history ? [reports.history] : []),
     ];
     instance = startInstance(config, { index: 0, count: workers, watchers, auth, hostAddresses });
     // The real ports (0 picks one): plain listeners first, then the TLS ones (startInstance).
@@ -135,9 +149,14 @@ async function serve(
       import.meta.url,
       config,
       workers,
-      admin
+      // Workers send their exchanges here for what this thread writes or shows for all.
+      admin || reports.har || reports.history
         ? {
-          ...fanOut(reports.metrics, reports.everywhere),
+          ...fanOut(
+            ...(admin ? [reports.metrics, reports.everywhere] : []),
+            reports.har,
+            reports.history,
+          ),
           gauges: (i, connections, idleUpstreams) =>
             reports.workerGauges.set(i, { connections, idleUpstreams }),
         }
@@ -148,6 +167,7 @@ async function serve(
     instance?.log.close();
     await admin?.shutdown();
     reports.har?.close();
+    reports.history?.close();
     throw err instanceof StartupError ? err : new StartupError((err as Error).message, 1);
   }
   announce(config, instance, workers, auth, admin, adminAuth, hostAddresses);
@@ -169,7 +189,29 @@ function openReports(config: Config): Reports {
   } catch (err) {
     throw new StartupError(`--har: cannot create "${config.har}": ${(err as Error).message}`, 1);
   }
-  return { metrics: new Metrics(), everywhere: new Summary(), har, workerGauges: new Map() };
+  let history: History | undefined;
+  try {
+    if (config.history !== undefined) {
+      history = new History(config.history, {
+        maxAgeMs: config.historyDays * 86_400_000,
+        maxBytes: config.historyMax,
+        diag: (m) => printLine(m, "stderr"),
+      });
+    }
+  } catch (err) {
+    har?.close();
+    throw new StartupError(
+      `--history: cannot open "${config.history}": ${(err as Error).message}`,
+      1,
+    );
+  }
+  return {
+    metrics: new Metrics(),
+    everywhere: new Summary(),
+    har,
+    history,
+    workerGauges: new Map(),
+  };
 }
 
 /**
@@ -201,6 +243,7 @@ function startAdminListener(
     });
   } catch (err) {
     reports.har?.close();
+    reports.history?.close();
     const why = err instanceof Deno.errors.AddrInUse
       ? "address already in use"
       : (err as Error).message;
@@ -342,6 +385,7 @@ async function runUntilStopped(
     logger.info(`shutdown: could not write the summary: ${(err as Error)?.stack ?? err}`);
   } finally {
     reports.har?.close();
+    reports.history?.close();
     logger.info("stopped");
     log.close();
   }

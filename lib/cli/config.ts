@@ -114,6 +114,12 @@ export interface Config {
   adminHosts: string[];
   /** Write the exchanges as HAR 1.2 to this file. */
   har?: string;
+  /** Keep every exchange's metadata in this SQLite database. */
+  history?: string;
+  /** History rows older than this many days are deleted. @default 30 */
+  historyDays: number;
+  /** The history database is kept near at most this many bytes. @default 1 GiB */
+  historyMax: number;
   /** This proxy's pseudonym in Via, and what loop detection looks for. @default "http-proxy" */
   viaName: string;
   /** What relayed requests tell the origin about the client. @default "off" */
@@ -721,6 +727,38 @@ const ROWS = [
     parse: (v) => path("har", v),
   },
   {
+    name: "history",
+    value: "PATH",
+    shown: "off",
+    help: "keep every exchange's metadata (no bodies, no credentials) in an SQLite database " +
+      "at PATH, for the history subcommand; batched writes, WAL journal",
+    more: "(see [History](#history---history))",
+    key: "history",
+    parse: (v) => path("history", v),
+  },
+  {
+    name: "history-days",
+    value: "N",
+    shown: "30",
+    help: "delete history rows older than N days",
+    key: "historyDays",
+    default: 30,
+    parse: (v) => {
+      const n = parseCount("history-days", v);
+      if (n === 0) throw new UsageError(`--history-days: must be at least 1 ${HINT}`);
+      return n;
+    },
+  },
+  {
+    name: "history-max",
+    value: "SIZE",
+    shown: "1GiB",
+    help: "keep the history database near at most SIZE (the oldest rows go first): 500MiB, 2GiB",
+    key: "historyMax",
+    default: 1024 ** 3,
+    parse: (v) => parseStorage("history-max", v),
+  },
+  {
     name: "utc",
     shown: "local time",
     help: "log times in UTC",
@@ -845,6 +883,7 @@ export const HELP =
 Usage: http-proxy [flags]
        http-proxy hash-password USER     (asks for a password, prints an --auth-file line)
        http-proxy make-cert [--dir DIR] NAME...   (a local CA and a certificate for --listen-tls)
+       http-proxy history FILE [--since 2h] [--client IP] [--host H] [--top hosts] [--format csv]
 
 Flags (defaults in brackets):
 ${flagsHelp()}
@@ -902,6 +941,26 @@ export function parseSize(flag: string, text: string): number {
   if (!Number.isSafeInteger(value) || value < 1024 || value > 16 * 1024 * 1024) {
     throw new UsageError(
       `--${flag}: bad size "${text}", expected 1KiB to 16MiB, e.g. 64KiB ${HINT}`,
+    );
+  }
+  return value;
+}
+
+/**
+ * Parses a storage size flag: a number with MiB or GiB (M, MB, G, GB), from 1 MiB to 1 TiB.
+ *
+ * @param flag The flag name for the error message.
+ * @param text The value.
+ * @returns Bytes.
+ * @throws {UsageError} for anything else.
+ */
+export function parseStorage(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(m|mb|mib|g|gb|gib)$/i.exec(text.trim());
+  const unit = m?.[2]?.toLowerCase().startsWith("g") ? 1024 ** 3 : 1024 ** 2;
+  const value = m ? Math.round(Number(m[1]) * unit) : NaN;
+  if (!(value >= 1024 ** 2 && value <= 1024 ** 4)) {
+    throw new UsageError(
+      `--${flag}: bad size "${text}", expected 1MiB to 1024GiB, e.g. 2GiB ${HINT}`,
     );
   }
   return value;

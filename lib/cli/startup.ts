@@ -120,7 +120,9 @@ export function checkPermissions(config: Config): void {
     needs("--admin-auth-file", "read", config.adminAuthFile) ??
     needs("--log-file", "write", config.logFile) ??
     needs("--summary-json", "write", config.summaryJson) ??
-    needs("--har", "write", config.har);
+    needs("--har", "write", config.har) ??
+    needs("--history", "write", config.history) ??
+    needs("--history", "read", config.history);
   if (denied) throw new StartupError(denied);
 }
 
@@ -383,6 +385,9 @@ export const RESTART_ONLY = [
   "quiet",
   "utc",
   "har",
+  "history",
+  "historyDays",
+  "historyMax",
   "summaryJson",
   "summaryEveryMs",
   "maxIdlePerHost",

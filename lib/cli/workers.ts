@@ -155,8 +155,9 @@ export function serveWorker(): void {
       try {
         const { auth } = await loadCredentials(msg.config);
         const config = await loadFiles(msg.config);
-        // With --admin, the main thread's listener shows every worker's traffic: send it there.
-        const live = msg.config.admin !== undefined;
+        // The main thread shows (--admin) and writes (--har, --history) every worker's traffic.
+        const live = msg.config.admin !== undefined || msg.config.har !== undefined ||
+          msg.config.history !== undefined;
         const report: ExchangeObserver = {
           opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }),
           closed: (ex: ExchangeRecord) => scope.postMessage({ kind: "closed", ex }),

@@ -256,7 +256,7 @@ export const CSV_HEADER =
  * and a text cell a spreadsheet would run as a formula (`=`, `+`, `@`, or `-` followed by
  * more) gets a leading `'`, which spreadsheets show as text (OWASP "CSV injection").
  */
-function csvField(value: string | number | null | undefined): string {
+export function csvField(value: string | number | null | undefined): string {
   if (value === null || value === undefined) return "";
   if (typeof value === "number") return String(value);
   let text = escapeText(value);

@@ -1,0 +1,199 @@
+/**
+ * `--history FILE`: every exchange's metadata (never a body, never a credential) in an SQLite
+ * database (`node:sqlite`, built into Deno), so "what did this machine fetch yesterday" has an
+ * answer after the ring buffer and after a restart. Rows are written in batches, one transaction
+ * a second (or every 5,000 rows), so the request path never waits on the disk; the
+ * journal is WAL, so a `kill -9` loses at most the batch not yet written and never the file.
+ * Rows older than the retention age are deleted, and when the file passes its size limit the
+ * oldest rows go until it is back under it (their pages are reused, so it stops growing).
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
+
+/** Rows held in memory before a batch is written at once. */
+const BATCH_ROWS = 5000;
+/** Most rows held when the disk cannot keep up (then the oldest pending are dropped, counted). */
+const MAX_PENDING = 50_000;
+/** How often pending rows are written, ms. */
+const FLUSH_MS = 1000;
+/** How often retention runs, ms. */
+const RETAIN_MS = 60_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS exchanges (
+  time INTEGER NOT NULL,       -- epoch ms when the request head was read
+  id INTEGER NOT NULL,         -- the log's #id (unique within one run)
+  client TEXT NOT NULL,        -- client ip:port
+  client_ip TEXT NOT NULL,
+  user TEXT,
+  method TEXT NOT NULL,
+  url TEXT NOT NULL,
+  host TEXT,                   -- host:port of the destination, once parsed
+  status INTEGER,
+  bytes_up INTEGER NOT NULL,
+  bytes_down INTEGER NOT NULL,
+  total_ms REAL,
+  error_kind TEXT,
+  error TEXT,
+  upstream TEXT,
+  parent TEXT,
+  tls INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS exchanges_time ON exchanges(time);
+CREATE INDEX IF NOT EXISTS exchanges_client ON exchanges(client_ip, time);
+CREATE INDEX IF NOT EXISTS exchanges_host ON exchanges(host, time);
+`;
+
+/**
+ * Opens (or creates) a history database with the settings every user of it needs.
+ *
+ * @param path The file.
+ * @returns The open database.
+ */
+export function openHistory(path: string): DatabaseSync {
+  const db = new DatabaseSync(path);
+  // WAL: readers (the history subcommand) never block the writer, and a crash mid-write
+  // leaves the last committed state. NORMAL: no fsync per batch, only at checkpoints.
+  db.exec(
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000; " +
+      "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=20000;",
+  );
+  db.exec(SCHEMA);
+  return db;
+}
+
+/** Options of {@linkcode History}. */
+export interface HistoryOptions {
+  /** Rows older than this many ms are deleted. */
+  maxAgeMs: number;
+  /** The file is kept near at most this many bytes. */
+  maxBytes: number;
+  /** Where failures are reported (one line each). */
+  diag: (line: string) => void;
+}
+
+/** The history writer: an observer of every exchange. */
+export class History implements ExchangeObserver {
+  #db: DatabaseSync;
+  #insert: StatementSync;
+  #pending: ExchangeRecord[] = [];
+  #timer: ReturnType<typeof setInterval>;
+  #retainTimer: ReturnType<typeof setInterval>;
+  #options: HistoryOptions;
+  #failed = false;
+  /** Rows dropped because the disk did not keep up (or writing failed). */
+  dropped = 0;
+
+  /**
+   * @param path The database file (created if missing).
+   * @param options Retention and the diagnostic sink.
+   */
+  constructor(path: string, options: HistoryOptions) {
+    this.#options = options;
+    this.#db = openHistory(path);
+    this.#insert = this.#db.prepare(
+      "INSERT INTO exchanges (time, id, client, client_ip, user, method, url, host, status, " +
+        "bytes_up, bytes_down, total_ms, error_kind, error, upstream, parent, tls) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    );
+    this.#timer = setInterval(() => this.flush(), FLUSH_MS);
+    Deno.unrefTimer(this.#timer as unknown as number);
+    this.#retainTimer = setInterval(() => this.retain(), RETAIN_MS);
+    Deno.unrefTimer(this.#retainTimer as unknown as number);
+    this.retain();
+  }
+
+  /** Queues one finished exchange for the next batch. */
+  closed(ex: ExchangeRecord): void {
+    if (this.#pending.length >= MAX_PENDING) {
+      this.#pending.shift();
+      this.dropped++;
+    }
+    this.#pending.push(ex);
+    if (this.#pending.length >= BATCH_ROWS) this.flush();
+  }
+
+  /** Writes the pending rows in one transaction. */
+  flush(): void {
+    if (this.#pending.length === 0 || this.#failed) return;
+    const rows = this.#pending;
+    this.#pending = [];
+    try {
+      this.#db.exec("BEGIN");
+      for (const ex of rows) {
+        this.#insert.run(
+          ex.start,
+          ex.id,
+          `${ex.clientIp.includes(":") ? `[${ex.clientIp}]` : ex.clientIp}:${ex.clientPort}`,
+          ex.clientIp,
+          ex.user ?? null,
+          ex.method,
+          ex.target,
+          ex.destination ?? null,
+          ex.status ?? null,
+          ex.bytesUp,
+          ex.bytesDown,
+          ex.totalMs === undefined ? null : Math.round(ex.totalMs * 10) / 10,
+          ex.errorKind ?? null,
+          ex.error ?? null,
+          ex.upstreamIp === undefined ? null : `${ex.upstreamIp}:${ex.upstreamPort}`,
+          ex.parent ?? null,
+          ex.tls ? 1 : 0,
+        );
+      }
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch {
+        // no transaction left to roll back
+      }
+      this.dropped += rows.length;
+      // Once: a disk that is full or gone would say so on every batch.
+      this.#failed = true;
+      this.#options.diag(
+        `--history: cannot write (${(err as Error).message}); history stops, the proxy goes on`,
+      );
+    }
+  }
+
+  /** Deletes what is past the retention age, then the oldest rows while the file is too big. */
+  retain(): void {
+    if (this.#failed) return;
+    try {
+      this.#db.prepare("DELETE FROM exchanges WHERE time < ?").run(
+        Date.now() - this.#options.maxAgeMs,
+      );
+      const size = () => {
+        const pages = this.#db.prepare("PRAGMA page_count").get() as { page_count: number };
+        const free = this.#db.prepare("PRAGMA freelist_count").get() as { freelist_count: number };
+        const page = this.#db.prepare("PRAGMA page_size").get() as { page_size: number };
+        return (pages.page_count - free.freelist_count) * page.page_size;
+      };
+      for (let i = 0; i < 20 && size() > this.#options.maxBytes; i++) {
+        // The oldest tenth of the rows, by time.
+        this.#db.prepare(
+          "DELETE FROM exchanges WHERE rowid IN (SELECT rowid FROM exchanges ORDER BY time " +
+            "LIMIT (SELECT count(*) / 10 + 1 FROM exchanges))",
+        ).run();
+      }
+    } catch (err) {
+      this.#options.diag(`--history: retention failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Writes what is pending and closes the database (at shutdown). */
+  close(): void {
+    clearInterval(this.#timer);
+    clearInterval(this.#retainTimer);
+    this.flush();
+    try {
+      this.#db.close();
+    } catch {
+      // already closed
+    }
+  }
+}
