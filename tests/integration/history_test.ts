@@ -145,3 +145,50 @@ Deno.test("history retention deletes rows past their age, and the oldest when th
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("with --workers 2, the history and the HAR file get every worker's exchanges", async () => {
+  await using origin = startHttpOrigin(() => new Response("w"));
+  const dir = await Deno.makeTempDir();
+  try {
+    const cli = await startCli(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--history",
+        `${dir}/h.db`,
+        "--har",
+        `${dir}/x.har`,
+        "--quiet",
+      ],
+      { denoFlags: ["--unstable-net", "--allow-read", `--allow-write=${dir}`] },
+    );
+    // Separate connections, so both workers take some.
+    for (let i = 0; i < 12; i++) {
+      assert.equal(
+        (await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`])).stdout,
+        "w",
+      );
+    }
+    assert.equal(await cli.stop(), 0);
+    const har = JSON.parse(await Deno.readTextFile(`${dir}/x.har`));
+    assert.equal(har.log.entries.length, 12);
+    const db = openHistory(`${dir}/h.db`);
+    try {
+      const { n, ids } = db.prepare(
+        "SELECT count(*) AS n, group_concat(id % 2) AS ids FROM exchanges",
+      ).get() as {
+        n: number;
+        ids: string;
+      };
+      assert.equal(n, 12);
+      // Exchange ids are odd from the main thread and even from the worker (step 2).
+      assert.ok(ids.includes("0") && ids.includes("1"), `both threads wrote: ${ids}`);
+    } finally {
+      db.close();
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
