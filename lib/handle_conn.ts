@@ -388,6 +388,7 @@ async function connect(ex: Exchange, ctx: ExchangeContext, route: Route): Promis
     throw new Aborted("client closed the connection", "client_closed", { cause: err });
   }
   const result = await tunnel(ex.client, upstream, ex.reader.drain(), {
+    live: ex.record,
     idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,
     halfClosedTimeoutMs: ctx.config.halfClosedTimeoutMs,
     writeTimeoutMs: ctx.config.writeTimeoutMs,

@@ -128,6 +128,23 @@ export function startAdmin(
   const text = (body: string, status: number, extra = {}) =>
     respond(body, "text/plain; charset=utf-8", status, extra);
   const json = (data: unknown) => respond(asciiJson(data, 1), "application/json; charset=utf-8");
+  // Once a second: the bytes that flowed (transfers under way included) and what is under way,
+  // to /api/inflight and to every event stream as a "tick" event.
+  let last: ReturnType<Metrics["tick"]> = { bytes: 0, inflight: [] };
+  const ticker = setInterval(() => {
+    last = metrics.tick();
+    if (streams.size === 0) return;
+    const event = enc.encode(`event: tick\ndata: ${asciiJson(last)}\n\n`);
+    for (const c of streams) {
+      if ((c.desiredSize ?? 0) < -MAX_QUEUED) continue; // the exchange events drop it
+      try {
+        c.enqueue(event);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }, 1000);
+  Deno.unrefTimer(ticker as unknown as number);
   const route = (req: Request): Response => {
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
@@ -136,6 +153,8 @@ export function startAdmin(
         return respond(metrics.render(gauges), "text/plain; version=0.0.4; charset=utf-8");
       case "/api/recent":
         return json(metrics.recent().map(jsonRecord));
+      case "/api/inflight":
+        return json(last);
       case "/api/summary":
         return json({
           ...summary.toJSON(),
@@ -216,6 +235,7 @@ export function startAdmin(
     addr: hostPort(server.addr.hostname, server.addr.port),
     bound: { hostname: server.addr.hostname, port: server.addr.port },
     async shutdown() {
+      clearInterval(ticker);
       for (const c of streams) {
         try {
           c.close();

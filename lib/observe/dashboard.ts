@@ -22,6 +22,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <main>
 <section><h2>requests per second (last 5 minutes)</h2><canvas id="rchart"></canvas></section>
 <section><h2>bytes per second (last 5 minutes)</h2><canvas id="bchart"></canvas></section>
+<section class="wide"><h2>in progress</h2><table id="inflight"><colgroup><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"></colgroup><thead><tr><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>age</th><th>bytes</th><th>bytes/s</th></tr></thead><tbody></tbody></table></section>
 <section><h2>top hosts</h2><table id="hosts"><colgroup><col class="url"><col><col><col><col></colgroup><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
 <section><h2>top clients</h2><table id="clients"><colgroup><col class="url"><col><col><col class="url"></colgroup><thead><tr><th>client</th><th>requests</th><th>bytes</th><th>top destinations</th></tr></thead><tbody></tbody></table></section>
 <section class="wide"><h2>recent errors</h2><table id="errs"><colgroup><col class="n"><col class="n"><col class="url"><col></colgroup><tbody></tbody></table></section>
@@ -49,7 +50,8 @@ canvas{width:100%;height:140px;display:block}
 table{width:100%;border-collapse:collapse;font-size:12px;table-layout:fixed}
 td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 #errs col.url,#hosts col.url,#clients col.url{width:40%}#errs col.n{width:12%}
-#recent col.t{width:9%}#recent col.id{width:6%}#recent col.addr{width:15%}#recent col.m{width:7%}
+#recent col.t{width:9%}#recent col.id,#inflight col.id{width:6%}#recent col.addr,#inflight col.addr{width:15%}
+#recent col.m,#inflight col.m{width:8%}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
 header{padding:8px}#recent .opt{display:none}}
@@ -83,7 +85,7 @@ function row(ex) {
     human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
 }
 function add(ex) {
-  total++; reqs[N - 1]++; bytes[N - 1] += ex.bytes_up + ex.bytes_down;
+  total++; reqs[N - 1]++; // bytes come with each tick, as they flow
   const body = $("recent").tBodies[0]; body.insertAdjacentHTML("afterbegin", row(ex));
   while (body.rows.length > 50) body.deleteRow(-1);
   if (ex.error) {
@@ -113,6 +115,14 @@ setInterval(summary, 2000);
 (async () => {
   for (const ex of await (await fetch("/api/recent")).json()) add(ex);
   reqs.fill(0); bytes.fill(0); summary();
-  new EventSource("/api/events").onmessage = (m) => add(JSON.parse(m.data));
+  const es = new EventSource("/api/events");
+  es.onmessage = (m) => add(JSON.parse(m.data));
+  es.addEventListener("tick", (m) => {
+    const t = JSON.parse(m.data);
+    bytes[N - 1] += t.bytes;
+    $("inflight").tBodies[0].innerHTML = t.inflight.slice(0, 20).map((f) => "<tr><td>" + f.id + "</td><td class=opt>" + esc(f.client) +
+      "</td><td>" + esc(f.method) + "</td><td title=\\"" + esc(f.url) + "\\">" + esc(f.url) + "</td><td>" + Math.round(f.age_ms / 1000) + " s</td><td>" +
+      human(f.bytes_up + f.bytes_down) + "</td><td>" + human(f.bytes_per_s) + "</td></tr>").join("");
+  });
 })();
 `;

@@ -38,6 +38,28 @@ function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
 }
 
+/** An exchange under way, for the live view. */
+export interface InFlight {
+  /** Exchange id. */
+  id: number;
+  /** Client address. */
+  client: string;
+  /** Proxy user, if any. */
+  user: string | null;
+  /** Method. */
+  method: string;
+  /** Target as sent. */
+  url: string;
+  /** Time since its request head was read, ms. */
+  age_ms: number;
+  /** Request body bytes so far (tunnel: client → upstream). */
+  bytes_up: number;
+  /** Response body bytes so far (tunnel: upstream → client). */
+  bytes_down: number;
+  /** Bytes either way in the last second. */
+  bytes_per_s: number;
+}
+
 /** Counts exchanges for /metrics and keeps the latest for /api/recent. */
 export class Metrics implements ExchangeObserver {
   #requests = new Map<string, number>();
@@ -56,6 +78,12 @@ export class Metrics implements ExchangeObserver {
   #dropped = 0;
   /** Ids of exchanges counted as holding an upstream (a retry opens twice; it counts once). */
   #holding = new Set<number>();
+  /**
+   * Exchanges under way, with the bytes of theirs already counted: bodies and tunnels add to
+   * their records as bytes flow, and {@linkcode tick} counts the difference once a second.
+   */
+  #flowing = new Map<number, { ex: ExchangeRecord; up: number; down: number; rate: number }>();
+  #lastTotal = 0;
 
   /**
    * @param keep How many recent exchanges to keep. @default 200
@@ -72,6 +100,7 @@ export class Metrics implements ExchangeObserver {
   opened(ex: ExchangeRecord): void {
     if (this.#holding.has(ex.id)) return;
     this.#holding.add(ex.id);
+    this.#flowing.set(ex.id, { ex, up: 0, down: 0, rate: 0 });
     if (ex.tunnel) this.#tunnels++;
     else this.#inUse++;
   }
@@ -94,8 +123,11 @@ export class Metrics implements ExchangeObserver {
     if (ex.errorKind !== undefined) {
       this.#errors.set(ex.errorKind, (this.#errors.get(ex.errorKind) ?? 0) + 1);
     }
-    this.#bytesUp += ex.bytesUp;
-    this.#bytesDown += ex.bytesDown;
+    // What a tick already counted of it is not counted again.
+    const flowing = this.#flowing.get(ex.id);
+    this.#flowing.delete(ex.id);
+    this.#bytesUp += ex.bytesUp - (flowing?.up ?? 0);
+    this.#bytesDown += ex.bytesDown - (flowing?.down ?? 0);
     const secs = (ex.totalMs ?? 0) / 1000;
     this.#count++;
     this.#sum += secs;
@@ -104,6 +136,44 @@ export class Metrics implements ExchangeObserver {
     this.#recent[this.#next % this.#keep] = { ...ex };
     this.#next++;
     for (const l of this.#listeners) l(ex);
+  }
+
+  /**
+   * Counts the bytes that flowed in exchanges under way since the last tick (call it once a
+   * second), so the byte counters and the bytes/s chart move while a transfer lasts, not when
+   * it ends.
+   *
+   * @param limit How many of the exchanges under way to return.
+   * @returns Bytes counted since the last tick (under way and ended), and the exchanges under
+   *   way, fastest first, with their bytes so far and bytes in the last tick.
+   */
+  tick(limit = 50): { bytes: number; inflight: InFlight[] } {
+    for (const f of this.#flowing.values()) {
+      const up = f.ex.bytesUp - f.up;
+      const down = f.ex.bytesDown - f.down;
+      this.#bytesUp += up;
+      this.#bytesDown += down;
+      f.up = f.ex.bytesUp;
+      f.down = f.ex.bytesDown;
+      f.rate = up + down;
+    }
+    const total = this.#bytesUp + this.#bytesDown;
+    const bytes = total - this.#lastTotal;
+    this.#lastTotal = total;
+    const now = Date.now();
+    const inflight = [...this.#flowing.values()].sort((a, b) => b.rate - a.rate).slice(0, limit)
+      .map(({ ex, rate }) => ({
+        id: ex.id,
+        client: ex.clientIp,
+        user: ex.user ?? null,
+        method: ex.method,
+        url: ex.target,
+        age_ms: now - ex.start,
+        bytes_up: ex.bytesUp,
+        bytes_down: ex.bytesDown,
+        bytes_per_s: rate,
+      }));
+    return { bytes, inflight };
   }
 
   /**

@@ -212,6 +212,7 @@ async function switchProtocols(
   const early = up.reader.drain();
   await toClient(ex, joinBytes(encodeHead(`HTTP/1.1 101 ${response.reason}`, fields), early), ctx);
   const result = await tunnel(ex.client, up.conn, ex.reader.drain(), {
+    live: ex.record,
     idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,
     halfClosedTimeoutMs: ctx.config.halfClosedTimeoutMs,
     writeTimeoutMs: ctx.config.writeTimeoutMs,

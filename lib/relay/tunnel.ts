@@ -114,9 +114,17 @@ export async function tunnel(
   client: Deno.TcpConn,
   upstream: Deno.TcpConn,
   early: Uint8Array = new Uint8Array(0),
-  options: { idleTimeoutMs?: number; halfClosedTimeoutMs?: number; writeTimeoutMs?: number } = {},
+  options: {
+    idleTimeoutMs?: number;
+    halfClosedTimeoutMs?: number;
+    writeTimeoutMs?: number;
+    /** Counted into as bytes flow (the exchange's record), for the live view. */
+    live?: { bytesUp: number; bytesDown: number };
+  } = {},
 ): Promise<TunnelResult> {
   const result: TunnelResult = { up: early.length, down: 0 };
+  const live = options.live;
+  if (live) live.bytesUp = early.length;
   let idleMs = options.idleTimeoutMs ?? 900_000;
   const writeMs = options.writeTimeoutMs ?? 900_000;
   let failed = false;
@@ -160,10 +168,12 @@ export async function tunnel(
     await Promise.all([
       relay(client, upstream, (n) => {
         result.up += n;
+        if (live) live.bytesUp += n;
         active();
       }),
       relay(upstream, client, (n) => {
         result.down += n;
+        if (live) live.bytesDown += n;
         active();
       }),
     ]);

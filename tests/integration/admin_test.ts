@@ -177,3 +177,63 @@ Deno.test("/api/events drops a reader that does not keep up, and counts it; a re
 });
 
 const gauges = { connections: () => 0, idleUpstreams: () => 0 };
+
+Deno.test("bytes count as they flow: /metrics and /api/inflight move during a slow download and a tunnel, before they end", async () => {
+  // An origin that sends 40 KiB in 8 pieces, one every 400 ms.
+  await using origin = startHttpOrigin(() =>
+    new Response(
+      new ReadableStream({
+        async start(c) {
+          for (let i = 0; i < 8; i++) {
+            c.enqueue(new Uint8Array(5 * 1024).fill(97));
+            await new Promise((r) => setTimeout(r, 400));
+          }
+          c.close();
+        },
+      }),
+    )
+  );
+  await using cli = await startCli([
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--connect-ports",
+    "any",
+    "--quiet",
+  ]);
+  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const down = async () => {
+    const text = await (await fetch(`http://${admin}/metrics`)).text();
+    return Number(/http_proxy_body_bytes_total\{direction="down"\} (\d+)/.exec(text)![1]);
+  };
+  for (const through of [[], ["-p"]]) { // plain, then a CONNECT tunnel
+    const before = await down();
+    const transfer = curl([
+      ...through,
+      "-x",
+      cli.addrs[0]!,
+      "-s",
+      "-o",
+      "/dev/null",
+      `http://127.0.0.1:${origin.port}/slow`,
+    ]);
+    await new Promise((r) => setTimeout(r, 1600));
+    const inflight = await (await fetch(`http://${admin}/api/inflight`)).json();
+    const mine = inflight.inflight.find((f: { url: string }) => f.url.includes(`${origin.port}`));
+    assert.ok(mine, JSON.stringify(inflight));
+    assert.equal(mine.method, through.length ? "CONNECT" : "GET");
+    assert.ok(mine.bytes_down > 0 && mine.bytes_down < 40 * 1024, JSON.stringify(mine));
+    const during = await down();
+    assert.ok(during > before, `counted while flowing: ${before} -> ${during}`);
+    assert.ok(during - before < 40 * 1024, "not all of it yet");
+    await transfer;
+    await new Promise((r) => setTimeout(r, 1200)); // the next tick
+    const after = await down();
+    // Once in all: what the ticks counted is not counted again at the end. (Through a tunnel
+    // the bytes are the whole response: its head and chunk framing too.)
+    if (through.length === 0) assert.equal(after - before, 40 * 1024);
+    else assert.ok(after - before > 40 * 1024 && after - before < 41 * 1024, `${after - before}`);
+  }
+  assert.equal(await cli.stop(), 0);
+});

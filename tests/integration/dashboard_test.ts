@@ -238,3 +238,69 @@ Deno.test({
     assert.equal(await cli.stop(), 0);
   },
 });
+
+Deno.test({
+  name:
+    "the dashboard shows a transfer in progress with its bytes growing before it ends, and the bytes/s chart moves (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin(() =>
+      new Response(
+        new ReadableStream({
+          async start(c) {
+            for (let i = 0; i < 10; i++) {
+              c.enqueue(new Uint8Array(20 * 1024).fill(98));
+              await new Promise((r) => setTimeout(r, 400));
+            }
+            c.close();
+          },
+        }),
+      )
+    );
+    await using cli = await startCli([
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--quiet",
+    ]);
+    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(`http://${admin}/`);
+      await page.waitForSelector("#total");
+      const transfer = curl([
+        "-x",
+        cli.addrs[0]!,
+        "-s",
+        "-o",
+        "/dev/null",
+        `http://127.0.0.1:${origin.port}/stream`,
+      ]);
+      const row = `#inflight tbody tr >> text=http://127.0.0.1:${origin.port}/stream`;
+      await page.waitForSelector(row, { timeout: 4000 });
+      // The row's "bytes" cell (k for thousands, as the page writes it).
+      const bytesNow = async () =>
+        Number(
+          String(
+            await page.evaluate(`[...document.querySelectorAll("#inflight tbody tr")]
+              .find((r) => r.textContent.includes("/stream"))?.cells[5].textContent ?? ""`),
+          ).replace("k", "e3"),
+        );
+      const first = await bytesNow();
+      await page.waitForTimeout(1500);
+      const second = await bytesNow();
+      assert.ok(second > first && first > 0, `bytes so far: ${first} then ${second}`);
+      assert.notEqual(await page.textContent("#bps"), "0", "bytes/s moves during the transfer");
+      await transfer;
+      await page.waitForSelector(row, { state: "detached", timeout: 4000 }); // gone once it ended
+      await page.screenshot({ path: `${ROOT}dist/dashboard-inflight.png` });
+    } finally {
+      await browser.close();
+    }
+    assert.equal(await cli.stop(), 0);
+  },
+});
