@@ -26,7 +26,11 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>top hosts</h2><table id="hosts"><colgroup><col class="url"><col><col><col><col></colgroup><thead><tr><th>host</th><th>requests</th><th>bytes</th><th>p50 ms</th><th>errors</th></tr></thead><tbody></tbody></table></section>
 <section><h2>top clients</h2><table id="clients"><colgroup><col class="url"><col><col><col class="url"></colgroup><thead><tr><th>client</th><th>requests</th><th>bytes</th><th>top destinations</th></tr></thead><tbody></tbody></table></section>
 <section class="wide"><h2>recent errors</h2><table id="errs"><colgroup><col class="n"><col class="n"><col class="url"><col></colgroup><tbody></tbody></table></section>
-<section class="wide"><h2>recent exchanges</h2><table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
+<section class="wide"><h2>recent exchanges</h2>
+<form id="filters" class="filters"><input id="fhost" placeholder="host" aria-label="filter by host">
+<input id="fclient" placeholder="client" aria-label="filter by client">
+<select id="fstatus" aria-label="filter by status"><option value="">any status</option><option>2xx</option><option>3xx</option><option>4xx</option><option>5xx</option><option value="none">no answer</option></select></form>
+<table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
 `;
@@ -52,6 +56,7 @@ td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-spac
 #errs col.url,#hosts col.url,#clients col.url{width:40%}#errs col.n{width:12%}
 #recent col.t{width:9%}#recent col.id,#inflight col.id{width:6%}#recent col.addr,#inflight col.addr{width:15%}
 #recent col.m,#inflight col.m{width:8%}
+.filters{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}.filters input,.filters select{background:#0f1419;color:#d8dee9;border:1px solid #2a323c;border-radius:4px;padding:3px 6px;font-size:12px}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
 header{padding:8px}#recent .opt{display:none}}
@@ -78,16 +83,19 @@ function draw(canvas, data, color, unit) {
   data.forEach((v, i) => { const x = i * w / (N - 1), y = bottom - v / max * (bottom - top); i ? g.lineTo(x, y) : g.moveTo(x, y); });
   g.stroke();
 }
+function hostOf(url) { try { return new URL(url.includes("://") ? url : "http://" + url).host; } catch { return url; } }
 function row(ex) {
   const cls = ex.status ? "s" + String(ex.status)[0] : "err";
-  return "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td class=opt title=\\"" + esc(ex.client) + "\\">" + esc(ex.client) + "</td><td>" + esc(ex.method) +
+  const st = ex.status ? String(ex.status)[0] + "xx" : "none";
+  return "<tr data-host=\\"" + esc(hostOf(ex.url)) + "\\" data-client=\\"" + esc(ex.client) + "\\" data-status=\\"" + st + "\\"><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td class=opt title=\\"" + esc(ex.client) + "\\">" + esc(ex.client) + "</td><td>" + esc(ex.method) +
     "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td class=\\"" + cls + "\\">" + esc(ex.status ?? "-") + "</td><td>" +
     human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
 }
 function add(ex) {
   total++; reqs[N - 1]++; // bytes come with each tick, as they flow
   const body = $("recent").tBodies[0]; body.insertAdjacentHTML("afterbegin", row(ex));
-  while (body.rows.length > 50) body.deleteRow(-1);
+  while (body.rows.length > 200) body.deleteRow(-1);
+  filter();
   if (ex.error) {
     errors++; const e = $("errs").tBodies[0];
     e.insertAdjacentHTML("afterbegin", "<tr><td>" + esc(ex.time.slice(11, 19)) + "</td><td class=err>" + esc(ex.status ?? "-") + "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td title=\\"" + esc(ex.error) + "\\">" + esc(ex.error) + "</td></tr>");
@@ -95,6 +103,18 @@ function add(ex) {
   }
   $("total").textContent = total; $("errors").textContent = errors;
 }
+// Filters on the recent exchanges: host and client by substring, status by class; the 50 newest
+// that match are shown.
+function filter() {
+  const h = $("fhost").value.trim().toLowerCase(), c = $("fclient").value.trim(), s = $("fstatus").value;
+  let shown = 0;
+  for (const r of $("recent").tBodies[0].rows) {
+    const ok = (!h || r.dataset.host.toLowerCase().includes(h)) && (!c || r.dataset.client.includes(c)) && (!s || r.dataset.status === s);
+    r.hidden = !ok || ++shown > 50;
+  }
+}
+for (const id of ["fhost", "fclient", "fstatus"]) $(id).addEventListener("input", filter);
+$("filters").addEventListener("submit", (e) => e.preventDefault());
 async function summary() {
   const s = await (await fetch("/api/summary")).json();
   $("conns").textContent = s.connections;

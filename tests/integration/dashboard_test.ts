@@ -306,3 +306,54 @@ Deno.test({
     assert.equal(await cli.stop(), 0);
   },
 });
+
+Deno.test({
+  name:
+    "the dashboard filters the recent exchanges by host, client and status class (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin((req) =>
+      new URL(req.url).pathname === "/missing"
+        ? new Response("no", { status: 404 })
+        : new Response("ok")
+    );
+    await using cli = await startCli([
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--quiet",
+    ]);
+    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
+    for (const path of ["/ok", "/ok", "/ok", "/missing", "/missing"]) {
+      await get(`http://127.0.0.1:${origin.port}${path}`);
+    }
+    await get(`http://localhost:${origin.port}/ok`);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      await page.goto(`http://${admin}/`);
+      await page.waitForFunction(`document.querySelectorAll("#recent tbody tr").length === 6`);
+      const visible = () =>
+        page.evaluate(
+          `[...document.querySelectorAll("#recent tbody tr")].filter((r) => !r.hidden).length`,
+        );
+      assert.equal(await visible(), 6);
+      await page.fill("#fhost", "localhost");
+      assert.equal(await visible(), 1);
+      await page.fill("#fhost", "");
+      await page.selectOption("#fstatus", "4xx");
+      assert.equal(await visible(), 2);
+      await page.fill("#fclient", "127.0.0.1");
+      assert.equal(await visible(), 2);
+      await page.fill("#fclient", "10.9.9.9");
+      assert.equal(await visible(), 0);
+    } finally {
+      await browser.close();
+    }
+    assert.equal(await cli.stop(), 0);
+  },
+});
