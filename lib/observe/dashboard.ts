@@ -30,7 +30,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <form id="filters" class="filters"><input id="fhost" placeholder="host" aria-label="filter by host">
 <input id="fclient" placeholder="client" aria-label="filter by client">
 <select id="fstatus" aria-label="filter by status"><option value="">any status</option><option>2xx</option><option>3xx</option><option>4xx</option><option>5xx</option><option value="none">no answer</option></select></form>
-<table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
+<table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="w opt"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">timing</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
 `;
@@ -55,7 +55,8 @@ table{width:100%;border-collapse:collapse;font-size:12px;table-layout:fixed}
 td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
 #errs col.url,#hosts col.url,#clients col.url{width:40%}#errs col.n{width:12%}
 #recent col.t{width:9%}#recent col.id,#inflight col.id{width:6%}#recent col.addr,#inflight col.addr{width:15%}
-#recent col.m,#inflight col.m{width:8%}
+#recent col.m,#inflight col.m{width:8%}#recent col.w{width:10%}
+.wf{display:block}.wf .dns{fill:#c792ea}.wf .tcp{fill:#f5c46b}.wf .wait{fill:#7fb6ff}.wf .xfer{fill:#a3d977}
 .filters{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}.filters input,.filters select{background:#0f1419;color:#d8dee9;border:1px solid #2a323c;border-radius:4px;padding:3px 6px;font-size:12px}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
@@ -83,13 +84,25 @@ function draw(canvas, data, color, unit) {
   data.forEach((v, i) => { const x = i * w / (N - 1), y = bottom - v / max * (bottom - top); i ? g.lineTo(x, y) : g.moveTo(x, y); });
   g.stroke();
 }
+// An exchange's timing as a small waterfall: DNS, connect, waiting for the first byte, transfer,
+// each as a share of the total (an SVG: the page's CSP allows no inline style).
+function waterfall(ex) {
+  const total = ex.total_ms || 0;
+  if (!total) return "<td class=opt>-</td>";
+  const at = (v) => Math.max(0, Math.min(100, (v ?? 0) / total * 100));
+  const dns = at(ex.dns_ms), tcp = at(ex.connect_ms), first = ex.first_byte_ms == null ? tcp : at(ex.first_byte_ms);
+  const bar = (cls, x0, x1) => x1 > x0 ? "<rect class=" + cls + " x=" + x0.toFixed(1) + " width=" + (x1 - x0).toFixed(1) + " height=8></rect>" : "";
+  const title = "dns " + (ex.dns_ms ?? "-") + " ms, connected " + (ex.connect_ms ?? "-") + " ms, first byte " + (ex.first_byte_ms ?? "-") + " ms, total " + total + " ms";
+  return "<td class=opt title=\\"" + esc(title) + "\\"><svg class=wf viewBox=\\"0 0 100 8\\" preserveAspectRatio=none width=100% height=8>" +
+    bar("dns", 0, dns) + bar("tcp", dns, tcp) + bar("wait", tcp, first) + bar("xfer", first, 100) + "</svg></td>";
+}
 function hostOf(url) { try { return new URL(url.includes("://") ? url : "http://" + url).host; } catch { return url; } }
 function row(ex) {
   const cls = ex.status ? "s" + String(ex.status)[0] : "err";
   const st = ex.status ? String(ex.status)[0] + "xx" : "none";
   return "<tr data-host=\\"" + esc(hostOf(ex.url)) + "\\" data-client=\\"" + esc(ex.client) + "\\" data-status=\\"" + st + "\\"><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td class=opt title=\\"" + esc(ex.client) + "\\">" + esc(ex.client) + "</td><td>" + esc(ex.method) +
     "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td class=\\"" + cls + "\\">" + esc(ex.status ?? "-") + "</td><td>" +
-    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td><td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
+    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td>" + waterfall(ex) + "<td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
 }
 function add(ex) {
   total++; reqs[N - 1]++; // bytes come with each tick, as they flow

@@ -357,3 +357,64 @@ Deno.test({
     assert.equal(await cli.stop(), 0);
   },
 });
+
+Deno.test({
+  name:
+    "each recent exchange has a timing waterfall (DNS, connect, first byte, transfer) with the figures on hover (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // An origin that waits 300 ms before its head, then sends its body over 300 ms more.
+    await using origin = startHttpOrigin(async () => {
+      await new Promise((r) => setTimeout(r, 300));
+      return new Response(
+        new ReadableStream({
+          async start(c) {
+            c.enqueue(new Uint8Array(10).fill(97));
+            await new Promise((r) => setTimeout(r, 300));
+            c.enqueue(new Uint8Array(10).fill(98));
+            c.close();
+          },
+        }),
+      );
+    });
+    await using cli = await startCli([
+      "--listen",
+      "127.0.0.1:0",
+      "--admin",
+      "127.0.0.1:0",
+      "--quiet",
+    ]);
+    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await curl([
+      "-x",
+      cli.addrs[0]!,
+      "-s",
+      "-o",
+      "/dev/null",
+      `http://127.0.0.1:${origin.port}/slow`,
+    ]);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://${admin}/`);
+      await page.waitForSelector("#recent tbody tr svg.wf");
+      const wf = await page.evaluate(`(() => {
+        const svg = document.querySelector("#recent tbody tr svg.wf");
+        const w = (c) => Number(svg.querySelector("rect." + c)?.getAttribute("width") ?? 0);
+        return { wait: w("wait"), xfer: w("xfer"), title: svg.parentElement.getAttribute("title") };
+      })()`) as { wait: number; xfer: number; title: string };
+      // About half waiting for the head, half receiving the body.
+      assert.ok(wf.wait > 30 && wf.wait < 70, JSON.stringify(wf));
+      assert.ok(wf.xfer > 30 && wf.xfer < 70, JSON.stringify(wf));
+      assert.match(
+        wf.title,
+        /^dns 0 ms, connected [\d.]+ ms, first byte [\d.]+ ms, total [\d.]+ ms$/,
+      );
+    } finally {
+      await browser.close();
+    }
+    assert.equal(await cli.stop(), 0);
+  },
+});
