@@ -195,7 +195,13 @@ dns_nameservers 127.0.0.1
       assert.match(plain.stdout, /^squid said via 1\.1 child, 1\.1 [^ ]+ \(squid\/[\d.]+\)$/);
       const tunneled = await curl(["-p", "-x", child.addr, url]);
       assert.equal(tunneled.stdout, "squid said via null");
-      const log = await Deno.readTextFile(`${dir}/access.log`);
+      // Squid writes its access log line when an exchange ends (a tunnel's when it closes),
+      // through a buffer: wait for both lines.
+      let log = "";
+      for (let i = 0; i < 100 && !/TCP_TUNNEL\/200/.test(log); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        log = await Deno.readTextFile(`${dir}/access.log`).catch(() => "");
+      }
       assert.match(log, /TCP_MISS\/200 .* GET http:\/\/127\.0\.0\.1:\d+\/ /);
       assert.match(log, /TCP_TUNNEL\/200 .* CONNECT 127\.0\.0\.1:\d+ /);
     } finally {
