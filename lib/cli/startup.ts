@@ -139,12 +139,21 @@ function needs(flag: string, name: "read" | "write", path: string | undefined): 
   return `${flag}: no permission to ${name} "${path}"; run with --allow-${name}=${path}`;
 }
 
+/** Reads a file a flag names; a failure is one line naming the flag (exit 1). */
+async function readFlagFile(flag: string, file: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(file);
+  } catch (err) {
+    throw new StartupError(`${flag}: cannot read "${file}": ${(err as Error).message}`, 1);
+  }
+}
+
 /**
  * Reads the files the policy needs into the config: the `--deny-dest-file` and
- * `--allow-dest-file` lists, and the parent's credentials (`--parent-auth-file`).
+ * `--allow-dest-file` lists, the parent's credentials (`--parent-auth-file`) and the TLS pair.
  *
  * @param config The config.
- * @returns The config with `denyList`, `allowList` and `parentAuth` set where given.
+ * @returns The config with `denyList`, `allowList`, `parentAuth` and `tlsPem` set where given.
  * @throws {StartupError} for a file that cannot be read (exit 1).
  */
 export async function loadFiles(config: Config): Promise<Config> {
@@ -196,16 +205,9 @@ async function readTlsPem(config: Config): Promise<{ cert: string; key: string }
       `--listen-tls: needs --tls-cert and --tls-key (PEM files; http-proxy make-cert makes them)`,
     );
   }
-  const read = async (flag: string, file: string) => {
-    try {
-      return await Deno.readTextFile(file);
-    } catch (err) {
-      throw new StartupError(`${flag}: cannot read "${file}": ${(err as Error).message}`, 1);
-    }
-  };
   const pem = {
-    cert: await read("--tls-cert", config.tlsCert),
-    key: await read("--tls-key", config.tlsKey),
+    cert: await readFlagFile("--tls-cert", config.tlsCert),
+    key: await readFlagFile("--tls-key", config.tlsKey),
   };
   try {
     Deno.listenTls({ hostname: "127.0.0.1", port: 0, ...pem }).close();
@@ -220,15 +222,7 @@ async function readTlsPem(config: Config): Promise<{ cert: string; key: string }
 
 /** Reads `--parent-auth-file`: one `user:password` line. */
 async function readParentAuth(file: string): Promise<string> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (err) {
-    throw new StartupError(
-      `--parent-auth-file: cannot read "${file}": ${(err as Error).message}`,
-      1,
-    );
-  }
+  const text = await readFlagFile("--parent-auth-file", file);
   const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) =>
     l !== "" && !l.startsWith("#")
   );

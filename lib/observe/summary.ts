@@ -90,9 +90,30 @@ function mergeAcc(a: Acc, b: Acc): void {
   a.seen = total;
 }
 
-/** Traffic of an accumulator, for ranking: bytes, then requests. */
-function weight(a: Acc): number {
+/** Traffic of a row, for ranking: bytes, then requests. */
+function weight(a: { bytesUp: number; bytesDown: number; requests: number }): number {
   return (a.bytesUp + a.bytesDown) * 1024 + a.requests;
+}
+
+/** Most traffic first: the order of every table here. */
+function byTraffic<T extends { bytesUp: number; bytesDown: number; requests: number }>(
+  x: T,
+  y: T,
+): number {
+  return y.bytesUp + y.bytesDown - (x.bytesUp + x.bytesDown) || y.requests - x.requests;
+}
+
+/**
+ * A text table: the first and last columns left-aligned, the numbers between right-aligned, two
+ * spaces apart.
+ */
+function textTable(head: string[], rows: string[][]): string[] {
+  const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) =>
+      i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)
+    ).join("  ").trimEnd();
+  return [head, ...rows].map(line);
 }
 
 /** A host cell: printable, and at most {@linkcode HOST_WIDTH} wide. */
@@ -203,20 +224,29 @@ interface PartyAcc {
   bytesDown: number;
   errors: number;
   /** Requests per destination, for the few with most (see countTop). */
-  top: Record<string, number>;
+  top: Map<string, number>;
 }
 
 const PARTY: RowKind<PartyAcc> = {
-  empty: () => ({ requests: 0, bytesUp: 0, bytesDown: 0, errors: 0, top: {} }),
+  empty: () => ({ requests: 0, bytesUp: 0, bytesDown: 0, errors: 0, top: new Map() }),
   merge(a, b) {
     a.requests += b.requests;
     a.bytesUp += b.bytesUp;
     a.bytesDown += b.bytesDown;
     a.errors += b.errors;
-    for (const [d, n] of Object.entries(b.top)) countTop(a.top, d, n);
+    for (const [d, n] of b.top) countTop(a.top, d, n);
   },
-  weight: (a) => (a.bytesUp + a.bytesDown) * 1024 + a.requests,
+  weight,
 };
+
+/** Counts one exchange for a client or a user. */
+function countParty(p: PartyAcc, ex: ExchangeRecord, destination: string): void {
+  p.requests++;
+  p.bytesUp += ex.bytesUp;
+  p.bytesDown += ex.bytesDown;
+  if (ex.error !== undefined) p.errors++;
+  countTop(p.top, destination, 1);
+}
 
 /**
  * Counts `n` requests to `destination` in a bounded top list: when it is full, the entry with
@@ -224,16 +254,17 @@ const PARTY: RowKind<PartyAcc> = {
  * destination that arrives late still rises; the counts are an upper bound, as in the
  * Space-Saving algorithm).
  */
-function countTop(top: Record<string, number>, destination: string, n: number): void {
-  if (destination in top || Object.keys(top).length < TOP_DESTINATIONS) {
-    top[destination] = (top[destination] ?? 0) + n;
+function countTop(top: Map<string, number>, destination: string, n: number): void {
+  const held = top.get(destination);
+  if (held !== undefined || top.size < TOP_DESTINATIONS) {
+    top.set(destination, (held ?? 0) + n);
     return;
   }
   let least: string | undefined;
-  for (const d in top) if (least === undefined || top[d]! < top[least]!) least = d;
-  const floor = top[least!]!;
-  delete top[least!];
-  top[destination] = floor + n;
+  for (const [d, count] of top) if (least === undefined || count < top.get(least)!) least = d;
+  const floor = top.get(least!)!;
+  top.delete(least!);
+  top.set(destination, floor + n);
 }
 
 /** A client's or a user's figures. */
@@ -259,11 +290,9 @@ function partyStats(rows: Map<string, PartyAcc>): PartyStats[] {
     bytesUp: a.bytesUp,
     bytesDown: a.bytesDown,
     errors: a.errors,
-    top: Object.entries(a.top).sort((x, y) => y[1] - x[1]).slice(0, 3)
+    top: [...a.top].sort((x, y) => y[1] - x[1]).slice(0, 3)
       .map(([host, requests]) => ({ host, requests })),
-  })).sort((x, y) =>
-    y.bytesUp + y.bytesDown - (x.bytesUp + x.bytesDown) || y.requests - x.requests
-  );
+  })).sort(byTraffic);
 }
 
 /** Counts exchanges per destination, and per client and user; see the module doc. */
@@ -309,19 +338,8 @@ export class Summary implements ExchangeObserver {
    */
   closed(ex: ExchangeRecord): void {
     const destination = ex.destination ?? "-";
-    const failed = ex.error !== undefined ? 1 : 0;
-    for (
-      const party of [
-        this.#clients.row(ex.clientIp),
-        ...(ex.user === undefined ? [] : [this.#users.row(ex.user)]),
-      ]
-    ) {
-      party.requests++;
-      party.bytesUp += ex.bytesUp;
-      party.bytesDown += ex.bytesDown;
-      party.errors += failed;
-      countTop(party.top, destination, 1);
-    }
+    countParty(this.#clients.row(ex.clientIp), ex, destination);
+    if (ex.user !== undefined) countParty(this.#users.row(ex.user), ex, destination);
     const acc = this.#hosts.row(destination);
     acc.requests++;
     const cls = ex.status === undefined ? "none" : `${Math.floor(ex.status / 100)}xx`;
@@ -363,9 +381,7 @@ export class Summary implements ExchangeObserver {
         maxMs: round(a.maxMs),
         errors: { ...a.errors },
       };
-    }).sort((x, y) =>
-      y.bytesUp + y.bytesDown - (x.bytesUp + x.bytesDown) || y.requests - x.requests
-    );
+    }).sort(byTraffic);
   }
 
   /**
@@ -444,17 +460,9 @@ export class Summary implements ExchangeObserver {
       String(h.maxMs),
       Object.entries(h.errors).map(([k, n]) => `${k}=${n}`).join(" ") || "-",
     ]);
-    const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
-    const line = (cells: string[]) =>
-      cells.map((
-        c,
-        i,
-      ) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
-        .join("  ").trimEnd();
     return [
       `summary: ${total} exchange(s) in ${secs} s, by destination, most traffic first`,
-      line(head),
-      ...rows.map(line),
+      ...textTable(head, rows),
       ...(all.length > hosts.length
         ? [`... ${all.length - hosts.length} more host(s) (all of them: --summary-json)`]
         : []),
@@ -480,17 +488,9 @@ function partyTable(what: "client" | "user", all: PartyStats[]): string[] {
     String(p.errors),
     p.top.map((t) => `${cell(t.host)} ${t.requests}`).join(", "),
   ]);
-  const widths = head.map((t, i) => Math.max(t.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) =>
-    cells.map((
-      c,
-      i,
-    ) => (i === 0 || i === cells.length - 1 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
-      .join("  ").trimEnd();
   return [
     `by ${what}, most traffic first`,
-    line(head),
-    ...rows.map(line),
+    ...textTable(head, rows),
     ...(all.length > shown.length
       ? [`... ${all.length - shown.length} more ${what}(s) (all of them: --summary-json)`]
       : []),
