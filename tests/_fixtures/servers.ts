@@ -131,6 +131,25 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /**
+ * A response body that arrives slowly: `pieces` pieces of `size` bytes, `gapMs` apart.
+ *
+ * @param pieces How many pieces.
+ * @param size Bytes in each.
+ * @param gapMs Time between two pieces.
+ */
+export function trickle(pieces: number, size: number, gapMs: number): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    async start(c) {
+      for (let i = 0; i < pieces; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, gapMs));
+        c.enqueue(new Uint8Array(size).fill(97));
+      }
+      c.close();
+    },
+  });
+}
+
+/**
  * Starts a raw origin; `handler` scripts each connection (misbehaving on purpose if it likes).
  * The connection is closed when the handler returns.
  *

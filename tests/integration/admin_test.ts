@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
-import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
+import { curl, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
 import { startAdmin } from "../../lib/observe/admin.ts";
 import { HostAddresses } from "../../lib/policy/host_addresses.ts";
 import { Metrics } from "../../lib/observe/metrics.ts";
@@ -180,19 +180,7 @@ const gauges = { connections: () => 0, idleUpstreams: () => 0 };
 
 Deno.test("bytes count as they flow: /metrics and /api/inflight move during a slow download and a tunnel, before they end", async () => {
   // An origin that sends 40 KiB in 8 pieces, one every 400 ms.
-  await using origin = startHttpOrigin(() =>
-    new Response(
-      new ReadableStream({
-        async start(c) {
-          for (let i = 0; i < 8; i++) {
-            c.enqueue(new Uint8Array(5 * 1024).fill(97));
-            await new Promise((r) => setTimeout(r, 400));
-          }
-          c.close();
-        },
-      }),
-    )
-  );
+  await using origin = startHttpOrigin(() => new Response(trickle(8, 5 * 1024, 400)));
   await using cli = await startCli([
     "--listen",
     "127.0.0.1:0",

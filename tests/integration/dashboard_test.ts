@@ -2,10 +2,16 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { ROOT, startCli } from "../_fixtures/cli.ts";
 import { makeCertificates } from "../../lib/cli/make_cert.ts";
-import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
+import { curl, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
+
+/** The CLI on 127.0.0.1 with its admin listener (`admin` is its host:port), no access log. */
+async function startWithAdmin() {
+  const cli = await startCli(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quiet"]);
+  return Object.assign(cli, { admin: (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]! });
+}
 
 /** Headless, and nothing but 127.0.0.1 reachable: no background traffic leaves. */
 const QUIET_CHROMIUM = [
@@ -38,14 +44,8 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using origin = startHttpOrigin(() => new Response("seen on the dashboard"));
-    await using cli = await startCli([
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--quiet",
-    ]);
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await using cli = await startWithAdmin();
+    const admin = cli.admin;
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
@@ -193,14 +193,8 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using origin = startHttpOrigin(() => new Response("x"));
-    await using cli = await startCli([
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--quiet",
-    ]);
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await using cli = await startWithAdmin();
+    const admin = cli.admin;
     // Real, long URLs and an error with a long cause.
     const long = `/${"a-very-long-path-segment/".repeat(12)}?q=${"v".repeat(120)}`;
     for (let i = 0; i < 3; i++) {
@@ -246,27 +240,9 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using origin = startHttpOrigin(() =>
-      new Response(
-        new ReadableStream({
-          async start(c) {
-            for (let i = 0; i < 10; i++) {
-              c.enqueue(new Uint8Array(20 * 1024).fill(98));
-              await new Promise((r) => setTimeout(r, 400));
-            }
-            c.close();
-          },
-        }),
-      )
-    );
-    await using cli = await startCli([
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--quiet",
-    ]);
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await using origin = startHttpOrigin(() => new Response(trickle(10, 20 * 1024, 400)));
+    await using cli = await startWithAdmin();
+    const admin = cli.admin;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
@@ -319,14 +295,8 @@ Deno.test({
         ? new Response("no", { status: 404 })
         : new Response("ok")
     );
-    await using cli = await startCli([
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--quiet",
-    ]);
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await using cli = await startWithAdmin();
+    const admin = cli.admin;
     const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
     for (const path of ["/ok", "/ok", "/ok", "/missing", "/missing"]) {
       await get(`http://127.0.0.1:${origin.port}${path}`);
@@ -368,25 +338,10 @@ Deno.test({
     // An origin that waits 300 ms before its head, then sends its body over 300 ms more.
     await using origin = startHttpOrigin(async () => {
       await new Promise((r) => setTimeout(r, 300));
-      return new Response(
-        new ReadableStream({
-          async start(c) {
-            c.enqueue(new Uint8Array(10).fill(97));
-            await new Promise((r) => setTimeout(r, 300));
-            c.enqueue(new Uint8Array(10).fill(98));
-            c.close();
-          },
-        }),
-      );
+      return new Response(trickle(2, 10, 300));
     });
-    await using cli = await startCli([
-      "--listen",
-      "127.0.0.1:0",
-      "--admin",
-      "127.0.0.1:0",
-      "--quiet",
-    ]);
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    await using cli = await startWithAdmin();
+    const admin = cli.admin;
     await curl([
       "-x",
       cli.addrs[0]!,

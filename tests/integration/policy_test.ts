@@ -266,15 +266,24 @@ Deno.test("--block-private denies the reserved ranges and private IPv4 carried i
   assert.match(open, /^HTTP\/1\.1 502 Bad Gateway\r\n[\s\S]*test refused to dial/);
 });
 
-Deno.test("with only name rules in --allow-dest, another name is refused before any DNS lookup", async () => {
-  await using origin = startHttpOrigin(() => new Response("reached"));
+/**
+ * A resolver that answers 127.0.0.1 for every name and records the names it was asked, and a
+ * one-shot GET of a name on the origin's port.
+ */
+function lookups(port: number) {
   const asked: string[] = [];
   const resolve: ResolveFn = (name) => {
     asked.push(name);
     return Promise.resolve(["127.0.0.1"]);
   };
   const get = (host: string) =>
-    `GET http://${host}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    `GET http://${host}:${port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  return { asked, resolve, get };
+}
+
+Deno.test("with only name rules in --allow-dest, another name is refused before any DNS lookup", async () => {
+  await using origin = startHttpOrigin(() => new Response("reached"));
+  const { asked, resolve, get } = lookups(origin.port);
   await using names = startProxy({ allowDest: [parseDestRule("*.localhost")!] }, { resolve });
   const refused = await rawExchange(names.port, get("elsewhere.test"));
   assert.match(
@@ -295,13 +304,7 @@ Deno.test("with only name rules in --allow-dest, another name is refused before 
 
 Deno.test("--deny-dest-file and --allow-dest-file names are judged before any DNS lookup, subdomains too", async () => {
   await using origin = startHttpOrigin(() => new Response("reached"));
-  const asked: string[] = [];
-  const resolve: ResolveFn = (name) => {
-    asked.push(name);
-    return Promise.resolve(["127.0.0.1"]);
-  };
-  const get = (host: string) =>
-    `GET http://${host}:${origin.port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+  const { asked, resolve, get } = lookups(origin.port);
   const denyList = new NameList();
   denyList.addText("0.0.0.0 ads.localhost\n", "deny.txt");
   await using deny = startProxy({ denyList }, { resolve });
