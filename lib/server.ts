@@ -14,6 +14,7 @@ import { type ConnState, handleConn } from "./handle_conn.ts";
 import type { Logger } from "./exchange.ts";
 import { ConnectionLimits, RateLimiter } from "./policy/limits.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
+import { Reclaimer } from "./reclaim.ts";
 import { connectFrom } from "./upstream/bound.ts";
 import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
@@ -104,6 +105,8 @@ export class ProxyServer {
   #limits: ConnectionLimits;
   #endGrace: () => void = () => {};
   #local: LocalView;
+  /** Collects garbage after a crowd of connections has gone (see lib/reclaim.ts). */
+  #reclaim = new Reclaimer();
   /**
    * What a reload replaces, for new connections; open ones have theirs replaced in their
    * context (see reload), so the next request on a keep-alive connection sees a new policy.
@@ -185,6 +188,7 @@ export class ProxyServer {
       const refusal = this.#limits.admit(ip);
       const state: ConnState = refusal ? { idle: false, refusal } : { idle: true };
       this.#conns.set(conn, state);
+      this.#reclaim.opened(this.#conns.size);
       const live = this.#live;
       // --outgoing-address: a fixed local address, or the one this client connected to.
       const outgoing = live.config.outgoingAddress;
@@ -206,6 +210,7 @@ export class ProxyServer {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
         this.#conns.delete(conn);
+        this.#reclaim.closed(this.#conns.size);
         this.#handlers.delete(handler);
         if (refusal) return; // a refused connection never took a slot
         // A TLS handshake left stuck keeps its slot while its socket lives (see ConnState).
@@ -309,6 +314,7 @@ export class ProxyServer {
       else closeQuietly(conn);
     }
     await Promise.all(this.#handlers);
+    this.#reclaim.close();
     this.#pool?.closeAll();
   }
 

@@ -7,6 +7,7 @@
  */
 
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
+import { collections } from "../reclaim.ts";
 
 /** Methods with a series of their own (RFC 9110 §9, PATCH, and "-" for an unparsed request). */
 const KNOWN_METHODS = new Set([
@@ -21,7 +22,6 @@ const KNOWN_METHODS = new Set([
   "PATCH",
   "-",
 ]);
-
 /** Request duration histogram buckets, in seconds. */
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -240,6 +240,24 @@ export class Metrics implements ExchangeObserver {
     out.push(`http_proxy_event_subscribers_dropped_total ${this.#dropped}`);
     metric("http_proxy_event_subscribers", "gauge", "Live event streams open.");
     out.push(`http_proxy_event_subscribers ${this.#listeners.size}`);
+    const memory = Deno.memoryUsage();
+    metric("process_resident_memory_bytes", "gauge", "Resident memory of the whole process.");
+    out.push(`process_resident_memory_bytes ${memory.rss}`);
+    metric("http_proxy_heap_bytes", "gauge", "The main thread's JavaScript heap, used and total.");
+    out.push(`http_proxy_heap_bytes{state="used"} ${memory.heapUsed}`);
+    out.push(`http_proxy_heap_bytes{state="total"} ${memory.heapTotal}`);
+    metric(
+      "http_proxy_external_memory_bytes",
+      "gauge",
+      "Memory the main thread's buffers hold outside its heap.",
+    );
+    out.push(`http_proxy_external_memory_bytes ${memory.external}`);
+    metric(
+      "http_proxy_memory_reclaims_total",
+      "counter",
+      "Garbage collections asked for after a crowd of connections had gone (main thread).",
+    );
+    out.push(`http_proxy_memory_reclaims_total ${collections()}`);
     metric("http_proxy_request_duration_seconds", "histogram", "Exchange duration.");
     BUCKETS.forEach((le, i) => {
       out.push(`http_proxy_request_duration_seconds_bucket{le="${le}"} ${this.#buckets[i]}`);
