@@ -8,13 +8,16 @@
  *   upstream stays silent and open: the proxy holds them for --half-closed-timeout).
  *
  * Each kind runs against a fresh proxy. Per connection it reports the RSS added (minus the head
- * bytes a slowloris client really sent) and, after the clients are gone and the proxy's timeouts
- * have closed what they held, how far RSS is from where it started. For scale it first measures
- * the same connections held by a bare Deno program. Everything runs on 127.0.0.1.
+ * bytes a slowloris client really sent), first as held, then after the proxy has collected its
+ * garbage (the requests' leftovers; a crowd of 300 more connections comes and goes to make it
+ * collect, as any crowd does); and, after the clients are gone, the proxy's timeouts have closed
+ * what they held and it has collected again, how far RSS is from where it started. For scale it
+ * first measures the same connections held by a bare Deno program. Everything runs on 127.0.0.1.
  *
- * Run: `deno task connections [--count N] [--tunnels N] [--head-kib K] [--half-closed DUR]`
- * (defaults 2000, 4000, 60, 20s). Linux only: it reads /proc, hence -A. It needs about three
- * file descriptors per tunnel.
+ * Run: `deno task connections [--count N] [--tunnels N] [--head-kib K] [--half-closed DUR]
+ * [--skip-live]` (defaults 2000, 4000, 60, 20s; --skip-live skips the figure after a collection,
+ * about 12 s per kind). Linux only: it reads /proc, hence -A. It needs about three file
+ * descriptors per tunnel.
  *
  * @module
  */
@@ -31,6 +34,7 @@ const { values } = parseArgs({
     tunnels: { type: "string", default: "4000" },
     "head-kib": { type: "string", default: "60" },
     "half-closed": { type: "string", default: "20s" },
+    "skip-live": { type: "boolean", default: false },
   },
 });
 const count = Number(values.count);
@@ -89,6 +93,8 @@ const sink = (async () => {
 
 const proxyArgs = [
   "--quiet",
+  "--admin",
+  "127.0.0.1:0",
   "--connect-ports",
   "any",
   "--max-connections",
@@ -109,6 +115,7 @@ const far = `127.0.0.1:${silent.addr.port}`;
 let proxy: Deno.ChildProcess;
 let host = "";
 let port = "";
+let admin: string | undefined;
 
 /** The proxy's resident memory, KiB. */
 function rss(): number {
@@ -137,13 +144,36 @@ async function settledRss(): Promise<number> {
  * Runs one measurement against a proxy of its own, so that memory one phase leaves behind (the
  * allocator keeps much of it) is neither charged to nor reused by the next.
  */
+/** No keep-alive to the admin listener: its socket would count among the proxy's. */
+const noPool = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+
+/** Collections the proxy's server has run (lib/reclaim.ts), from its /metrics. */
+async function reclaims(): Promise<number> {
+  const text = await (await fetch(`http://${admin}/metrics`, { client: noPool })).text();
+  return Number(/^http_proxy_memory_reclaims_total (\d+)$/m.exec(text)![1]);
+}
+
 /**
  * RSS once the proxy has given back what it can: its server collects garbage about two seconds
- * after a large fall in open connections (lib/reclaim.ts), then RSS settles.
+ * after the open count falls far below its peak (at most every 10 s), then RSS settles.
  */
-async function reclaimed(): Promise<number> {
-  await sleep(3000);
+async function reclaimed(before: number): Promise<number> {
+  for (let i = 0; i < 60 && (await reclaims()) === before; i++) await sleep(250);
   return await settledRss();
+}
+
+/**
+ * RSS of what the connections held now really keep: a crowd of 300 more connects and leaves,
+ * which makes the proxy collect its garbage (the requests' leftovers, until V8 would collect
+ * them on its own), as it would after any crowd.
+ */
+async function liveRss(): Promise<number> {
+  if (values["skip-live"]) return NaN;
+  const before = await reclaims();
+  const crowd = await many(300, () => open());
+  await sleep(500);
+  close(crowd);
+  return await reclaimed(before);
 }
 
 async function phase(
@@ -153,6 +183,7 @@ async function phase(
 ): Promise<void> {
   const started = await start();
   proxy = started.child;
+  admin = "admin" in started ? started.admin as string | undefined : undefined;
   [host, port] = /^(\S+):(\d+)$/.exec(started.addr)!.slice(1) as [string, string];
   await sleep(500);
   const before = await settledRss();
@@ -171,13 +202,23 @@ async function startBareDeno() {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "eval",
-      `const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      `import { setFlagsFromString } from "node:v8";
+      import { runInNewContext } from "node:vm";
+      setFlagsFromString("--expose-gc");
+      const gc = runInNewContext("gc");
+      const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
       console.log("127.0.0.1:" + l.addr.port);
+      let open = 0;
       for await (const c of l) {
+        open++;
         (async () => {
           const buf = new Uint8Array(4096);
           while ((await c.read(buf)) !== null);
-        })().catch(() => {}).finally(() => c.close());
+        })().catch(() => {}).finally(() => {
+          c.close();
+          // Once all have gone, one collection (as the proxy's server does after a crowd).
+          if (--open === 0) setTimeout(gc, 500);
+        });
       }`,
     ],
     stdout: "piped",
@@ -243,6 +284,9 @@ await phase(async (start) => {
       `(the runtime's floor): ${kib(((await settledRss()) - start) / count)} per connection`,
   );
   close(conns);
+  await sleep(1500);
+  const after = (await settledRss()) - start;
+  printLine(`  after they left: ${kib(after)} above idle, ${kib(after / count)} per connection`);
 }, startBareDeno);
 
 // Idle keep-alive clients: one request each, then silent; first with the upstream connection
@@ -257,15 +301,16 @@ for (const [path, what] of [["/", "each with its upstream held"], ["/close", "up
       return c;
     });
     const withIdle = await settledRss();
+    const live = await liveRss();
     printLine(
-      `${count} idle keep-alive clients (${what}): ${
-        kib((withIdle - start) / count)
-      } per connection`,
+      `${count} idle keep-alive clients (${what}): ${kib((withIdle - start) / count)} ` +
+        `per connection, ${kib((live - start) / count)} after a collection`,
     );
+    const r = await reclaims();
     close(idle);
     close([...held]);
     for (let i = 0; i < 40 && fds() > startFds; i++) await sleep(250);
-    printLine(`  after they left: ${kib((await reclaimed()) - start)} above idle`);
+    printLine(`  after they left: ${kib((await reclaimed(r)) - start)} above idle`);
   });
 }
 
@@ -281,14 +326,16 @@ await phase(async (start) => {
   });
   await sleep(1000);
   const withSlow = await settledRss();
+  const live = await liveRss();
+  const beyond = (rss: number) => kib((rss - start) / count - partial.length / 1024);
   printLine(
     `${count} slowloris clients with ${partial.length} head bytes sent each: ` +
-      `${kib((withSlow - start) / count)} per connection, ` +
-      `${kib((withSlow - start) / count - partial.length / 1024)} beyond the head bytes`,
+      `${kib((withSlow - start) / count)} per connection, ${beyond(withSlow)} beyond the head ` +
+      `bytes, ${beyond(live)} after a collection`,
   );
+  const r = await reclaims();
   close(slow);
-  await sleep(1000);
-  printLine(`  after they left: ${kib((await reclaimed()) - start)} above idle`);
+  printLine(`  after they left: ${kib((await reclaimed(r)) - start)} above idle`);
 });
 
 // Abandoned tunnels: CONNECT, 5 bytes each way... then the client leaves.
@@ -302,19 +349,23 @@ await phase(async (start, startFds) => {
   close(clients);
   await sleep(1000);
   const withTunnels = await settledRss();
+  const live = await liveRss();
   printLine(
     `${tunnels} abandoned tunnels (client gone, upstream silent and open): ` +
-      `${kib((withTunnels - start) / tunnels)} per tunnel`,
+      `${kib((withTunnels - start) / tunnels)} per tunnel, ` +
+      `${kib((live - start) / tunnels)} after a collection`,
   );
+  const r = await reclaims();
   // The proxy closes them at --half-closed-timeout.
   for (let i = 0; i < 80 && fds() > startFds; i++) await sleep(500);
   printLine(
     `  after --half-closed-timeout closed them (${fds() - startFds} sockets left): ` +
-      `${kib((await reclaimed()) - start)} above idle`,
+      `${kib((await reclaimed(r)) - start)} above idle`,
   );
 });
 
 end();
+noPool.close();
 listener.close();
 silent.close();
 close([...held]);

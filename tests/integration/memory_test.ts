@@ -32,6 +32,7 @@ Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amoun
       "2000",
       "--half-closed",
       "2s",
+      "--skip-live",
     ],
     stdout: "piped",
     stderr: "piped",
