@@ -144,36 +144,15 @@ export async function handleConn(
       await drainBriefly(conn, reader);
       return;
     }
+    // Each request is served by a call of its own: what it made (the exchange, its heads) is
+    // garbage once it returns, not kept by this frame while the connection waits for the next
+    // (a heap snapshot of idle clients found the last exchange still held here).
+    const setCurrent = (ex: Exchange | undefined) => (current = ex);
     for (;;) {
       state.idle = true;
       if (ctx.signal.aborted) return;
-      const { config } = ctx; // as of this request (a reload may change it between requests)
-      let bytes: Uint8Array | null = null;
-      let failure: ProxyError | undefined;
-      const waitStart = now();
-      try {
-        bytes = await reader.readHead({
-          maxBytes: config.maxHeaderBytes,
-          timeoutMs: config.headerTimeoutMs,
-          ...(first ? {} : { idleMs: config.idleTimeoutMs }),
-        });
-      } catch (err) {
-        if (!(err instanceof HeadReadError)) return; // reset, or closed by shutdown
-        if (err.reason === "eof") return; // the client gave up mid-head: nobody to answer
-        if (err.reason === "timeout" && !first && !err.partial) return; // idle keep-alive
-        failure = err.reason === "timeout"
-          ? new RequestTimeout(`request head not received within ${config.headerTimeoutMs} ms`)
-          : new HeadTooLarge(`request head larger than ${config.maxHeaderBytes} bytes`);
-      }
-      if (bytes === null && failure === undefined) return; // clean close between requests
-      state.idle = false;
+      if (!(await serveNext(conn, reader, ctx, state, first, setCurrent))) return;
       first = false;
-      // A failed head is timed from when the wait began; a good one from its arrival.
-      const ex = newExchange(ctx, conn, reader, failure ? waitStart : now());
-      current = ex;
-      const keep = await exchange(ex, ctx, bytes, failure);
-      current = undefined;
-      if (!keep) return;
     }
   } finally {
     clientWrite.cancel();
@@ -182,6 +161,48 @@ export async function handleConn(
     else closeQuietly(conn);
     held?.release();
   }
+}
+
+/**
+ * Waits for the connection's next request head and serves it (or answers why it could not be
+ * read).
+ *
+ * @returns Whether the connection stays open for another request.
+ */
+async function serveNext(
+  conn: Deno.TcpConn,
+  reader: BufferedReader,
+  ctx: ExchangeContext,
+  state: ConnState,
+  first: boolean,
+  setCurrent: (ex: Exchange | undefined) => void,
+): Promise<boolean> {
+  const { config } = ctx; // as of this request (a reload may change it between requests)
+  let bytes: Uint8Array | null = null;
+  let failure: ProxyError | undefined;
+  const waitStart = now();
+  try {
+    bytes = await reader.readHead({
+      maxBytes: config.maxHeaderBytes,
+      timeoutMs: config.headerTimeoutMs,
+      ...(first ? {} : { idleMs: config.idleTimeoutMs }),
+    });
+  } catch (err) {
+    if (!(err instanceof HeadReadError)) return false; // reset, or closed by shutdown
+    if (err.reason === "eof") return false; // the client gave up mid-head: nobody to answer
+    if (err.reason === "timeout" && !first && !err.partial) return false; // idle keep-alive
+    failure = err.reason === "timeout"
+      ? new RequestTimeout(`request head not received within ${config.headerTimeoutMs} ms`)
+      : new HeadTooLarge(`request head larger than ${config.maxHeaderBytes} bytes`);
+  }
+  if (bytes === null && failure === undefined) return false; // clean close between requests
+  state.idle = false;
+  // A failed head is timed from when the wait began; a good one from its arrival.
+  const ex = newExchange(ctx, conn, reader, failure ? waitStart : now());
+  setCurrent(ex);
+  const keep = await exchange(ex, ctx, bytes, failure);
+  setCurrent(undefined);
+  return keep;
 }
 
 /** Whether a request carries no body (malformed framing counts as a body: close after). */
