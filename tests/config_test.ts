@@ -267,7 +267,11 @@ Deno.test("every option row is a flag parseArgs knows, and --help names each wit
     if (o.name === "help" || o.name === "version" || o.name === "config") continue;
     // Each row sets a field; its default (if the field has one) is the row's own.
     assert.ok(o.key !== undefined, `--${o.name} sets nothing`);
-    assert.deepEqual(DEFAULTS[o.key], o.default, `--${o.name}'s default`);
+    assert.deepEqual(
+      (DEFAULTS as unknown as Record<string, unknown>)[o.key],
+      o.default,
+      `--${o.name}'s default`,
+    );
     assert.equal(o.key in DEFAULTS, o.default !== undefined, `--${o.name}'s default`);
   }
 });

@@ -31,129 +31,44 @@ export interface ListenAddr {
   port: number;
 }
 
-/** Everything the proxy is configured with. */
-export interface Config {
-  /** Addresses to listen on, one listener each. @default [127.0.0.1:8081] */
-  listen: ListenAddr[];
-  /** Ports CONNECT may reach. @default {443} */
-  connectPorts: PortRule;
-  /** Largest request or response head, in bytes. @default 65536 */
-  maxHeaderBytes: number;
-  /** Time allowed for a whole request head to arrive. @default 10000 */
-  headerTimeoutMs: number;
-  /** Time a keep-alive client connection may sit idle between requests. @default 60000 */
-  idleTimeoutMs: number;
-  /** Time allowed to open an upstream connection. @default 10000 */
-  connectTimeoutMs: number;
-  /** Time allowed for the upstream's response head, after the request was sent. @default 60000 */
-  responseTimeoutMs: number;
-  /** Time exchanges in flight get to finish at shutdown. @default 5000 */
-  graceMs: number;
-  /** Idle upstream connections kept per (host, port); 0 turns reuse off. @default 16 */
-  maxIdlePerHost: number;
-  /** How long an idle upstream connection is kept. @default 15000 */
-  upstreamIdleTimeoutMs: number;
-  /** Access log format. @default "text" */
-  logFormat: LogFormat;
-  /** Append the access log to this file instead of stdout. */
-  logFile?: string;
-  /** No access log. @default false */
-  quiet: boolean;
-  /** Log times in UTC. @default false */
-  utc: boolean;
-  /** Accepting threads (isolates) sharing the listen ports with SO_REUSEPORT. @default 1 */
-  workers: number | "auto";
-  /** Client ranges served; empty means loopback only. @default [] */
-  allow: Cidr[];
-  /** Serve every client (overrides `allow`). @default false */
-  open: boolean;
-  /** Relay TRACE (refused with 405 otherwise). @default false */
-  allowTrace: boolean;
-  /** Destinations never reached. @default [] */
-  denyDest: DestRule[];
-  /** When any, the only destinations reached (besides what the defaults deny). @default [] */
-  allowDest: DestRule[];
-  /** Deny private, loopback, CGNAT and unspecified addresses as destinations. @default false */
-  blockPrivate: boolean;
-  /** `user:password` pairs clients must present (Basic proxy auth). @default [] */
-  auth: string[];
-  /** A file of `user:pbkdf2-sha256$…` lines, made with `hash-password`. */
-  authFile?: string;
-  /** Most client connections in total; 0 means no limit. @default 10000 */
-  maxConnections: number;
-  /** Most client connections from one IP; 0 means no limit. @default 0 */
-  maxConnectionsPerIp: number;
-  /** Requests per second per client IP; 0 means no limit. @default 0 */
-  rate: number;
-  /** Most header fields in a request. @default 100 */
-  maxHeaderFields: number;
-  /** Longest request line, in bytes. @default 8192 */
-  maxRequestLine: number;
-  /** A CONNECT tunnel with no byte either way for this long is closed. @default 900000 */
-  tunnelIdleTimeoutMs: number;
-  /** A tunnel one side of which has finished sending is closed after this long idle. @default 60000 */
-  halfClosedTimeoutMs: number;
-  /** A request or response body with no new byte for this long is abandoned. @default 900000 */
-  readTimeoutMs: number;
-  /** A peer (a client, mostly) that takes no byte for this long is dropped. @default 900000 */
-  writeTimeoutMs: number;
-  /** Print the per-host summary this often (besides at exit and on SIGUSR2); 0: never. @default 0 */
-  summaryEveryMs: number;
-  /** Also write the summary as JSON to this file (replaced each time). */
-  summaryJson?: string;
-  /** Where the admin listener (metrics, dashboard, API) listens; off when absent. */
-  admin?: ListenAddr;
-  /** Admin users as `user:pbkdf2-sha256$…` lines (hash-password); every admin path asks then. */
-  adminAuthFile?: string;
+/**
+ * What the proxy is configured with beyond its flags: what startup reads from the files and the
+ * environment the flags name. Every other field of {@linkcode Config} is a flag's, typed by its
+ * row in {@linkcode OPTIONS}.
+ */
+interface Loaded {
   /**
    * Admin `user:password` pairs, from the HTTP_PROXY_ADMIN_AUTH environment variable (never a
    * flag: a command line shows in `ps`). @default []
    */
   adminAuth: string[];
-  /** Host names the admin listener answers to besides its own address. @default [] */
-  adminHosts: string[];
-  /** Write the exchanges as HAR 1.2 to this file. */
-  har?: string;
-  /** Keep every exchange's metadata in this SQLite database. */
-  history?: string;
-  /** History rows older than this many days are deleted. @default 30 */
-  historyDays: number;
-  /** The history database is kept near at most this many bytes. @default 1 GiB */
-  historyMax: number;
-  /** This proxy's pseudonym in Via, and what loop detection looks for. @default "http-proxy" */
-  viaName: string;
-  /** What relayed requests tell the origin about the client. @default "off" */
-  forwarded: ForwardedMode;
-  /** Files of names never reached (hosts-file or one name a line). @default [] */
-  denyDestFile: string[];
-  /** Files of names that are the only ones reached (with `allowDest`). @default [] */
-  allowDestFile: string[];
-  /** The names of `denyDestFile`, once read (not a flag: startup reads the files). */
+  /** The names of `denyDestFile`, once read. */
   denyList?: NameList;
   /** The names of `allowDestFile`, once read. */
   allowList?: NameList;
-  /** The proxy this one sends its requests through. */
-  parent?: ParentProxy;
-  /** A file holding the parent's `user:password`. */
-  parentAuthFile?: string;
-  /** Destinations reached directly, not through the parent. @default [] */
-  noParent: NoParentRule[];
-  /** The local address upstream connections leave from, or "same" (the client's). */
-  outgoingAddress?: string;
-  /** Addresses to listen on with TLS (an HTTPS proxy), one listener each. @default [] */
-  listenTls: ListenAddr[];
-  /** The TLS listeners' certificate chain, a PEM file. */
-  tlsCert?: string;
-  /** The TLS listeners' private key, a PEM file. */
-  tlsKey?: string;
-  /** The certificate chain and key as read (not flags: startup and reloads read the files). */
+  /** The certificate chain and key as read (startup and reloads read the files). */
   tlsPem?: { cert: string; key: string };
-  /**
-   * The parent's `user:password` (not a flag: from `parentAuthFile` or the
-   * HTTP_PROXY_PARENT_AUTH environment variable, read at startup).
-   */
+  /** The parent's `user:password`, from `parentAuthFile` or HTTP_PROXY_PARENT_AUTH. */
   parentAuth?: string;
 }
+
+/** A row's value type: what its parser returns, or `boolean` for a switch. */
+type FieldOf<R> = R extends { parse: (value: string) => infer T } ? T
+  : R extends { parseList: (values: string[]) => infer T } ? T
+  : boolean;
+
+/** The rows that set a field. */
+type Rows = Extract<(typeof ROWS)[number], { key: string }>;
+
+/**
+ * Everything the proxy is configured with: a field per row of {@linkcode OPTIONS} that names one
+ * (its `key`; required when the row has a default, optional otherwise; typed by its parser),
+ * plus what startup loads ({@linkcode Loaded}). The rows' help texts document the fields.
+ */
+export type Config =
+  & { [R in Extract<Rows, { default: unknown }> as R["key"]]: FieldOf<R> }
+  & { [R in Exclude<Rows, { default: unknown }> as R["key"]]?: FieldOf<R> }
+  & Loaded;
 
 /** A bad command line: the message is one line naming the flag; exit code 2. */
 export class UsageError extends StartupError {
@@ -167,28 +82,6 @@ export class UsageError extends StartupError {
 
 /** What the command line asks for. */
 export type Command = { kind: "help" } | { kind: "version" } | { kind: "run"; config: Config };
-
-/** Config fields that must be present (`logFile?` and the like may be absent). */
-type RequiredKey = { [K in keyof Config]-?: undefined extends Config[K] ? never : K }[keyof Config];
-
-/** How a flag's text becomes its Config field's value; only a boolean field can be a switch. */
-type Value<K extends keyof Config> =
-  | {
-    value: string;
-    multiple?: undefined;
-    parse: (value: string) => Config[K];
-    parseList?: undefined;
-  }
-  | { value: string; multiple: true; parseList: (values: string[]) => Config[K]; parse?: undefined }
-  | (boolean extends Config[K] // a switch: the field is set to true
-    ? { value?: undefined; multiple?: undefined; parse?: undefined; parseList?: undefined }
-    : never);
-
-/** A flag that sets Config field `K`: its default (required when the field is) and its parser. */
-type Setting<K extends keyof Config> =
-  & { key: K }
-  & (K extends RequiredKey ? { default: Config[K] } : { default?: undefined })
-  & Value<K>;
 
 /** What every row has: how the flag is written and documented. */
 interface Described {
@@ -206,14 +99,27 @@ interface Described {
 
 /**
  * One command-line flag: everything about it, in one row of {@linkcode OPTIONS}. A row that sets
- * a Config field names it (`key`), gives its default, says what its value looks like (`value`:
- * `DUR`, `PATH`; none for a switch, which sets `true`) and parses its text (`parse`, or
- * `parseList` for a repeatable flag); the compiler checks each against the field's type.
- * `--config`, `--help` and `--version` set no field.
+ * a Config field names it (`key`), gives its default (none for a field that may be absent), says
+ * what its value looks like (`value`: `DUR`, `PATH`; none for a switch, which sets `true`) and
+ * parses its text (`parse`, or `parseList` for a repeatable flag). The field's type is what the
+ * parser returns; the compiler checks the default against it. `--config`, `--help` and
+ * `--version` set no field.
  */
 export type Option =
-  | ({ [K in keyof Config]-?: Described & Setting<K> }[keyof Config])
-  | (Described & { key?: undefined; value?: string; multiple?: undefined; default?: undefined });
+  & Described
+  & (
+    | { key?: undefined; value?: string; default?: undefined } & NoParser
+    | { key: string; value: string; default?: unknown } & ParsesOne
+    | { key: string; value: string; default?: unknown } & ParsesList
+    | { key: string; value?: undefined; default: boolean } & NoParser
+  );
+
+/** A switch, or a flag that sets no field. */
+type NoParser = { multiple?: undefined; parse?: undefined; parseList?: undefined };
+/** A flag given once: its text is parsed. */
+type ParsesOne = { multiple?: undefined; parse: (value: string) => unknown; parseList?: undefined };
+/** A repeatable flag: all its texts are parsed at once. */
+type ParsesList = { multiple: true; parseList: (values: string[]) => unknown; parse?: undefined };
 
 /** A path flag's value: anything but empty. */
 function path(flag: string, text: string): string {
@@ -222,10 +128,10 @@ function path(flag: string, text: string): string {
 }
 
 /**
- * Every flag, in `--help` order. Adding a flag is adding a row here and its typed field to
- * {@linkcode Config}: the parse spec, the defaults, `--help`, the `--config` keys and the
- * README's flag table are all made from this table (a test checks the README against it), and
- * the compiler refuses a field without a row or a row whose default or parser does not fit.
+ * Every flag, in `--help` order. Adding a flag is adding a row here: its {@linkcode Config}
+ * field, the parse spec, the defaults, `--help`, the `--config` keys and the README's flag table
+ * are all made from this table (a test checks the README against it), and the compiler refuses a
+ * default that does not fit what the row's parser returns.
  */
 const ROWS = [
   {
@@ -785,22 +691,28 @@ const ROWS = [
   },
   { name: "help", short: "h", help: "print this help" },
   { name: "version", short: "V", help: "print the version" },
-] satisfies Option[];
+] as const satisfies readonly Option[];
 
 /** Every flag, in `--help` order (see above). */
 export const OPTIONS: readonly Option[] = ROWS;
 
+/** A default as written in a row (`as const`: read-only) made comparable to its field's type. */
+type Writable<T> = T extends Set<unknown> | Map<unknown, unknown> ? T
+  : T extends readonly (infer E)[] ? Writable<E>[]
+  : T extends object ? { -readonly [P in keyof T]: Writable<T[P]> }
+  : T;
+
+/** The key of a row whose default does not fit its field, named in a compile error (none: `true`). */
+type Misfit = {
+  [R in Extract<Rows, { default: unknown }> as R["key"]]: Writable<R["default"]> extends FieldOf<R>
+    ? never
+    : R["key"];
+}[Extract<Rows, { default: unknown }>["key"]];
+const EVERY_DEFAULT_FITS: [Misfit] extends [never] ? true : Misfit = true;
+void EVERY_DEFAULT_FITS;
+
 /** Config fields no flag sets: admin passwords come from the environment only (never `ps`). */
 const NOT_FLAGS: Pick<Config, "adminAuth"> = { adminAuth: [] };
-
-/** A required Config field that no row sets, named in a compile error (none: `true`). */
-type Unset = Exclude<
-  RequiredKey,
-  | ((typeof ROWS)[number] extends infer R ? R extends { key: infer K } ? K : never : never)
-  | keyof typeof NOT_FLAGS
->;
-const EVERY_FIELD_HAS_A_ROW: [Unset] extends [never] ? true : Unset = true;
-void EVERY_FIELD_HAS_A_ROW;
 
 /** Defaults, made from {@linkcode OPTIONS}. */
 export const DEFAULTS: Config = Object.freeze({
