@@ -83,12 +83,27 @@ function nextId(): number {
  * @param ctx Settings, logger, connect function, shutdown signal.
  * @param state Updated with the idle flag, which the server reads at shutdown.
  */
-export async function handleConn(
+export function handleConn(
   conn: Deno.TcpConn,
   ctx: ExchangeContext,
   state: ConnState = { idle: true },
 ): Promise<void> {
-  const reader = new BufferedReader(conn);
+  // The connection's own context is made here and the server's left behind: this frame ends at
+  // once, serve()'s lasts as long as the connection (a heap snapshot of idle clients found the
+  // server's copy kept for each connection's life when one async function did both).
+  return serve(conn, connectionContext(conn, ctx), state);
+}
+
+/** The pieces of a connection's context that its loop uses directly. */
+interface Connection {
+  ctx: ExchangeContext;
+  held: HeldUpstream | undefined;
+  clientWrite: Deadline;
+  tls: boolean;
+}
+
+/** A connection's context: the server's, plus what belongs to this connection. */
+function connectionContext(conn: Deno.TcpConn, ctx: ExchangeContext): Connection {
   const held = ctx.pool ? new HeldUpstream(ctx.pool, ctx.config.upstreamIdleTimeoutMs) : undefined;
   // The rules about this host itself depend on whether the client is on it.
   const local = ctx.local &&
@@ -103,13 +118,26 @@ export async function handleConn(
   const listener = { addr: hostPort(conn.localAddr.hostname, conn.localAddr.port), tls };
   // One object, made whole at once (adding properties later slowed every access to it); the
   // server keeps it to hand a reload's config and users to the next request.
-  ctx = {
-    ...ctx,
+  return {
+    ctx: {
+      ...ctx,
+      clientWrite,
+      listener,
+      ...(held ? { held } : {}),
+      ...(local ? { local } : {}),
+    },
+    held,
     clientWrite,
-    listener,
-    ...(held ? { held } : {}),
-    ...(local ? { local } : {}),
+    tls,
   };
+}
+
+async function serve(
+  conn: Deno.TcpConn,
+  { ctx, held, clientWrite, tls }: Connection,
+  state: ConnState,
+): Promise<void> {
+  const reader = new BufferedReader(conn);
   state.ctx = ctx;
   let first = true;
   let current: Exchange | undefined;

@@ -50,7 +50,13 @@ export interface ReadHeadOptions {
 const FALSE = Promise.resolve(false);
 const LF = 10;
 const CR = 13;
-const INITIAL_SIZE = 4 * 1024;
+/**
+ * A reader's first buffer, and what an idle keep-alive connection keeps: most request heads fit
+ * (curl's and wrk's are under 200 bytes, a browser's about 0.5–1.5 KiB); a bigger one grows the
+ * buffer once, page-mapped (see #begin). 2 KiB rather than 4 took about 3 KiB off each idle
+ * client (`deno task connections`: 20.6 → 17.5 KiB after a collection).
+ */
+const INITIAL_SIZE = 2 * 1024;
 
 /** A read buffer over one connection; see the module doc. */
 export class BufferedReader {
@@ -66,7 +72,7 @@ export class BufferedReader {
 
   /**
    * @param src The connection to read from.
-   * @param size Initial buffer size in bytes. @default 16384
+   * @param size Initial buffer size in bytes. @default 2048
    */
   constructor(src: Source, size = INITIAL_SIZE) {
     this.#src = src;
