@@ -7,18 +7,13 @@
 
 import { parseArgs } from "node:util";
 import { StartupError } from "../errors.ts";
-import { type Cidr, parseCidr, parseIp } from "../policy/ip.ts";
+import { parseCidr, parseIp } from "../policy/ip.ts";
 import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
 import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
 import type { PortRule } from "../policy/policy.ts";
 import type { NameList } from "../policy/name_list.ts";
-import {
-  type NoParentRule,
-  type ParentProxy,
-  parseNoParent,
-  parseParent,
-} from "../upstream/parent.ts";
+import { parseNoParent, parseParent } from "../upstream/parent.ts";
 
 /** The program's version, printed by `--version` and in the startup line. */
 export const VERSION = "0.1.0";
