@@ -157,8 +157,10 @@ async function serve(
             reports.har,
             reports.history,
           ),
-          gauges: (i, connections, idleUpstreams) =>
-            reports.workerGauges.set(i, { connections, idleUpstreams }),
+          gauges: (i, connections, idleUpstreams, flows) => {
+            reports.workerGauges.set(i, { connections, idleUpstreams });
+            for (const [id, up, down] of flows) reports.metrics.progress(id, up, down);
+          },
         }
         : undefined,
     );
@@ -240,6 +242,7 @@ function startAdminListener(
       auth: adminAuth,
       hosts: config.adminHosts,
       hostAddresses,
+      history: config.history,
     });
   } catch (err) {
     reports.har?.close();

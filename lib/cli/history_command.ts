@@ -9,15 +9,17 @@
 import { parseArgs } from "node:util";
 import { StartupError } from "../errors.ts";
 import { asciiJson, csvField, escapeText, printLine } from "../observe/log.ts";
-import { openHistory } from "../observe/history.ts";
+import {
+  type HistoryQuery,
+  HistoryQueryError,
+  openHistory,
+  queryHistory,
+} from "../observe/history.ts";
 import { parseDuration } from "./config.ts";
 
 const USAGE = "usage: http-proxy history FILE [--since DUR|TIME] [--client IP] [--user NAME] " +
-  "[--host HOST] [--status 200|4xx] [--top hosts|clients|users] [--format table|csv|json] " +
+  "[--host HOST] [--status 200|4xx|none] [--top hosts|clients|users] [--format table|csv|json] " +
   "[--limit N]";
-
-/** What `--top` groups by, and the column it names. */
-const TOPS = { hosts: "host", clients: "client_ip", users: "user" } as const;
 
 function fail(message: string): never {
   throw new StartupError(`history: ${message}`, 2);
@@ -75,51 +77,21 @@ export function historyCommand(args: string[]): number {
   if (!/^\d{1,6}$/.test(values.limit) || limit < 1) {
     fail(`--limit: "${values.limit}" is not 1 to 999999`);
   }
-  const where = ["time >= ?"];
-  const params: (string | number)[] = [since(values.since)];
-  if (values.client) {
-    where.push("client_ip = ?"), params.push(values.client.replace(/^\[|\]$/g, ""));
-  }
-  if (values.user) where.push("user = ?"), params.push(values.user);
-  if (values.host) {
-    // A name alone matches every port of it: host:0 to host:99999 as a range of the index
-    // (";" sorts right after ":").
-    const host = values.host.toLowerCase();
-    where.push("(host = ? OR (host >= ? AND host < ?))");
-    params.push(host, `${host}:`, `${host};`);
-  }
-  if (values.status) {
-    const cls = /^([1-5])xx$/i.exec(values.status);
-    if (cls) {
-      where.push("status >= ? AND status < ?"),
-        params.push(Number(cls[1]) * 100, Number(cls[1]) * 100 + 100);
-    } else if (/^\d{3}$/.test(values.status)) {
-      where.push("status = ?"), params.push(Number(values.status));
-    } else fail(`--status: "${values.status}" is not a status (404) or a class (4xx)`);
-  }
-  let sql: string;
-  if (values.top !== undefined) {
-    const column = TOPS[values.top as keyof typeof TOPS];
-    if (!column) fail(`--top: "${values.top}" is not hosts, clients or users`);
-    sql = `SELECT ${column} AS ${values.top.slice(0, -1)}, count(*) AS requests, ` +
-      "sum(bytes_up) AS bytes_up, sum(bytes_down) AS bytes_down, " +
-      "sum(error IS NOT NULL) AS errors FROM exchanges WHERE " + where.join(" AND ") +
-      ` AND ${column} IS NOT NULL GROUP BY ${column} ` +
-      "ORDER BY bytes_up + bytes_down DESC, requests DESC LIMIT ?";
-  } else {
-    sql = "SELECT time, client, user, method, url, status, bytes_up, bytes_down, total_ms, " +
-      "error FROM exchanges WHERE " + where.join(" AND ") + " ORDER BY time DESC LIMIT ?";
-  }
-  params.push(limit);
+  const query: HistoryQuery = { since: since(values.since), limit };
+  if (values.client) query.client = values.client;
+  if (values.user) query.user = values.user;
+  if (values.host) query.host = values.host;
+  if (values.status) query.status = values.status;
+  if (values.top !== undefined) query.top = values.top;
   const db = openHistory(file);
   let rows: Record<string, unknown>[];
   try {
-    rows = db.prepare(sql).all(...params) as Record<string, unknown>[];
+    rows = queryHistory(db, query);
+  } catch (err) {
+    if (err instanceof HistoryQueryError) fail(`--${err.field}: ${err.message}`);
+    throw err;
   } finally {
     db.close();
-  }
-  for (const row of rows) {
-    if (typeof row.time === "number") row.time = new Date(row.time).toISOString();
   }
   const columns = rows[0] ? Object.keys(rows[0]) : [];
   if (format === "json") {

@@ -26,13 +26,20 @@ type FromWorker =
   | { kind: "error"; message: string }
   | { kind: "stopped"; raw: RawSummary }
   | { kind: "opened" | "closed"; ex: ExchangeRecord }
-  | { kind: "gauges"; connections: number; idleUpstreams: number }
+  | { kind: "gauges"; connections: number; idleUpstreams: number; flows: Flow[] }
   | { kind: "summary"; raw: RawSummary };
+
+/** An exchange under way in a worker and its bytes so far: `[id, bytesUp, bytesDown]`. */
+export type Flow = [number, number, number];
 
 /** What the main thread hears of the workers' traffic (with --admin): their exchanges, and gauges. */
 export interface WorkerEvents extends ExchangeObserver {
-  /** Worker `index`'s gauges, sent every second. */
-  gauges(index: number, connections: number, idleUpstreams: number): void;
+  /**
+   * Worker `index`'s gauges, sent every second, with the bytes so far of each of its exchanges
+   * under way whose bytes moved since the last time (the main thread's records of them are
+   * copies that only the end would update otherwise).
+   */
+  gauges(index: number, connections: number, idleUpstreams: number, flows: Flow[]): void;
 }
 
 /** A started worker. */
@@ -87,7 +94,7 @@ export async function startWorkers(
       else if (e.data.kind === "opened") events?.opened?.(e.data.ex);
       else if (e.data.kind === "closed") events?.closed(e.data.ex);
       else if (e.data.kind === "gauges") {
-        events?.gauges(index, e.data.connections, e.data.idleUpstreams);
+        events?.gauges(index, e.data.connections, e.data.idleUpstreams, e.data.flows);
       }
     };
     worker.onerror = (e) => {
@@ -158,9 +165,27 @@ export function serveWorker(): void {
         // The main thread shows (--admin) and writes (--har, --history) every worker's traffic.
         const live = msg.config.admin !== undefined || msg.config.har !== undefined ||
           msg.config.history !== undefined;
+        // Exchanges under way here, with the bytes last reported of each.
+        const flowing = new Map<number, { ex: ExchangeRecord; sent: number }>();
         const report: ExchangeObserver = {
-          opened: (ex: ExchangeRecord) => scope.postMessage({ kind: "opened", ex }),
-          closed: (ex: ExchangeRecord) => scope.postMessage({ kind: "closed", ex }),
+          opened: (ex: ExchangeRecord) => {
+            flowing.set(ex.id, { ex, sent: ex.bytesUp + ex.bytesDown });
+            scope.postMessage({ kind: "opened", ex });
+          },
+          closed: (ex: ExchangeRecord) => {
+            flowing.delete(ex.id);
+            scope.postMessage({ kind: "closed", ex });
+          },
+        };
+        const flows = (): Flow[] => {
+          const moved: Flow[] = [];
+          for (const f of flowing.values()) {
+            const now = f.ex.bytesUp + f.ex.bytesDown;
+            if (now === f.sent) continue;
+            f.sent = now;
+            moved.push([f.ex.id, f.ex.bytesUp, f.ex.bytesDown]);
+          }
+          return moved;
         };
         const instance = startInstance(config, {
           index: msg.index,
@@ -179,6 +204,7 @@ export function serveWorker(): void {
               kind: "gauges",
               connections: server!.connections,
               idleUpstreams: server!.idleUpstreams,
+              flows: flows(),
             });
           }, 1000);
         }

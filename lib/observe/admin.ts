@@ -1,6 +1,7 @@
 /**
- * The admin listener (`--admin`): `/metrics` in Prometheus text format, `/api/recent` and
- * `/api/summary` as JSON, `/api/events` as a server-sent event stream of finished exchanges,
+ * The admin listener (`--admin`): `/metrics` in Prometheus text format, `/api/recent`,
+ * `/api/summary`, `/api/inflight` and `/api/history` (a `--history` query) as JSON,
+ * `/api/events` as a server-sent event stream of finished exchanges,
  * and `/`, a live dashboard page whose every asset is served from here (no CDN). It is the
  * operator's: a request whose Host is not this listener's own address (or an `--admin-host`
  * name) gets 421, so a page whose name rebinds to this address reads nothing; with admin
@@ -21,6 +22,8 @@ import { asciiJson, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
 import { normalizeHost } from "../policy/policy.ts";
 import type { Summary } from "./summary.ts";
+import { DatabaseSync } from "node:sqlite";
+import { type HistoryQuery, HistoryQueryError, queryHistory } from "./history.ts";
 
 /** A running admin server. */
 export interface AdminServer {
@@ -46,6 +49,58 @@ export interface AdminOptions {
   hosts?: readonly string[];
   /** The host's addresses, for a listener on 0.0.0.0 or ::. */
   hostAddresses: HostAddresses;
+  /** The `--history` database, which `/api/history` reads. */
+  history?: string | undefined;
+}
+
+/** Rows `/api/history` returns at most (its `limit` parameter; 100 when absent). */
+const MAX_HISTORY_ROWS = 1000;
+
+/**
+ * A time in a query: epoch ms, or a date and time `Date.parse` reads (ISO 8601).
+ *
+ * @returns Epoch ms, or undefined when the text is neither.
+ */
+function timeParam(text: string): number | undefined {
+  const at = /^\d+$/.test(text) ? Number(text) : Date.parse(text);
+  return Number.isFinite(at) ? at : undefined;
+}
+
+/**
+ * `/api/history`'s query from its URL parameters: `since` and `until` (ISO 8601 or epoch ms;
+ * the last 24 hours by default), `client`, `user`, `host`, `status`, `top`, `limit`.
+ *
+ * @returns The query, or what is wrong with a parameter.
+ */
+export function historyQuery(params: URLSearchParams): HistoryQuery | string {
+  const query: HistoryQuery = { since: Date.now() - 86_400_000, limit: 100 };
+  for (const [name, value] of params) {
+    switch (name) {
+      case "since":
+      case "until": {
+        const at = timeParam(value);
+        if (at === undefined) return `${name}: "${value}" is not a time (ISO 8601 or epoch ms)`;
+        query[name] = at;
+        break;
+      }
+      case "limit":
+        if (!/^\d{1,4}$/.test(value) || +value < 1 || +value > MAX_HISTORY_ROWS) {
+          return `limit: "${value}" is not 1 to ${MAX_HISTORY_ROWS}`;
+        }
+        query.limit = Number(value);
+        break;
+      case "client":
+      case "user":
+      case "host":
+      case "status":
+      case "top":
+        if (value !== "") query[name] = value;
+        break;
+      default:
+        return `unknown parameter "${name}": since, until, client, user, host, status, top, limit`;
+    }
+  }
+  return query;
 }
 
 /** Live event streams at once; more get 503. */
@@ -127,7 +182,27 @@ export function startAdmin(
     });
   const text = (body: string, status: number, extra = {}) =>
     respond(body, "text/plain; charset=utf-8", status, extra);
-  const json = (data: unknown) => respond(asciiJson(data, 1), "application/json; charset=utf-8");
+  const json = (data: unknown, status = 200) =>
+    respond(asciiJson(data, 1), "application/json; charset=utf-8", status);
+  // A read-only connection of its own to the history database, opened on first use: the
+  // writer's batches and these reads do not wait for each other (WAL).
+  let historyDb: DatabaseSync | undefined;
+  const history = (params: URLSearchParams): Response => {
+    if (!options.history) {
+      return json({ error: "the history is off: start the proxy with --history FILE" }, 404);
+    }
+    const query = historyQuery(params);
+    if (typeof query === "string") return json({ error: query }, 400);
+    try {
+      historyDb ??= new DatabaseSync(options.history, { readOnly: true });
+      return json({ rows: queryHistory(historyDb, query) });
+    } catch (err) {
+      if (err instanceof HistoryQueryError) {
+        return json({ error: `${err.field}: ${err.message}` }, 400);
+      }
+      return json({ error: `the history cannot be read: ${(err as Error).message}` }, 503);
+    }
+  };
   // Once a second: the bytes that flowed (transfers under way included) and what is under way,
   // to /api/inflight and to every event stream as a "tick" event.
   let last: ReturnType<Metrics["tick"]> = { bytes: 0, inflight: [] };
@@ -146,7 +221,8 @@ export function startAdmin(
   }, 1000);
   Deno.unrefTimer(ticker as unknown as number);
   const route = (req: Request): Response => {
-    const path = new URL(req.url).pathname;
+    const url = new URL(req.url);
+    const path = url.pathname;
     if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
     switch (path) {
       case "/metrics":
@@ -155,6 +231,8 @@ export function startAdmin(
         return json(metrics.recent().map(jsonRecord));
       case "/api/inflight":
         return json(last);
+      case "/api/history":
+        return history(url.searchParams);
       case "/api/summary":
         return json({
           ...summary.toJSON(),
@@ -207,7 +285,10 @@ export function startAdmin(
       case "/favicon.ico":
         return respond(FAVICON_SVG, "image/svg+xml");
       default:
-        return text("not found: try /, /metrics, /api/recent, /api/summary\n", 404);
+        return text(
+          "not found: try /, /metrics, /api/recent, /api/summary, /api/inflight, /api/history\n",
+          404,
+        );
     }
   };
   const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
@@ -236,6 +317,7 @@ export function startAdmin(
     bound: { hostname: server.addr.hostname, port: server.addr.port },
     async shutdown() {
       clearInterval(ticker);
+      historyDb?.close();
       for (const c of streams) {
         try {
           c.close();

@@ -31,6 +31,12 @@ export const DASHBOARD_HTML = `<!doctype html>
 <input id="fclient" placeholder="client" aria-label="filter by client">
 <select id="fstatus" aria-label="filter by status"><option value="">any status</option><option>2xx</option><option>3xx</option><option>4xx</option><option>5xx</option><option value="none">no answer</option></select></form>
 <table id="recent"><colgroup><col class="t"><col class="id"><col class="addr opt"><col class="m"><col><col class="m"><col class="m"><col class="m"><col class="w opt"><col class="addr opt"></colgroup><thead><tr><th>time</th><th>#</th><th class="opt">client</th><th>method</th><th>url</th><th>status</th><th>bytes</th><th>ms</th><th class="opt">timing</th><th class="opt">upstream</th></tr></thead><tbody></tbody></table></section>
+<section class="wide"><h2>history</h2>
+<form id="hform" class="filters"><input id="hsince" type="datetime-local" aria-label="from">
+<input id="huntil" type="datetime-local" aria-label="until">
+<select id="htop" aria-label="show"><option value="">exchanges</option><option value="hosts">top hosts</option><option value="clients">top clients</option><option value="users">top users</option></select>
+<button id="hgo" type="submit">search</button><span id="hnote" class="note">the last 24 hours unless a time is given, with the filters above (host: a name, or name:port; client: an address)</span></form>
+<table id="history"><thead></thead><tbody></tbody></table></section>
 </main>
 <script src="/dashboard.js"></script></body></html>
 `;
@@ -58,6 +64,8 @@ td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #2a323c;white-spac
 #recent col.m,#inflight col.m{width:8%}#recent col.w{width:10%}
 .wf{display:block}.wf .dns{fill:#c792ea}.wf .tcp{fill:#f5c46b}.wf .wait{fill:#7fb6ff}.wf .xfer{fill:#a3d977}
 .filters{display:flex;flex-wrap:wrap;gap:8px;margin:0 0 8px}.filters input,.filters select{background:#0f1419;color:#d8dee9;border:1px solid #2a323c;border-radius:4px;padding:3px 6px;font-size:12px}
+.filters button{background:#2a323c;color:#d8dee9;border:1px solid #3a4450;border-radius:4px;padding:3px 10px;font-size:12px;cursor:pointer}
+.note{color:#9aa5b1;font-size:12px;align-self:center}
 .s2{color:#a3d977}.s3{color:#7fb6ff}.s4{color:#f5c46b}.s5,.err{color:#ff7b72}.wide{grid-column:1/3}
 @media (max-width:760px){main{grid-template-columns:minmax(0,1fr);padding:8px}.wide{grid-column:1}
 header{padding:8px}#recent .opt{display:none}}
@@ -139,6 +147,31 @@ async function summary() {
       "</td><td title=\\"" + esc(top) + "\\">" + esc(top || "-") + "</td></tr>";
   }).join("");
 }
+// The history (--history): a time range and the filters above, answered by /api/history.
+const HCOLS = { time: "time", client: "client", user: "user", method: "method", url: "url", status: "status", host: "host", requests: "requests",
+  bytes_up: "bytes up", bytes_down: "bytes down", total_ms: "ms", errors: "errors", error: "error" };
+async function searchHistory() {
+  $("hnote").textContent = "searching…";
+  const p = new URLSearchParams();
+  const at = (id) => $(id).value ? new Date($(id).value).toISOString() : "";
+  const fields = { since: at("hsince"), until: at("huntil"), host: $("fhost").value.trim(), client: $("fclient").value.trim(),
+    status: $("fstatus").value, top: $("htop").value, limit: "200" };
+  for (const [k, v] of Object.entries(fields)) if (v) p.set(k, v);
+  const res = await fetch("/api/history?" + p);
+  const body = await res.json();
+  const table = $("history");
+  if (!res.ok) { table.tHead.innerHTML = ""; table.tBodies[0].innerHTML = ""; $("hnote").textContent = body.error; return false; }
+  const rows = body.rows, cols = rows.length ? Object.keys(rows[0]) : [];
+  table.tHead.innerHTML = "<tr>" + cols.map((c) => "<th>" + esc(HCOLS[c] ?? c) + "</th>").join("") + "</tr>";
+  table.tBodies[0].innerHTML = rows.map((r) => "<tr>" + cols.map((c) => {
+    const v = c === "time" ? String(r.time).slice(5, 19).replace("T", " ") : c.startsWith("bytes") ? human(r[c]) : r[c] ?? "-";
+    const cls = c === "status" && r.status ? " class=s" + String(r.status)[0] : c === "error" && r.error ? " class=err" : "";
+    return "<td" + cls + " title=\\"" + esc(r[c]) + "\\">" + esc(v) + "</td>";
+  }).join("") + "</tr>").join("");
+  $("hnote").textContent = rows.length + (rows.length === 1 ? " row" : " rows") + (rows.length === 200 ? " (the newest 200)" : "");
+  return true;
+}
+$("hform").addEventListener("submit", (e) => { e.preventDefault(); searchHistory(); });
 setInterval(() => {
   $("rps").textContent = reqs[N - 1]; $("bps").textContent = human(bytes[N - 1]);
   reqs.push(0); reqs.shift(); bytes.push(0); bytes.shift();
@@ -146,6 +179,9 @@ setInterval(() => {
 }, 1000);
 setInterval(summary, 2000);
 (async () => {
+  // Without --history the panel says so and its button is off.
+  const h = await fetch("/api/history?limit=1");
+  if (!h.ok) { $("hnote").textContent = (await h.json()).error; $("hgo").disabled = true; }
   for (const ex of await (await fetch("/api/recent")).json()) add(ex);
   reqs.fill(0); bytes.fill(0); summary();
   const es = new EventSource("/api/events");

@@ -197,3 +197,102 @@ export class History implements ExchangeObserver {
     }
   }
 }
+
+/** What to look for in a history database: a time range and the filters. */
+export interface HistoryQuery {
+  /** From this time, epoch ms (inclusive). */
+  since: number;
+  /** Until this time, epoch ms (exclusive). */
+  until?: number;
+  /** The client's address. */
+  client?: string;
+  /** The user name. */
+  user?: string;
+  /** The destination: `host:port`, or a name alone for every port of it. */
+  host?: string;
+  /** A status (`404`), a class (`4xx`), or `none` (no answer). */
+  status?: string;
+  /** Group by hosts, clients or users instead of listing exchanges. */
+  top?: string;
+  /** Most rows returned. */
+  limit: number;
+}
+
+/** A query that cannot be run: `field` names what is wrong (a flag or a URL parameter). */
+export class HistoryQueryError extends Error {
+  /** The query field at fault. */
+  readonly field: string;
+
+  /**
+   * @param field The query field at fault.
+   * @param message What is wrong with it.
+   */
+  constructor(field: string, message: string) {
+    super(message);
+    this.name = "HistoryQueryError";
+    this.field = field;
+  }
+}
+
+/** What `top` groups by, and the column it names. */
+const TOPS = { hosts: "host", clients: "client_ip", users: "user" } as const;
+
+/**
+ * Runs a query on a history database: the exchanges that match, newest first, or the top hosts,
+ * clients or users among them by traffic. Every filter is a bound parameter; the time, client
+ * and host filters use the indexes.
+ *
+ * @param db An open history database.
+ * @param q The query.
+ * @returns Rows as objects, times as ISO text.
+ * @throws {HistoryQueryError} for a status or a grouping it does not know.
+ */
+export function queryHistory(db: DatabaseSync, q: HistoryQuery): Record<string, unknown>[] {
+  const where = ["time >= ?"];
+  const params: (string | number)[] = [q.since];
+  if (q.until !== undefined) where.push("time < ?"), params.push(q.until);
+  if (q.client) where.push("client_ip = ?"), params.push(q.client.replace(/^\[|\]$/g, ""));
+  if (q.user) where.push("user = ?"), params.push(q.user);
+  if (q.host) {
+    // A name alone matches every port of it: host:0 to host:99999 as a range of the index
+    // (";" sorts right after ":").
+    const host = q.host.toLowerCase();
+    where.push("(host = ? OR (host >= ? AND host < ?))");
+    params.push(host, `${host}:`, `${host};`);
+  }
+  if (q.status) {
+    const cls = /^([1-5])xx$/i.exec(q.status);
+    if (cls) {
+      where.push("status >= ? AND status < ?");
+      params.push(Number(cls[1]) * 100, Number(cls[1]) * 100 + 100);
+    } else if (/^\d{3}$/.test(q.status)) {
+      where.push("status = ?"), params.push(Number(q.status));
+    } else if (q.status === "none") {
+      where.push("status IS NULL");
+    } else {
+      throw new HistoryQueryError(
+        "status",
+        `"${q.status}" is not a status (404), a class (4xx) or none`,
+      );
+    }
+  }
+  let sql: string;
+  if (q.top !== undefined) {
+    const column = TOPS[q.top as keyof typeof TOPS];
+    if (!column) throw new HistoryQueryError("top", `"${q.top}" is not hosts, clients or users`);
+    sql = `SELECT ${column} AS ${q.top.slice(0, -1)}, count(*) AS requests, ` +
+      "sum(bytes_up) AS bytes_up, sum(bytes_down) AS bytes_down, " +
+      "sum(error IS NOT NULL) AS errors FROM exchanges WHERE " + where.join(" AND ") +
+      ` AND ${column} IS NOT NULL GROUP BY ${column} ` +
+      "ORDER BY bytes_up + bytes_down DESC, requests DESC LIMIT ?";
+  } else {
+    sql = "SELECT time, client, user, method, url, status, bytes_up, bytes_down, total_ms, " +
+      "error FROM exchanges WHERE " + where.join(" AND ") + " ORDER BY time DESC LIMIT ?";
+  }
+  params.push(q.limit);
+  const rows = db.prepare(sql).all(...params) as Record<string, unknown>[];
+  for (const row of rows) {
+    if (typeof row.time === "number") row.time = new Date(row.time).toISOString();
+  }
+  return rows;
+}

@@ -139,6 +139,21 @@ export class Metrics implements ExchangeObserver {
   }
 
   /**
+   * The bytes so far of an exchange under way that another thread serves (a worker's): its
+   * record here is a copy made when it opened, so the next tick counts what moved since.
+   *
+   * @param id The exchange's id.
+   * @param bytesUp Request body or tunnel bytes so far.
+   * @param bytesDown Response body or tunnel bytes so far.
+   */
+  progress(id: number, bytesUp: number, bytesDown: number): void {
+    const f = this.#flowing.get(id);
+    if (!f) return;
+    f.ex.bytesUp = bytesUp;
+    f.ex.bytesDown = bytesDown;
+  }
+
+  /**
    * Counts the bytes that flowed in exchanges under way since the last tick (call it once a
    * second), so the byte counters and the bytes/s chart move while a transfer lasts, not when
    * it ends.

@@ -233,3 +233,39 @@ Deno.test("bytes count as they flow: /metrics and /api/inflight move during a sl
   }
   assert.equal(await cli.stop(), 0);
 });
+
+Deno.test("with --workers 2, the workers' transfers count as they flow too, not only when they end", async () => {
+  await using origin = startHttpOrigin(() => new Response(trickle(8, 5 * 1024, 400)));
+  await using cli = await startCli(
+    ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2", "--quiet"],
+    { denoFlags: ["--unstable-net", `--allow-read=${ROOT}`] },
+  );
+  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  type Flowing = { id: number; url: string; bytes_down: number };
+  // Six slow downloads at once: the kernel spreads them over both threads (ids of a thread are
+  // all odd or all even).
+  const transfers = Array.from({ length: 6 }, (_, i) =>
+    curl([
+      "-x",
+      cli.addrs[0]!,
+      "-s",
+      "-o",
+      "/dev/null",
+      `http://127.0.0.1:${origin.port}/slow${i}`,
+    ]));
+  await new Promise((r) => setTimeout(r, 2000));
+  const { inflight } = await (await fetch(`http://${admin}/api/inflight`)).json() as {
+    inflight: Flowing[];
+  };
+  const mine = inflight.filter((f) => f.url.includes("/slow"));
+  assert.equal(mine.length, 6, JSON.stringify(inflight));
+  for (const f of mine) {
+    assert.ok(f.bytes_down > 0 && f.bytes_down < 40 * 1024, `moving: ${JSON.stringify(f)}`);
+  }
+  assert.ok(
+    mine.some((f) => f.id % 2 === 0) && mine.some((f) => f.id % 2 === 1),
+    `both threads: ${mine.map((f) => f.id)}`,
+  );
+  await Promise.all(transfers);
+  assert.equal(await cli.stop(), 0);
+});

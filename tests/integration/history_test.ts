@@ -192,3 +192,87 @@ Deno.test("with --workers 2, the history and the HAR file get every worker's exc
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("/api/history answers a time range and the filters from the live database, and says what is wrong", async () => {
+  await using origin = startHttpOrigin((req) =>
+    new URL(req.url).pathname === "/missing"
+      ? new Response("no", { status: 404 })
+      : new Response("ok")
+  );
+  const dir = await Deno.makeTempDir();
+  const db = `${dir}/history.db`;
+  const perms = [`--allow-read=${dir}`, `--allow-write=${dir}`];
+  try {
+    await using cli = await startCli(
+      ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--history", db, "--quiet"],
+      { denoFlags: perms },
+    );
+    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    type Answer = { status: number; body: { rows: Record<string, unknown>[]; error: string } };
+    const api = async (query: string): Promise<Answer> => {
+      const res = await fetch(`http://${admin}/api/history${query}`);
+      return { status: res.status, body: await res.json() };
+    };
+    const before = Date.now();
+    for (const path of ["/a", "/missing"]) {
+      await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}${path}`]);
+    }
+    await curl(["-x", cli.addrs[0]!, `http://localhost:${origin.port}/b`]);
+    // Rows are written in batches once a second.
+    let all: Answer;
+    for (let i = 0;; i++) {
+      all = await api("");
+      if (all.body.rows.length === 3 || i === 40) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(all.status, 200);
+    assert.deepEqual(all.body.rows.map((r) => new URL(String(r.url)).pathname), [
+      "/b",
+      "/missing",
+      "/a",
+    ]);
+    const host = await api(`?host=localhost&since=${new Date(before).toISOString()}`);
+    assert.deepEqual(host.body.rows.map((r) => r.url), [`http://localhost:${origin.port}/b`]);
+    assert.equal((await api("?status=4xx")).body.rows[0]!.status, 404);
+    assert.equal((await api(`?until=${before}`)).body.rows.length, 0);
+    const top = await api("?top=hosts");
+    assert.deepEqual(top.body.rows.map((r) => [r.host, r.requests]), [
+      [`127.0.0.1:${origin.port}`, 2],
+      [`localhost:${origin.port}`, 1],
+    ]);
+    assert.equal((await api("?limit=1")).body.rows.length, 1);
+    for (
+      const [query, error] of [
+        ["?status=teapot", /^status: "teapot" is not a status/],
+        ["?top=colours", /^top: "colours" is not hosts, clients or users/],
+        ["?since=yesterday", /^since: "yesterday" is not a time/],
+        ["?limit=5000", /^limit: "5000" is not 1 to 1000/],
+        ["?colour=red", /^unknown parameter "colour"/],
+      ] as const
+    ) {
+      const bad = await api(query);
+      assert.equal(bad.status, 400, query);
+      assert.match(bad.body.error, error);
+    }
+    assert.equal(await cli.stop(), 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("/api/history without --history is a 404 that says how to turn it on", async () => {
+  await using cli = await startCli([
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--quiet",
+  ]);
+  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const res = await fetch(`http://${admin}/api/history`);
+  assert.equal(res.status, 404);
+  assert.deepEqual(await res.json(), {
+    error: "the history is off: start the proxy with --history FILE",
+  });
+  assert.equal(await cli.stop(), 0);
+});
