@@ -1,12 +1,17 @@
 /**
- * `deno task bench`: http-proxy against squid (cache off) and tinyproxy in one run, all on
- * 127.0.0.1, as ratios to a direct connection to the origin. It installs wrk, nginx, squid,
- * tinyproxy and curl from Debian if missing, starts nginx serving 1 KiB, 100 KiB and 100 MiB
- * files plus the three proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
- * p50/p99 (50 connections), wrk with `Connection: close`, wrk with 1000 connections, a 100 MiB
- * download through `curl -x`, the same through a CONNECT tunnel (`curl -p`), the latency added
- * at one connection, and each proxy's memory. It prints a table of medians and writes JSON under
- * bench/results/. Every load is bounded in time; every process it starts is stopped.
+ * `deno task bench`: http-proxy against squid (cache off), Apache Traffic Server (cache off, two
+ * net threads), tinyproxy and proxy-chain (Node) in one run, all on 127.0.0.1, as ratios to a
+ * direct connection to the origin, with a raw Deno byte relay (no HTTP parsing) as the runtime's
+ * ceiling. Every proxy writes its access log, as deployed. It installs wrk, nginx, squid,
+ * trafficserver, tinyproxy and curl from Debian if missing (and proxy-chain from npm into the
+ * run's folder), starts nginx serving 1 KiB, 100 KiB and 100 MiB files plus the proxies, then
+ * runs interleaved rounds of: wrk keep-alive requests/s with p50/p99 (50 connections), wrk with
+ * `Connection: close`, wrk with 1000 connections, a 100 MiB download through `curl -x`, the same
+ * through a CONNECT tunnel (`curl -p`), the latency added at one connection, and each proxy's
+ * memory. For the two wrk rates it also reads each proxy's CPU time (its process tree, from
+ * /proc) and prints requests/s per proxy core. It prints a table of medians and writes JSON under
+ * bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
+ * cannot be installed or started is left out and named.
  *
  * Flags: --rounds N (3), --duration S (5), --workers N (1), --only ka,close,c1000,dl,tunnel,lat
  *
@@ -56,6 +61,7 @@ async function ensurePackages() {
     ["nginx", "nginx"],
     ["squid", "squid"],
     ["tinyproxy", "tinyproxy"],
+    ["traffic_server", "trafficserver"],
     ["curl", "curl"],
   ];
   const missing: string[] = [];
@@ -128,6 +134,24 @@ function treeRss(pid: number, field = "VmRSS"): number {
   return total;
 }
 
+/** CPU seconds (user + system) a process and its children have used so far. */
+function treeCpu(pid: number): number {
+  let total = 0;
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    // Fields after the command name (which may hold spaces) in parentheses: utime is the 14th.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    total = (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks (USER_HZ 100)
+    for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
+      const kids = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/children`).trim();
+      for (const kid of kids ? kids.split(" ") : []) total += treeCpu(Number(kid));
+    }
+  } catch {
+    // the process is gone
+  }
+  return total;
+}
+
 interface Target {
   name: string;
   /** wrk URL and path, curl proxy args. */
@@ -136,6 +160,8 @@ interface Target {
   curl: string[];
   tunnel: string[];
   pid?: number;
+  /** A byte relay: only the wrk rates mean anything through it. */
+  rawOnly?: boolean;
 }
 
 async function setup(dir: string) {
@@ -173,7 +199,7 @@ http {
 http_access allow all
 cache deny all
 cache_mem 8 MB
-access_log none
+access_log daemon:${dir}/squid-access.log squid
 cache_store_log none
 cache_log ${dir}/squid-cache.log
 pid_filename ${dir}/squid.pid
@@ -196,12 +222,18 @@ Port ${tinyPort}
 Listen 127.0.0.1
 Timeout 600
 MaxClients 4000
-LogLevel Critical
+LogLevel Connect
+LogFile "${dir}/tinyproxy.log"
 PidFile "${dir}/tinyproxy.pid"
 `,
   );
+  await Deno.writeTextFile(`${dir}/tinyproxy.log`, "");
+  await Deno.chmod(`${dir}/tinyproxy.log`, 0o666);
   const tiny = spawn("tinyproxy", ["-d", "-c", `${dir}/tinyproxy.conf`]);
   await waitForPort(tinyPort, "tinyproxy");
+  const ats = await startTrafficServer(dir);
+  const chain = await startProxyChain(dir);
+  const relay = await startRawRelay(originPort);
 
   // The same proxy also listens with TLS, with a certificate from make-cert's code: the bench
   // shows what TLS to the proxy costs next to its plain listener, in the same process.
@@ -214,6 +246,7 @@ PidFile "${dir}/tinyproxy.pid"
     "run",
     "--allow-net",
     `--allow-read=${dir}`,
+    `--allow-write=${dir}`,
     ...(flags.workers !== "1" ? ["--unstable-net", `--allow-read=${root}`] : []),
     `${root}main.ts`,
     "--listen",
@@ -224,7 +257,8 @@ PidFile "${dir}/tinyproxy.pid"
     `${dir}/proxy.pem`,
     "--tls-key",
     `${dir}/proxy-key.pem`,
-    "--quiet",
+    "--log-file",
+    `${dir}/http-proxy.log`,
     "--connect-ports",
     "any",
     ...(flags.workers !== "1" ? ["--workers", flags.workers] : []),
@@ -250,7 +284,9 @@ PidFile "${dir}/tinyproxy.pid"
       pid: nginx.pid,
     },
     viaProxy(squidPort, squid.pid, "squid"),
+    ...(ats ? [viaProxy(ats.port, ats.pid, "ATS")] : []),
     viaProxy(tinyPort, tiny.pid, "tinyproxy"),
+    ...(chain ? [viaProxy(chain.port, chain.pid, "proxy-chain")] : []),
     viaProxy(oursPort, ours.pid, "http-proxy"),
     {
       // wrk speaks TLS to the proxy's TLS port and sends it absolute-form requests; curl uses an
@@ -262,8 +298,151 @@ PidFile "${dir}/tinyproxy.pid"
       tunnel: ["-p", "--proxy", `https://127.0.0.1:${oursTlsPort}`, "--proxy-insecure"],
       pid: ours.pid,
     },
+    {
+      // Bytes both ways, no HTTP: nginx reads the absolute-form request itself. Keep-alive and
+      // close only (it cannot CONNECT or pick a host).
+      name: "raw relay",
+      wrkUrl: `http://127.0.0.1:${relay.port}`,
+      path: (file) => `http://${origin}/${file}`,
+      curl: [],
+      tunnel: [],
+      pid: relay.pid,
+      rawOnly: true,
+    },
   ];
   return { targets, origin };
+}
+
+/**
+ * Apache Traffic Server as a forward proxy with its cache off and two net threads, its config,
+ * logs and runtime files under `dir/ats` (Debian's build ignores TS_ROOT; a runroot file moves
+ * them), its default binary squid-format access log on.
+ */
+async function startTrafficServer(dir: string): Promise<{ port: number; pid: number } | undefined> {
+  if (!(await which("traffic_server"))) {
+    say("ATS left out: traffic_server is not installed");
+    return undefined;
+  }
+  const at = `${dir}/ats`;
+  for (const d of ["etc", "log", "run", "cache", "var"]) {
+    await Deno.mkdir(`${at}/${d}`, { recursive: true });
+  }
+  await sh("bash", ["-c", `cp -r /etc/trafficserver/. ${at}/etc/`]);
+  await Deno.writeTextFile(
+    `${at}/runroot.yaml`,
+    [
+      "prefix: /usr",
+      "exec_prefix: /usr",
+      "bindir: /usr/bin",
+      "sbindir: /usr/sbin",
+      `sysconfdir: ${at}/etc`,
+      `datadir: ${at}/cache`,
+      "includedir: /usr/include",
+      "libdir: /usr/lib/trafficserver",
+      "libexecdir: /usr/lib/trafficserver/modules",
+      `localstatedir: ${at}/var`,
+      `runtimedir: ${at}/run`,
+      `logdir: ${at}/log`,
+      `cachedir: ${at}/cache`,
+      "",
+    ].join("\n"),
+  );
+  const port = freePort();
+  // Later lines win over Debian's defaults above them.
+  await Deno.writeTextFile(
+    `${at}/etc/records.config`,
+    [
+      `CONFIG proxy.config.http.server_ports STRING ${port}`,
+      "CONFIG proxy.config.http.cache.http INT 0",
+      "CONFIG proxy.config.reverse_proxy.enabled INT 0",
+      "CONFIG proxy.config.url_remap.remap_required INT 0",
+      "CONFIG proxy.config.exec_thread.autoconfig INT 0",
+      "CONFIG proxy.config.exec_thread.limit INT 2",
+      "CONFIG proxy.config.admin.user_id STRING #-1",
+      "CONFIG proxy.config.http.insert_client_ip INT 0",
+      "CONFIG proxy.config.http.insert_squid_x_forwarded_for INT 0",
+      "CONFIG proxy.config.http.connect_ports STRING 1-65535",
+      "",
+    ].join("\n"),
+    { append: true },
+  );
+  await Deno.writeTextFile(`${at}/etc/storage.config`, `${at}/cache 64M\n`);
+  const child = spawn("traffic_server", [`--run-root=${at}/runroot.yaml`]);
+  try {
+    await waitForPort(port, "ATS");
+  } catch (err) {
+    say(`ATS left out: ${(err as Error).message}`);
+    return undefined;
+  }
+  return { port, pid: child.pid };
+}
+
+/** proxy-chain (Node, npm) with its defaults, installed into `dir`. */
+async function startProxyChain(dir: string): Promise<{ port: number; pid: number } | undefined> {
+  const at = `${dir}/proxy-chain`;
+  await Deno.mkdir(at, { recursive: true });
+  const install = await sh("bash", [
+    "-c",
+    `cd ${at} && npm install --silent --no-audit --no-fund proxy-chain@3.0.1 >/dev/null`,
+  ]);
+  if (install.code !== 0) {
+    say(`proxy-chain left out: npm install failed: ${install.stderr.slice(-300)}`);
+    return undefined;
+  }
+  const port = freePort();
+  // Its access log: one line per request, as the others write theirs.
+  await Deno.writeTextFile(
+    `${at}/run.cjs`,
+    `const fs = require("fs"), ProxyChain = require("proxy-chain");
+const log = fs.createWriteStream(${JSON.stringify(`${at}/access.log`)}, { flags: "a" });
+const server = new ProxyChain.Server({ port: ${port}, host: "127.0.0.1",
+  prepareRequestFunction: ({ request, hostname, port }) => {
+    log.write(new Date().toISOString() + " " + request.socket.remoteAddress + " " + request.method + " " + request.url + "\\n");
+    return {};
+  } });
+server.listen();
+`,
+  );
+  const child = spawn("node", [`${at}/run.cjs`]);
+  try {
+    await waitForPort(port, "proxy-chain");
+  } catch (err) {
+    say(`proxy-chain left out: ${(err as Error).message}`);
+    return undefined;
+  }
+  return { port, pid: child.pid };
+}
+
+/**
+ * The runtime's ceiling: a bare Deno program that connects each client connection to the origin
+ * and copies bytes both ways with read and write, no parsing at all.
+ */
+async function startRawRelay(originPort: number): Promise<{ port: number; pid: number }> {
+  const port = freePort();
+  const child = spawn(Deno.execPath(), [
+    "eval",
+    `const l = Deno.listen({ hostname: "127.0.0.1", port: ${port} });
+    async function copy(from, to) {
+      const buf = new Uint8Array(64 * 1024);
+      try {
+        for (;;) {
+          const n = await from.read(buf);
+          if (n === null) break;
+          let off = 0;
+          while (off < n) off += await to.write(buf.subarray(off, n));
+        }
+      } catch {}
+      try { from.close(); } catch {}
+      try { to.close(); } catch {}
+    }
+    for await (const c of l) {
+      Deno.connect({ hostname: "127.0.0.1", port: ${originPort} }).then((u) => {
+        copy(c, u); copy(u, c);
+      }, () => c.close());
+    }`,
+  ]);
+  await waitForPort(port, "raw relay");
+  return { port, pid: child.pid };
 }
 
 interface WrkResult {
@@ -356,16 +535,27 @@ async function main() {
       const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
       say(`round ${round}/${ROUNDS}`);
       for (const t of order) {
+        // CPU seconds the target's processes used during a run, as cores: requests/s per core.
+        const perCore = async (run: () => Promise<WrkResult>) => {
+          const cpu0 = t.pid ? treeCpu(t.pid) : NaN;
+          const t0 = performance.now();
+          const r = await run();
+          const cores = ((t.pid ? treeCpu(t.pid) : NaN) - cpu0) / ((performance.now() - t0) / 1000);
+          return { r, cores, rate: r.rps / cores };
+        };
         if (want("ka")) {
-          const r = await wrk(t, "1k.bin", 50, DURATION);
+          const { r, cores, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION));
           add("keep-alive 1 KiB req/s", t.name, r.rps);
+          add("keep-alive req/s per proxy core", t.name, rate);
+          add("keep-alive proxy cores used", t.name, cores);
           add("keep-alive p50 ms", t.name, r.p50);
           add("keep-alive p99 ms", t.name, r.p99);
           add("keep-alive errors", t.name, r.errors + r.timeouts);
         }
         if (want("close")) {
-          const r = await wrk(t, "1k.bin", 50, DURATION, true);
+          const { r, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION, true));
           add("Connection: close req/s", t.name, r.rps);
+          add("close req/s per proxy core", t.name, rate);
         }
         if (want("c1000")) {
           let peak = 0;
@@ -385,11 +575,11 @@ async function main() {
         // first big transfer after other work runs before the JIT and GC settle (measured: 423
         // then 1206 MB/s through a CONNECT tunnel), and a long-running proxy is in steady state.
         const big = `http://${origin}/100m.bin`;
-        if (want("dl")) {
+        if (want("dl") && !t.rawOnly) {
           await download(t.curl, big);
           add("100 MiB download MB/s", t.name, await download(t.curl, big));
         }
-        if (want("tunnel")) {
+        if (want("tunnel") && !t.rawOnly) {
           await download(t.tunnel, big);
           add("100 MiB CONNECT MB/s", t.name, await download(t.tunnel, big));
         }
@@ -432,6 +622,7 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
     ...names,
     "ours/direct",
     "ours/squid",
+    "ours/ATS",
     "ours/tinyproxy",
     "TLS/plain",
   ];
@@ -440,6 +631,7 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
     ...names.map((n) => fmt(v[n])),
     fmt(v["http-proxy"]! / v["direct"]!),
     fmt(v["http-proxy"]! / v["squid"]!),
+    fmt(v["http-proxy"]! / v["ATS"]!),
     fmt(v["http-proxy"]! / v["tinyproxy"]!),
     fmt(v["http-proxy TLS"]! / v["http-proxy"]!),
   ]);

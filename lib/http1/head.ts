@@ -292,6 +292,33 @@ export class BufferedReader {
   }
 
   /**
+   * Reads until at least `n` bytes are held (the buffer grows to hold them), the peer closes,
+   * or `waitMs` passes. Running out of time is not a failure: a read left in flight stays the
+   * reader's, and the next call picks it up.
+   *
+   * @param n Bytes wanted in the buffer.
+   * @param waitMs How long to wait (coarse: see Deadline).
+   * @returns true once `n` bytes are held; false when the peer closed first or time ran out.
+   */
+  async fillTo(n: number, waitMs: number): Promise<boolean> {
+    if (this.#end - this.#start >= n) return true;
+    const wait = new Deadline(waitMs, () => new Error("fillTo: time ran out"));
+    try {
+      while (this.#end - this.#start < n) {
+        if (this.#eof || this.#dead) return false;
+        const read = this.#pending ?? this.#begin(Math.max(this.#buf.length, n));
+        if (!(await Promise.race([read, wait.promise]))) return false;
+      }
+      return true;
+    } catch (err) {
+      if (wait.expired) return false;
+      throw err;
+    } finally {
+      wait.cancel();
+    }
+  }
+
+  /**
    * Takes exactly `n` bytes if they are all held already, without reading the source.
    *
    * @param n Bytes wanted.

@@ -44,6 +44,11 @@ import { tunnel } from "./tunnel.ts";
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
 const SMALL_BODY = 16 * 1024;
+/**
+ * How long a response head waits for a small body that did not come with it, ms (plus up to a
+ * deadline tick): after that the head goes alone and the body follows as it comes.
+ */
+const SMALL_WAIT_MS = 20;
 
 /**
  * Relays one absolute-form request and its response.
@@ -159,7 +164,11 @@ export async function forward(
     ex.responseStarted = true;
     // A small body already read with the head goes to the client in the same write.
     const { framing: body } = answer;
-    const small = body.kind === "length" && body.length <= SMALL_BODY
+    // (Origins often send the head, then the body in a packet of its own: nginx's sendfile
+    // does. The body is waited for a moment so both still go in one write: one send fewer per
+    // request, a third of the proxy's sends on small keep-alive requests.)
+    const small = body.kind === "length" && body.length <= SMALL_BODY &&
+        await up.reader.fillTo(body.length, SMALL_WAIT_MS).catch(() => false)
       ? up.reader.takeBuffered(body.length)
       : null;
     if (small) {
