@@ -64,7 +64,8 @@ export const ERROR_KINDS = {
   },
   connection_limit_reached: {
     statuses: [503],
-    what: "too many connections (in all or from one address), or too many logins at once",
+    what: "too many connections (in all or from one address), too many logins at once, or too " +
+      "many requests waiting to connect to one destination",
   },
   dns_error: { statuses: [502], what: "the target name did not resolve" },
   connection_refused: { statuses: [502], what: "the upstream refused the connection" },

@@ -15,6 +15,7 @@ import type { Logger } from "./exchange.ts";
 import { ConnectionLimits, RateLimiter } from "./policy/limits.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
 import { Reclaimer } from "./reclaim.ts";
+import { DialGate } from "./upstream/gate.ts";
 import { connectFrom } from "./upstream/bound.ts";
 import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
@@ -105,6 +106,8 @@ export class ProxyServer {
   #limits: ConnectionLimits;
   #endGrace: () => void = () => {};
   #local: LocalView;
+  /** Dial slots per destination, shared by every connection (--max-dials-per-host). */
+  #dials = new DialGate();
   /** Collects garbage after a crowd of connections has gone (see lib/reclaim.ts). */
   #reclaim = new Reclaimer();
   /**
@@ -203,6 +206,7 @@ export class ProxyServer {
         nextId: this.#nextId,
         local: this.#local,
         ...(this.#pool ? { pool: this.#pool } : {}),
+        dials: this.#dials,
         ...(connect ? { connect } : {}),
         ...(source === undefined ? {} : { sourceAddress: source }),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),

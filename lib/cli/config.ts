@@ -517,6 +517,17 @@ const ROWS = [
     parse: (v) => parseCount("max-idle-per-host", v),
   },
   {
+    name: "max-dials-per-host",
+    value: "N",
+    shown: "64",
+    help: "new upstream connections being opened at once to one host:port; more requests wait " +
+      "their turn within --connect-timeout (taking an idle connection if one frees up), so a " +
+      "crowd of new clients is not a burst of failed dials; 0: no limit",
+    key: "maxDialsPerHost",
+    default: 64,
+    parse: (v) => parseCount("max-dials-per-host", v),
+  },
+  {
     name: "upstream-idle-timeout",
     value: "DUR",
     shown: "15s",

@@ -13,7 +13,7 @@ import type { Authenticator } from "../policy/auth.ts";
 import type { Config } from "../cli/config.ts";
 import type { Deadline } from "../deadline.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
-import { BadGateway, GatewayTimeout } from "../errors.ts";
+import { BadGateway, GatewayTimeout, ProxyError } from "../errors.ts";
 import type { Exchange, Logger, Route, UpstreamUse } from "../exchange.ts";
 import { writeAll } from "../http1/body.ts";
 import { BufferedReader, HeadReadError } from "../http1/head.ts";
@@ -22,6 +22,7 @@ import type { RateLimiter } from "../policy/limits.ts";
 import { checkDestination, type LocalView } from "../policy/policy.ts";
 import type { ParentProxy } from "./parent.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
+import { type DialGate, MAX_WAITING } from "./gate.ts";
 
 /** Shared settings of every exchange. */
 export interface ExchangeContext {
@@ -39,6 +40,8 @@ export interface ExchangeContext {
   rate?: RateLimiter | undefined;
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
+  /** Dial slots per destination (`--max-dials-per-host`), shared by every connection. */
+  dials?: DialGate;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
   held?: HeldUpstream;
   /** Gives each exchange its id. @default 1, 2, 3, … per process */
@@ -128,7 +131,11 @@ function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | unde
   return pooled;
 }
 
-/** Dials a new upstream connection (after {@linkcode reuse} found none). */
+/**
+ * Dials a new upstream connection (after {@linkcode reuse} found none), once the destination has
+ * a dial slot free (`--max-dials-per-host`; see gate.ts). An idle connection released while this
+ * waited is taken instead.
+ */
 async function fresh(
   ex: Exchange,
   ctx: ExchangeContext,
@@ -136,8 +143,36 @@ async function fresh(
   key: string,
   retry = false,
 ): Promise<Upstream> {
-  const conn = await openUpstream(ex, ctx, route.host, route.port, retry, route.parent);
-  return { conn, reader: new BufferedReader(conn), key, reused: false };
+  const { maxDialsPerHost, connectTimeoutMs } = ctx.config;
+  let release = () => {};
+  if (ctx.dials && maxDialsPerHost > 0) {
+    const slot = await ctx.dials.enter(key, maxDialsPerHost, connectTimeoutMs);
+    if (slot === "full") {
+      throw new ProxyError(
+        503,
+        `too many requests waiting to connect to ${route.authority} (${MAX_WAITING})`,
+        { kind: "connection_limit_reached" },
+      );
+    }
+    if (slot === "timeout") {
+      throw new GatewayTimeout(
+        `Cannot connect to ${route.authority}: no dial slot within ${connectTimeoutMs} ms ` +
+          `(--max-dials-per-host ${maxDialsPerHost})`,
+      );
+    }
+    release = slot.release;
+    const idle = retry ? undefined : reuse(ex, ctx, key);
+    if (idle) {
+      release();
+      return idle;
+    }
+  }
+  try {
+    const conn = await openUpstream(ex, ctx, route.host, route.port, retry, route.parent);
+    return { conn, reader: new BufferedReader(conn), key, reused: false };
+  } finally {
+    release();
+  }
 }
 
 /** What {@linkcode roundTrip} sends, and the relay's part in it. */

@@ -152,3 +152,49 @@ Deno.test("--max-idle-per-host 0 sends Connection: close upstream and never reus
   assert.equal(origin.accepted, 2);
   assert.ok(heads.every((h) => h.endsWith("Connection: close\r\n\r\n")));
 });
+
+Deno.test("--max-dials-per-host: a crowd of new clients dials a few at a time, each waits its turn, none fails", async () => {
+  await using origin = keepAliveOrigin();
+  let dialling = 0;
+  let most = 0;
+  // Each dial takes 100 ms (a far origin): the crowd would otherwise dial all at once.
+  const connect = async (options: Deno.ConnectOptions) => {
+    dialling++;
+    most = Math.max(most, dialling);
+    try {
+      await sleep(100);
+      return await Deno.connect(options);
+    } finally {
+      dialling--;
+    }
+  };
+  await using proxy = startProxy({ maxDialsPerHost: 2 }, { connect });
+  const answers = await Promise.all(
+    Array.from({ length: 10 }, () => rawExchange(proxy.port, getRequest(origin.port))),
+  );
+  for (const a of answers) assert.match(a, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(most, 2, "at most two dials at once");
+  // Every request got a connection; some took one another had released instead of dialling.
+  assert.ok(origin.accepted <= 10 && origin.accepted >= 2, `${origin.accepted} dials`);
+  assert.equal(proxy.lines.filter((l) => / 200 /.test(l)).length, 10);
+});
+
+Deno.test("--max-dials-per-host: a request that gets no dial slot within --connect-timeout is a 504 that says why", async () => {
+  await using origin = keepAliveOrigin();
+  const connect = async (options: Deno.ConnectOptions) => {
+    await sleep(600);
+    return await Deno.connect(options);
+  };
+  await using proxy = startProxy({ maxDialsPerHost: 1, connectTimeoutMs: 300 }, { connect });
+  const [first, second] = await Promise.all([
+    rawExchange(proxy.port, getRequest(origin.port)),
+    rawExchange(proxy.port, getRequest(origin.port)),
+  ]);
+  // Both time out: the first dialling (its dial outlasts the timeout), the second waiting.
+  assert.match(first!, /^HTTP\/1\.1 504 /);
+  assert.match(second!, /^HTTP\/1\.1 504 /);
+  assert.ok(
+    [first, second].some((a) => /no dial slot within 300 ms \(--max-dials-per-host 1\)/.test(a!)),
+    `${first}\n${second}`,
+  );
+});
