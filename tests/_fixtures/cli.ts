@@ -158,3 +158,22 @@ export async function runCli(
 
 /** The project root. */
 export const ROOT = root;
+
+/**
+ * The admin listener's `host:port`, from the startup lines of a CLI started with `--admin`.
+ *
+ * @param cli The running CLI.
+ */
+export async function adminOf(cli: Cli): Promise<string> {
+  return (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+}
+
+/**
+ * The CLI on 127.0.0.1 with its admin listener on a free port and no access log.
+ *
+ * @returns The CLI, and its admin listener's `host:port` as `admin`.
+ */
+export async function startCliWithAdmin(): Promise<Cli & { admin: string }> {
+  const cli = await startCli(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quiet"]);
+  return Object.assign(cli, { admin: await adminOf(cli) });
+}

@@ -394,3 +394,12 @@ export async function curl(
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
+
+/** An origin that answers 404 "no" for `/missing` and 200 "ok" for any other path. */
+export function startOkOrMissingOrigin(): { port: number } & AsyncDisposable {
+  return startHttpOrigin((req) =>
+    new URL(req.url).pathname === "/missing"
+      ? new Response("no", { status: 404 })
+      : new Response("ok")
+  );
+}

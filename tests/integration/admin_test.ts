@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
-import { ROOT, startCli } from "../_fixtures/cli.ts";
+import { adminOf, ROOT, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
 import { curl, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
 import { startAdmin } from "../../lib/observe/admin.ts";
 import { HostAddresses } from "../../lib/policy/host_addresses.ts";
@@ -20,14 +20,8 @@ type Family = {
 
 Deno.test("--admin serves Prometheus metrics, the recent exchanges, the summary and live events", async () => {
   await using origin = startHttpOrigin(() => new Response("0123456789"));
-  await using cli = await startCli([
-    "--listen",
-    "127.0.0.1:0",
-    "--admin",
-    "127.0.0.1:0",
-    "--quiet",
-  ]);
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  await using cli = await startCliWithAdmin();
+  const { admin } = cli;
   const events = await fetch(`http://${admin}/api/events`);
   const reader = events.body!.pipeThrough(new TextDecoderStream()).getReader();
   for (let i = 0; i < 3; i++) {
@@ -107,7 +101,7 @@ Deno.test("with --workers 2, the admin listener shows every worker's traffic", a
     ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2", "--quiet"],
     { denoFlags: ["--unstable-net", `--allow-read=${ROOT}`] },
   );
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const admin = await adminOf(cli);
   for (let i = 0; i < 24; i++) {
     await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/${i}`]);
   }
@@ -198,7 +192,7 @@ Deno.test("bytes count as they flow: /metrics and /api/inflight move during a sl
     "any",
     "--quiet",
   ]);
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const admin = await adminOf(cli);
   const down = async () => {
     const text = await (await fetch(`http://${admin}/metrics`)).text();
     return Number(/http_proxy_body_bytes_total\{direction="down"\} (\d+)/.exec(text)![1]);
@@ -240,7 +234,7 @@ Deno.test("with --workers 2, the workers' transfers count as they flow too, not 
     ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--workers", "2", "--quiet"],
     { denoFlags: ["--unstable-net", `--allow-read=${ROOT}`] },
   );
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const admin = await adminOf(cli);
   type Flowing = { id: number; url: string; bytes_down: number };
   // Six slow downloads at once: the kernel spreads them over both threads (ids of a thread are
   // all odd or all even).

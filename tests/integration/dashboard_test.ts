@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
-import { ROOT, startCli } from "../_fixtures/cli.ts";
+import { adminOf, ROOT, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
 import { makeCertificates } from "../../lib/cli/make_cert.ts";
 import { DASHBOARD_JS } from "../../lib/observe/dashboard.ts";
-import { curl, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
+import { curl, startHttpOrigin, startOkOrMissingOrigin, trickle } from "../_fixtures/servers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
@@ -13,12 +13,6 @@ Deno.test("the dashboard's script compiles (a syntax error would only show in a 
   // its escaping (it is a template literal inside TypeScript).
   assert.equal(typeof new Function(DASHBOARD_JS), "function");
 });
-
-/** The CLI on 127.0.0.1 with its admin listener (`admin` is its host:port), no access log. */
-async function startWithAdmin() {
-  const cli = await startCli(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quiet"]);
-  return Object.assign(cli, { admin: (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]! });
-}
 
 /** Headless, and nothing but 127.0.0.1 reachable: no background traffic leaves. */
 const QUIET_CHROMIUM = [
@@ -51,7 +45,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using origin = startHttpOrigin(() => new Response("seen on the dashboard"));
-    await using cli = await startWithAdmin();
+    await using cli = await startCliWithAdmin();
     const admin = cli.admin;
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
@@ -200,7 +194,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using origin = startHttpOrigin(() => new Response("x"));
-    await using cli = await startWithAdmin();
+    await using cli = await startCliWithAdmin();
     const admin = cli.admin;
     // Real, long URLs and an error with a long cause.
     const long = `/${"a-very-long-path-segment/".repeat(12)}?q=${"v".repeat(120)}`;
@@ -248,7 +242,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     await using origin = startHttpOrigin(() => new Response(trickle(10, 20 * 1024, 400)));
-    await using cli = await startWithAdmin();
+    await using cli = await startCliWithAdmin();
     const admin = cli.admin;
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
     try {
@@ -297,12 +291,8 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using origin = startHttpOrigin((req) =>
-      new URL(req.url).pathname === "/missing"
-        ? new Response("no", { status: 404 })
-        : new Response("ok")
-    );
-    await using cli = await startWithAdmin();
+    await using origin = startOkOrMissingOrigin();
+    await using cli = await startCliWithAdmin();
     const admin = cli.admin;
     const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
     for (const path of ["/ok", "/ok", "/ok", "/missing", "/missing"]) {
@@ -349,7 +339,7 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 300));
       return new Response(trickle(2, 10, 300));
     });
-    await using cli = await startWithAdmin();
+    await using cli = await startCliWithAdmin();
     const admin = cli.admin;
     await curl([
       "-x",
@@ -390,11 +380,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    await using origin = startHttpOrigin((req) =>
-      new URL(req.url).pathname === "/missing"
-        ? new Response("no", { status: 404 })
-        : new Response("ok")
-    );
+    await using origin = startOkOrMissingOrigin();
     const dir = await Deno.makeTempDir();
     try {
       await using cli = await startCli(
@@ -409,7 +395,7 @@ Deno.test({
         ],
         { denoFlags: [`--allow-read=${dir}`, `--allow-write=${dir}`] },
       );
-      const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+      const admin = await adminOf(cli);
       const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
       for (const path of ["/ok", "/missing", "/missing"]) {
         await get(`http://127.0.0.1:${origin.port}${path}`);

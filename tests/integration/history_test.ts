@@ -1,15 +1,11 @@
 import assert from "node:assert/strict";
 import { History, openHistory } from "../../lib/observe/history.ts";
 import type { ExchangeRecord } from "../../lib/exchange.ts";
-import { runCli, startCli } from "../_fixtures/cli.ts";
-import { curl, startHttpOrigin } from "../_fixtures/servers.ts";
+import { adminOf, runCli, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
+import { curl, startHttpOrigin, startOkOrMissingOrigin } from "../_fixtures/servers.ts";
 
 Deno.test("--history keeps every exchange across a restart, and the history subcommand answers as a table, CSV, JSON and tops", async () => {
-  await using origin = startHttpOrigin((req) =>
-    new URL(req.url).pathname === "/missing"
-      ? new Response("no", { status: 404 })
-      : new Response("ok")
-  );
+  await using origin = startOkOrMissingOrigin();
   const dir = await Deno.makeTempDir();
   const db = `${dir}/history.db`;
   const flags = ["--listen", "127.0.0.1:0", "--history", db, "--quiet"];
@@ -194,11 +190,7 @@ Deno.test("with --workers 2, the history and the HAR file get every worker's exc
 });
 
 Deno.test("/api/history answers a time range and the filters from the live database, and says what is wrong", async () => {
-  await using origin = startHttpOrigin((req) =>
-    new URL(req.url).pathname === "/missing"
-      ? new Response("no", { status: 404 })
-      : new Response("ok")
-  );
+  await using origin = startOkOrMissingOrigin();
   const dir = await Deno.makeTempDir();
   const db = `${dir}/history.db`;
   const perms = [`--allow-read=${dir}`, `--allow-write=${dir}`];
@@ -207,7 +199,7 @@ Deno.test("/api/history answers a time range and the filters from the live datab
       ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--history", db, "--quiet"],
       { denoFlags: perms },
     );
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    const admin = await adminOf(cli);
     type Answer = { status: number; body: { rows: Record<string, unknown>[]; error: string } };
     const api = async (query: string): Promise<Answer> => {
       const res = await fetch(`http://${admin}/api/history${query}`);
@@ -261,14 +253,8 @@ Deno.test("/api/history answers a time range and the filters from the live datab
 });
 
 Deno.test("/api/history without --history is a 404 that says how to turn it on", async () => {
-  await using cli = await startCli([
-    "--listen",
-    "127.0.0.1:0",
-    "--admin",
-    "127.0.0.1:0",
-    "--quiet",
-  ]);
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  await using cli = await startCliWithAdmin();
+  const { admin } = cli;
   const res = await fetch(`http://${admin}/api/history`);
   assert.equal(res.status, 404);
   assert.deepEqual(await res.json(), {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ROOT, startCli } from "../_fixtures/cli.ts";
+import { adminOf, ROOT, startCli } from "../_fixtures/cli.ts";
 import { canUseNetns, makeNetns, type Netns } from "../_fixtures/netns.ts";
 import { curl } from "../_fixtures/servers.ts";
 
@@ -75,7 +75,7 @@ Deno.test({
     await cli.stderr.waitFor(
       /warning: clients beyond loopback can reach every private network this host reaches/,
     );
-    const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+    const admin = await adminOf(cli);
     const [outer, inner] = cli.addrs as [string, string];
     const from = (client: string, proxy: string, url: string, extra: string[] = []) =>
       curl(["--interface", client, "-x", proxy, "-i", ...extra, url], ns.prefix);

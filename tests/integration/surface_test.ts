@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { hashLine } from "../../lib/policy/auth.ts";
 import { parseDestRule } from "../../lib/policy/policy.ts";
 import type { ResolveFn } from "../../lib/upstream/dial.ts";
-import { runCli, startCli } from "../_fixtures/cli.ts";
+import { adminOf, runCli, startCli } from "../_fixtures/cli.ts";
 import { curl, rawExchange, sleep, startHttpOrigin, startProxy } from "../_fixtures/servers.ts";
 import { listeningPorts } from "../_fixtures/sockets.ts";
 
@@ -14,7 +14,7 @@ Deno.test("SIGUSR1 opens no debugger: it is closed at once with a warning; SIGHU
     ["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quiet"],
     { denoFlags: ["--allow-sys"] },
   );
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const admin = await adminOf(cli);
   const ours = [portOf(cli.addrs[0]!), portOf(admin)].sort((a, b) => a - b);
   assert.deepEqual(await listeningPorts(cli.child.pid), ours);
   // Deno arms its SIGUSR1 handler 500 ms after start (denoland/deno#35738).
@@ -62,7 +62,7 @@ Deno.test("the proxy's own port and the admin port are never destinations, by ab
     "--connect-ports",
     "any",
   ]);
-  const admin = (await cli.stderr.waitFor(/admin: http:\/\/(\S+)\//))[1]!;
+  const admin = await adminOf(cli);
   const proxyPort = portOf(cli.addrs[0]!);
   const cases = [
     [
