@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { BufferedReader } from "../lib/http1/head.ts";
-import { type Upstream, UpstreamPool } from "../lib/upstream/pool.ts";
+import { MAX_IDLE_TOTAL, type Upstream, UpstreamPool } from "../lib/upstream/pool.ts";
 
 /** A fake upstream whose read stays pending until `end()`; records close(). */
 function fake(key: string) {
@@ -69,4 +69,19 @@ Deno.test("UpstreamPool drops a connection after the idle timeout", async () => 
   await new Promise((r) => setTimeout(r, 60));
   assert.equal(pool.idle, 0);
   assert.equal(a.conn.closed, true);
+});
+
+Deno.test("UpstreamPool holds at most MAX_IDLE_TOTAL idle connections in all: past it the oldest goes", () => {
+  const pool = new UpstreamPool({ idleTimeoutMs: 60_000 });
+  // One destination each, as a client naming thousands of hosts would make.
+  const all = Array.from({ length: MAX_IDLE_TOTAL + 2 }, (_, i) => fake(`h${i}:80`));
+  for (const f of all) pool.release(f.up);
+  assert.equal(pool.idle, MAX_IDLE_TOTAL);
+  assert.deepEqual(all.map((f) => f.conn.closed).slice(0, 3), [true, true, false]);
+  assert.equal(pool.take("h0:80"), undefined);
+  assert.equal(pool.take(`h${MAX_IDLE_TOTAL + 1}:80`), all.at(-1)!.up);
+  all.at(-1)!.conn.close();
+  pool.closeAll();
+  assert.ok(all.every((f) => f.conn.closed));
+  assert.equal(pool.idle, 0);
 });

@@ -509,11 +509,11 @@ const ROWS = [
   {
     name: "max-idle-per-host",
     value: "N",
-    shown: "16",
-    help: "idle upstream connections kept per host:port for reuse; 0 opens a new one for every " +
-      "request",
+    shown: "256",
+    help: "idle upstream connections kept per host:port for reuse (1024 in all); 0 opens a new " +
+      "one for every request",
     key: "maxIdlePerHost",
-    default: 16,
+    default: 256,
     parse: (v) => parseCount("max-idle-per-host", v),
   },
   {

@@ -30,15 +30,24 @@ interface Idle {
 
 /** Options of {@linkcode UpstreamPool}. */
 export interface PoolOptions {
-  /** Idle connections kept per (host, port); 0 turns reuse off. @default 16 */
+  /** Idle connections kept per (host, port); 0 turns reuse off. @default 256 */
   maxIdlePerHost?: number;
   /** How long a connection may stay idle. @default 15000 */
   idleTimeoutMs?: number;
 }
 
+/**
+ * Idle connections held in all, whatever their destinations: past it the one idle longest goes
+ * (each destination's own limit is `maxIdlePerHost`; without this, a client naming thousands of
+ * hosts would leave the proxy thousands of idle sockets for the idle timeout).
+ */
+export const MAX_IDLE_TOTAL = 1024;
+
 /** The pool; see the module doc. */
 export class UpstreamPool {
   #idle = new Map<string, Idle[]>();
+  /** Every idle entry, oldest first (a Set keeps insertion order). */
+  #all = new Set<Idle>();
   #max: number;
   #idleTimeoutMs: number;
   #count = 0;
@@ -47,7 +56,7 @@ export class UpstreamPool {
    * @param options Limits.
    */
   constructor(options: PoolOptions = {}) {
-    this.#max = options.maxIdlePerHost ?? 16;
+    this.#max = options.maxIdlePerHost ?? 256;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? 15_000;
   }
 
@@ -67,6 +76,7 @@ export class UpstreamPool {
     const entry = list?.pop();
     if (!entry) return undefined;
     if (list!.length === 0) this.#idle.delete(key);
+    this.#all.delete(entry);
     this.#count--;
     clearTimeout(entry.timer);
     entry.upstream.reused = true;
@@ -86,11 +96,13 @@ export class UpstreamPool {
     let list = this.#idle.get(upstream.key);
     if (!list) this.#idle.set(upstream.key, list = []);
     if (list.length >= this.#max) this.#drop(list[0]!);
+    else if (this.#count >= MAX_IDLE_TOTAL) this.#drop(this.#all.values().next().value!);
     const entry: Idle = {
       upstream,
       timer: setTimeout(() => this.#drop(entry), this.#idleTimeoutMs),
     };
     list.push(entry);
+    this.#all.add(entry);
     this.#count++;
     // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
     upstream.reader.watch(() => this.#drop(entry));
@@ -102,6 +114,7 @@ export class UpstreamPool {
     if (i < 0) return; // taken before the read completed: the taker owns it
     list!.splice(i, 1);
     if (list!.length === 0) this.#idle.delete(entry.upstream.key);
+    this.#all.delete(entry);
     this.#count--;
     clearTimeout(entry.timer);
     closeQuietly(entry.upstream.conn);
