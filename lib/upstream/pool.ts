@@ -8,6 +8,7 @@
  * @module
  */
 
+import { Deadline } from "../deadline.ts";
 import { closeQuietly } from "./dial.ts";
 import type { BufferedReader } from "../http1/head.ts";
 
@@ -25,7 +26,8 @@ export interface Upstream {
 
 interface Idle {
   upstream: Upstream;
-  timer: ReturnType<typeof setTimeout>;
+  /** When it has been idle too long (the shared coarse ticker: no timer per release). */
+  expiry: Deadline;
 }
 
 /** Options of {@linkcode UpstreamPool}. */
@@ -78,7 +80,7 @@ export class UpstreamPool {
     if (list!.length === 0) this.#idle.delete(key);
     this.#all.delete(entry);
     this.#count--;
-    clearTimeout(entry.timer);
+    entry.expiry.cancel();
     entry.upstream.reused = true;
     return entry.upstream;
   }
@@ -99,8 +101,9 @@ export class UpstreamPool {
     else if (this.#count >= MAX_IDLE_TOTAL) this.#drop(this.#all.values().next().value!);
     const entry: Idle = {
       upstream,
-      timer: setTimeout(() => this.#drop(entry), this.#idleTimeoutMs),
+      expiry: new Deadline(this.#idleTimeoutMs, () => new Error("idle too long")),
     };
+    entry.expiry.promise.catch(() => this.#drop(entry));
     list.push(entry);
     this.#all.add(entry);
     this.#count++;
@@ -116,7 +119,7 @@ export class UpstreamPool {
     if (list!.length === 0) this.#idle.delete(entry.upstream.key);
     this.#all.delete(entry);
     this.#count--;
-    clearTimeout(entry.timer);
+    entry.expiry.cancel();
     closeQuietly(entry.upstream.conn);
   }
 
