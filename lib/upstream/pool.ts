@@ -52,7 +52,6 @@ export class UpstreamPool {
   #all = new Set<Idle>();
   #max: number;
   #idleTimeoutMs: number;
-  #count = 0;
 
   /**
    * @param options Limits.
@@ -64,7 +63,7 @@ export class UpstreamPool {
 
   /** Idle connections held now. */
   get idle(): number {
-    return this.#count;
+    return this.#all.size;
   }
 
   /**
@@ -79,7 +78,6 @@ export class UpstreamPool {
     if (!entry) return undefined;
     if (list!.length === 0) this.#idle.delete(key);
     this.#all.delete(entry);
-    this.#count--;
     entry.expiry.cancel();
     entry.upstream.reused = true;
     return entry.upstream;
@@ -98,7 +96,7 @@ export class UpstreamPool {
     let list = this.#idle.get(upstream.key);
     if (!list) this.#idle.set(upstream.key, list = []);
     if (list.length >= this.#max) this.#drop(list[0]!);
-    else if (this.#count >= MAX_IDLE_TOTAL) this.#drop(this.#all.values().next().value!);
+    else if (this.#all.size >= MAX_IDLE_TOTAL) this.#drop(this.#all.values().next().value!);
     const entry: Idle = {
       upstream,
       expiry: new Deadline(this.#idleTimeoutMs, () => new Error("idle too long")),
@@ -106,7 +104,6 @@ export class UpstreamPool {
     entry.expiry.promise.catch(() => this.#drop(entry));
     list.push(entry);
     this.#all.add(entry);
-    this.#count++;
     // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
     upstream.reader.watch(() => this.#drop(entry));
   }
@@ -118,7 +115,6 @@ export class UpstreamPool {
     list!.splice(i, 1);
     if (list!.length === 0) this.#idle.delete(entry.upstream.key);
     this.#all.delete(entry);
-    this.#count--;
     entry.expiry.cancel();
     closeQuietly(entry.upstream.conn);
   }
