@@ -403,3 +403,18 @@ export function startOkOrMissingOrigin(): { port: number } & AsyncDisposable {
       : new Response("ok")
   );
 }
+
+/**
+ * Fetches `url` through the proxy at `proxy` with curl, the body thrown away.
+ *
+ * @param proxy The proxy's `host:port`.
+ * @param url The URL.
+ * @param extra More curl flags (`-p` for a CONNECT tunnel).
+ */
+export function curlThrough(
+  proxy: string,
+  url: string,
+  extra: string[] = [],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  return curl([...extra, "-x", proxy, "-s", "-o", "/dev/null", url]);
+}

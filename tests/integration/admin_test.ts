@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import parsePrometheus from "parse-prometheus-text-format";
 import { adminOf, ROOT, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
-import { curl, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
+import { curl, curlThrough, startHttpOrigin, trickle } from "../_fixtures/servers.ts";
 import { startAdmin } from "../../lib/observe/admin.ts";
 import { HostAddresses } from "../../lib/policy/host_addresses.ts";
 import { Metrics } from "../../lib/observe/metrics.ts";
@@ -199,15 +199,7 @@ Deno.test("bytes count as they flow: /metrics and /api/inflight move during a sl
   };
   for (const through of [[], ["-p"]]) { // plain, then a CONNECT tunnel
     const before = await down();
-    const transfer = curl([
-      ...through,
-      "-x",
-      cli.addrs[0]!,
-      "-s",
-      "-o",
-      "/dev/null",
-      `http://127.0.0.1:${origin.port}/slow`,
-    ]);
+    const transfer = curlThrough(cli.addrs[0]!, `http://127.0.0.1:${origin.port}/slow`, through);
     await new Promise((r) => setTimeout(r, 1600));
     const inflight = await (await fetch(`http://${admin}/api/inflight`)).json();
     const mine = inflight.inflight.find((f: { url: string }) => f.url.includes(`${origin.port}`));
@@ -238,15 +230,10 @@ Deno.test("with --workers 2, the workers' transfers count as they flow too, not 
   type Flowing = { id: number; url: string; bytes_down: number };
   // Six slow downloads at once: the kernel spreads them over both threads (ids of a thread are
   // all odd or all even).
-  const transfers = Array.from({ length: 6 }, (_, i) =>
-    curl([
-      "-x",
-      cli.addrs[0]!,
-      "-s",
-      "-o",
-      "/dev/null",
-      `http://127.0.0.1:${origin.port}/slow${i}`,
-    ]));
+  const transfers = Array.from(
+    { length: 6 },
+    (_, i) => curlThrough(cli.addrs[0]!, `http://127.0.0.1:${origin.port}/slow${i}`),
+  );
   await new Promise((r) => setTimeout(r, 2000));
   const { inflight } = await (await fetch(`http://${admin}/api/inflight`)).json() as {
     inflight: Flowing[];

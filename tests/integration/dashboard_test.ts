@@ -3,7 +3,13 @@ import { chromium } from "playwright-core";
 import { adminOf, ROOT, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
 import { makeCertificates } from "../../lib/cli/make_cert.ts";
 import { DASHBOARD_JS } from "../../lib/observe/dashboard.ts";
-import { curl, startHttpOrigin, startOkOrMissingOrigin, trickle } from "../_fixtures/servers.ts";
+import {
+  curl,
+  curlThrough,
+  startHttpOrigin,
+  startOkOrMissingOrigin,
+  trickle,
+} from "../_fixtures/servers.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = await Deno.stat(CHROMIUM).then(() => true, () => false);
@@ -249,14 +255,7 @@ Deno.test({
       const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
       await page.goto(`http://${admin}/`);
       await page.waitForSelector("#total");
-      const transfer = curl([
-        "-x",
-        cli.addrs[0]!,
-        "-s",
-        "-o",
-        "/dev/null",
-        `http://127.0.0.1:${origin.port}/stream`,
-      ]);
+      const transfer = curlThrough(cli.addrs[0]!, `http://127.0.0.1:${origin.port}/stream`);
       const row = `#inflight tbody tr >> text=http://127.0.0.1:${origin.port}/stream`;
       await page.waitForSelector(row, { timeout: 4000 });
       // The row's "bytes" cell (k for thousands, as the page writes it).
@@ -294,7 +293,7 @@ Deno.test({
     await using origin = startOkOrMissingOrigin();
     await using cli = await startCliWithAdmin();
     const admin = cli.admin;
-    const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
+    const get = (url: string) => curlThrough(cli.addrs[0]!, url);
     for (const path of ["/ok", "/ok", "/ok", "/missing", "/missing"]) {
       await get(`http://127.0.0.1:${origin.port}${path}`);
     }
@@ -341,14 +340,7 @@ Deno.test({
     });
     await using cli = await startCliWithAdmin();
     const admin = cli.admin;
-    await curl([
-      "-x",
-      cli.addrs[0]!,
-      "-s",
-      "-o",
-      "/dev/null",
-      `http://127.0.0.1:${origin.port}/slow`,
-    ]);
+    await curlThrough(cli.addrs[0]!, `http://127.0.0.1:${origin.port}/slow`);
     const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -396,7 +388,7 @@ Deno.test({
         { denoFlags: [`--allow-read=${dir}`, `--allow-write=${dir}`] },
       );
       const admin = await adminOf(cli);
-      const get = (url: string) => curl(["-x", cli.addrs[0]!, "-s", "-o", "/dev/null", url]);
+      const get = (url: string) => curlThrough(cli.addrs[0]!, url);
       for (const path of ["/ok", "/missing", "/missing"]) {
         await get(`http://127.0.0.1:${origin.port}${path}`);
       }

@@ -20,6 +20,11 @@ async function startTls(
   return Object.assign(cli, { tls: cli.addrs.find((a) => a.startsWith("https://"))! });
 }
 
+/** curl through the TLS listener `tls` (an https:// proxy URL), trusting the folder's CA. */
+function curlOverTls(tls: string, certs: { dir: string }, args: string[]) {
+  return curl(["--proxy", tls, "--proxy-cacert", `${certs.dir}/ca.pem`, ...args]);
+}
+
 /** A folder with a fresh CA and a certificate for 127.0.0.1 and localhost, made as make-cert does. */
 async function certDir() {
   const dir = await Deno.makeTempDir();
@@ -52,26 +57,12 @@ Deno.test("--listen-tls: curl --proxy https:// relays plain and CONNECT requests
   assert.match(tls, /^https:\/\/127\.0\.0\.1:\d+$/);
   const url = `http://127.0.0.1:${origin.port}`;
   const via = (extra: string[], path: string) =>
-    curl([
-      "--proxy",
-      tls,
-      "--proxy-cacert",
-      `${certs.dir}/ca.pem`,
-      "-s",
-      "-w",
-      " %{http_code}",
-      ...extra,
-      `${url}${path}`,
-    ]);
+    curlOverTls(tls, certs, ["-s", "-w", " %{http_code}", ...extra, `${url}${path}`]);
   assert.equal((await via(["--proxy-user", "ann:pw"], "/plain")).stdout, "via /plain 200");
   assert.equal((await via(["--proxy-user", "ann:pw", "-p"], "/tunnel")).stdout, "via /tunnel 200");
   assert.match((await via([], "/nobody")).stdout, / 407$/);
   // Keep-alive inside TLS: two requests, one TLS connection.
-  const two = await curl([
-    "--proxy",
-    tls,
-    "--proxy-cacert",
-    `${certs.dir}/ca.pem`,
+  const two = await curlOverTls(tls, certs, [
     "--proxy-user",
     "ann:pw",
     "-v",
@@ -104,17 +95,7 @@ Deno.test("a TLS handshake is bounded: a silent client is given up on at --heade
   const tls = cli.tls;
   const [host, port] = tls.slice(8).split(":") as [string, string];
   const url = `http://127.0.0.1:${origin.port}/`;
-  const get = () =>
-    curl([
-      "--proxy",
-      tls,
-      "--proxy-cacert",
-      `${certs.dir}/ca.pem`,
-      "-s",
-      "-w",
-      " %{http_code}",
-      url,
-    ]);
+  const get = () => curlOverTls(tls, certs, ["-s", "-w", " %{http_code}", url]);
   const silent = () => Deno.connect({ hostname: host, port: Number(port) });
   const first = await silent();
   await new Promise((r) => setTimeout(r, 900)); // past --header-timeout: given up on
@@ -337,13 +318,7 @@ Deno.test("--workers 2 share the TLS listener too", async () => {
   await cli.stderr.waitFor(/\(2 workers\)/);
   const tls = cli.tls;
   for (let i = 0; i < 4; i++) {
-    const res = await curl([
-      "--proxy",
-      tls,
-      "--proxy-cacert",
-      `${certs.dir}/ca.pem`,
-      `http://127.0.0.1:${origin.port}/`,
-    ]);
+    const res = await curlOverTls(tls, certs, [`http://127.0.0.1:${origin.port}/`]);
     assert.equal(res.stdout, "w");
   }
   assert.equal(await cli.stop(), 0);
