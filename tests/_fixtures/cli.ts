@@ -171,9 +171,17 @@ export async function adminOf(cli: Cli): Promise<string> {
 /**
  * The CLI on 127.0.0.1 with its admin listener on a free port and no access log.
  *
+ * @param more More flags.
  * @returns The CLI, and its admin listener's `host:port` as `admin`.
  */
-export async function startCliWithAdmin(): Promise<Cli & { admin: string }> {
-  const cli = await startCli(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--quiet"]);
+export async function startCliWithAdmin(more: string[] = []): Promise<Cli & { admin: string }> {
+  const cli = await startCli([
+    "--listen",
+    "127.0.0.1:0",
+    "--admin",
+    "127.0.0.1:0",
+    "--quiet",
+    ...more,
+  ]);
   return Object.assign(cli, { admin: await adminOf(cli) });
 }

@@ -183,16 +183,8 @@ const gauges = { connections: () => 0, idleUpstreams: () => 0 };
 Deno.test("bytes count as they flow: /metrics and /api/inflight move during a slow download and a tunnel, before they end", async () => {
   // An origin that sends 40 KiB in 8 pieces, one every 400 ms.
   await using origin = startHttpOrigin(() => new Response(trickle(8, 5 * 1024, 400)));
-  await using cli = await startCli([
-    "--listen",
-    "127.0.0.1:0",
-    "--admin",
-    "127.0.0.1:0",
-    "--connect-ports",
-    "any",
-    "--quiet",
-  ]);
-  const admin = await adminOf(cli);
+  await using cli = await startCliWithAdmin(["--connect-ports", "any"]);
+  const { admin } = cli;
   const down = async () => {
     const text = await (await fetch(`http://${admin}/metrics`)).text();
     return Number(/http_proxy_body_bytes_total\{direction="down"\} (\d+)/.exec(text)![1]);
