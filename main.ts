@@ -32,6 +32,7 @@ import { fanOut } from "./lib/exchange.ts";
 import { type AdminServer, startAdmin } from "./lib/observe/admin.ts";
 import { HarFile } from "./lib/observe/har.ts";
 import { History } from "./lib/observe/history.ts";
+import { Cache } from "./lib/cache/cache.ts";
 import { asciiJson, printLine } from "./lib/observe/log.ts";
 import { Metrics } from "./lib/observe/metrics.ts";
 import { type RawSummary, Summary } from "./lib/observe/summary.ts";
@@ -97,6 +98,8 @@ interface Reports {
   har: HarFile | undefined;
   /** The --history database, if any. */
   history: History | undefined;
+  /** The --cache store, if any. */
+  cache: Cache | undefined;
   /** The workers' latest gauges. */
   workerGauges: Map<number, { connections: number; idleUpstreams: number }>;
 }
@@ -137,7 +140,14 @@ async function serve(
       ...(reports.har ? [reports.har] : []),
       ...(reports.history ? [reports.history] : []),
     ];
-    instance = startInstance(config, { index: 0, count: workers, watchers, auth, hostAddresses });
+    instance = startInstance(config, {
+      index: 0,
+      count: workers,
+      watchers,
+      auth,
+      hostAddresses,
+      ...(reports.cache ? { cache: reports.cache } : {}),
+    });
     // The real ports (0 picks one): plain listeners first, then the TLS ones (startInstance).
     const bound = instance.server.addrs.map((a) => ({ hostname: a.hostname, port: a.port }));
     config = {
@@ -170,6 +180,7 @@ async function serve(
     await admin?.shutdown();
     reports.har?.close();
     reports.history?.close();
+    await reports.cache?.close();
     throw err instanceof StartupError ? err : new StartupError((err as Error).message, 1);
   }
   announce(config, instance, workers, auth, admin, adminAuth, hostAddresses);
@@ -207,11 +218,30 @@ function openReports(config: Config): Reports {
       1,
     );
   }
+  let cache: Cache | undefined;
+  try {
+    if (config.cache) {
+      cache = new Cache({
+        dir: config.cacheDir,
+        maxBytes: config.cacheSize,
+        memBytes: config.cacheMem,
+        diag: (m) => printLine(m, "stderr"),
+      });
+    }
+  } catch (err) {
+    har?.close();
+    history?.close();
+    throw new StartupError(
+      `--cache-dir: cannot open the cache in "${config.cacheDir}": ${(err as Error).message}`,
+      1,
+    );
+  }
   return {
     metrics: new Metrics(),
     everywhere: new Summary(),
     har,
     history,
+    cache,
     workerGauges: new Map(),
   };
 }
@@ -247,6 +277,7 @@ function startAdminListener(
   } catch (err) {
     reports.har?.close();
     reports.history?.close();
+    void reports.cache?.close();
     const why = err instanceof Deno.errors.AddrInUse
       ? "address already in use"
       : (err as Error).message;
@@ -389,6 +420,7 @@ async function runUntilStopped(
   } finally {
     reports.har?.close();
     reports.history?.close();
+    await reports.cache?.close();
     logger.info("stopped");
     log.close();
   }

@@ -96,6 +96,10 @@ export const ERROR_KINDS = {
     statuses: [502],
     what: "the parent proxy wants credentials this proxy does not have (--parent-auth-file)",
   },
+  only_if_cached: {
+    statuses: [504],
+    what: "the request said only-if-cached and the cache (--cache) holds no response for it",
+  },
   client_closed: { statuses: [], what: "the client left (closed or reset) mid-exchange" },
   client_timeout: { statuses: [], what: "the client took no byte for --write-timeout" },
   tunnel_error: { statuses: [], what: "a CONNECT tunnel failed (reset, stalled or idle)" },

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { CacheResult } from "./cache/rules.ts";
 import type { ErrorKind } from "./errors.ts";
 import type { BufferedReader } from "./http1/head.ts";
 import type { Framing } from "./http1/headers.ts";
@@ -81,6 +82,8 @@ export interface ExchangeRecord {
   tunnel: boolean;
   /** Whether the open line was already written. */
   opened: boolean;
+  /** What the cache did (`--cache`): HIT, MISS, REFRESH_UNMODIFIED, … (see cache/rules.ts). */
+  cache?: CacheResult;
 }
 
 /** How the upstream connection of an exchange came about. */

@@ -6,6 +6,7 @@
  * @module
  */
 
+import type { Cache } from "./cache/cache.ts";
 import { StartupError } from "./errors.ts";
 import type { Authenticator } from "./policy/auth.ts";
 import type { Config } from "./cli/config.ts";
@@ -90,6 +91,8 @@ export interface ServerOptions {
   ids?: { first: number; step: number };
   /** The listeners share their ports with other workers (SO_REUSEPORT). @default false */
   reusePort?: boolean;
+  /** The shared cache (`--cache`); its owner closes it. */
+  cache?: Cache;
 }
 
 /** A running proxy over one or more listeners. */
@@ -207,6 +210,7 @@ export class ProxyServer {
         local: this.#local,
         ...(this.#pool ? { pool: this.#pool } : {}),
         dials: this.#dials,
+        ...(this.#options.cache ? { cache: this.#options.cache } : {}),
         ...(connect ? { connect } : {}),
         ...(source === undefined ? {} : { sourceAddress: source }),
         ...(this.#options.resolve ? { resolve: this.#options.resolve } : {}),

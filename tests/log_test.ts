@@ -101,7 +101,7 @@ Deno.test("json format has every field in a stable order", () => {
     '{"time":"2026-11-27T14:10:02.500Z","id":7,"client":"[::1]:50123","listener":null,"tls":false,"user":null,"method":"GET",' +
       '"url":"http://example.com/","upstream":"[::1]:80","upstream_conn":"new","parent":null,"status":200,"reason":"OK",' +
       '"bytes_up":0,"bytes_down":1256,"dns_ms":null,"connect_ms":12.3,"first_byte_ms":40.1,"total_ms":812.4,' +
-      '"error":null}',
+      '"error":null,"cache":null}',
   );
 });
 
@@ -187,6 +187,7 @@ Deno.test("csv rows follow the header and survive a real CSV parser, commas and 
     listener: "127.0.0.1:3129",
     tls: "tls",
     parent: "",
+    cache: "",
   });
 });
 

@@ -164,6 +164,7 @@ Deno.test("--log-file appends json lines and --quiet keeps stdout empty", async 
       "first_byte_ms",
       "total_ms",
       "error",
+      "cache",
     ]);
     assert.equal(entry.url, `http://127.0.0.1:${origin.port}/f`);
     assert.equal(entry.upstream, `127.0.0.1:${origin.port}`);

@@ -671,6 +671,43 @@ const ROWS = [
     parse: (v) => parseStorage("history-max", v),
   },
   {
+    name: "cache",
+    shown: "off",
+    help: "cache plain-HTTP responses as RFC 9111 allows a shared cache to, on disk and in " +
+      "memory, kept across restarts (HTTPS through CONNECT is never cached)",
+    more: "(see [Cache](#cache---cache))",
+    key: "cache",
+    default: false,
+  },
+  {
+    name: "cache-dir",
+    value: "PATH",
+    shown: "http-proxy-cache",
+    help: "where --cache keeps its bodies and its index (created if missing)",
+    key: "cacheDir",
+    default: "http-proxy-cache",
+    parse: (v) => path("cache-dir", v),
+  },
+  {
+    name: "cache-size",
+    value: "SIZE",
+    shown: "1GiB",
+    help: "keep the cache's bodies on disk under SIZE, the least recently used going first; " +
+      "one response may take an eighth of it",
+    key: "cacheSize",
+    default: 1024 ** 3,
+    parse: (v) => parseStorage("cache-size", v),
+  },
+  {
+    name: "cache-mem",
+    value: "SIZE",
+    shown: "64MiB",
+    help: "also keep small cached bodies (up to an eighth of SIZE, at most 1MiB each) in memory",
+    key: "cacheMem",
+    default: 64 * 1024 ** 2,
+    parse: (v) => parseStorage("cache-mem", v),
+  },
+  {
     name: "utc",
     shown: "local time",
     help: "log times in UTC",

@@ -8,6 +8,7 @@
  * @module
  */
 
+import type { Cache } from "../cache/cache.ts";
 import { StartupError } from "../errors.ts";
 import type { ExchangeObserver } from "../exchange.ts";
 import { openLog } from "../observe/log.ts";
@@ -122,7 +123,9 @@ export function checkPermissions(config: Config): void {
     needs("--summary-json", "write", config.summaryJson) ??
     needs("--har", "write", config.har) ??
     needs("--history", "write", config.history) ??
-    needs("--history", "read", config.history);
+    needs("--history", "read", config.history) ??
+    (config.cache ? needs("--cache-dir", "write", config.cacheDir) : undefined) ??
+    (config.cache ? needs("--cache-dir", "read", config.cacheDir) : undefined);
   if (denied) throw new StartupError(denied);
 }
 
@@ -273,6 +276,11 @@ export async function loadCredentials(
 export function workerCount(config: Config, program: URL): number {
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
   if (workers === 1) return 1;
+  if (config.cache) {
+    throw new StartupError(
+      `--cache: works with one thread for now; leave out --workers (or give --workers 1)`,
+    );
+  }
   // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
   // throwing, so ask first: the unstable net APIs exist only with the flag.
   if (typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {
@@ -305,6 +313,8 @@ export interface InstanceOptions {
   auth: Authenticator | undefined;
   /** The host's addresses (the main thread shares its set with the admin listener). */
   hostAddresses?: HostAddresses;
+  /** The shared cache (`--cache`). */
+  cache?: Cache;
 }
 
 /** A serving thread: its server, its log, its summary. */
@@ -358,6 +368,7 @@ export function startInstance(config: Config, options: InstanceOptions): Instanc
     reusePort: options.count > 1,
     ...(options.hostAddresses ? { hostAddresses: options.hostAddresses } : {}),
     ...(options.auth ? { auth: options.auth } : {}),
+    ...(options.cache ? { cache: options.cache } : {}),
   });
   return { server, log, summary };
 }
@@ -382,6 +393,10 @@ export const RESTART_ONLY = [
   "history",
   "historyDays",
   "historyMax",
+  "cache",
+  "cacheDir",
+  "cacheSize",
+  "cacheMem",
   "summaryJson",
   "summaryEveryMs",
   "maxIdlePerHost",

@@ -58,6 +58,11 @@ export interface CopyOptions {
   readTimeoutMs?: number;
   /** Fail (a timeout BodyError) when the sink takes no byte for this long, in ms. */
   writeTimeoutMs?: number;
+  /**
+   * Also given each payload piece (the cache's copy), while the piece goes to the sink. It must
+   * not fail, and must be done with the piece when its promise settles (the buffer is reused).
+   */
+  tee?: (piece: Uint8Array) => Promise<void>;
 }
 
 /**
@@ -190,6 +195,18 @@ function emit(sink: Sink, piece: Uint8Array, out: OutFraming, stall: Stall): Pro
   return put(sink, framed, stall);
 }
 
+/** Emits a piece, and gives it to the tee (if any) at the same time. */
+function send(
+  sink: Sink,
+  piece: Uint8Array,
+  out: OutFraming,
+  stall: Stall,
+  tee: CopyOptions["tee"],
+): Promise<unknown> {
+  const sent = emit(sink, piece, out, stall);
+  return tee ? Promise.all([sent, tee(piece)]) : sent;
+}
+
 /**
  * Copies exactly `length` bytes.
  *
@@ -215,7 +232,7 @@ export async function copyLength(
       if (piece === null) {
         throw new BodyError("read", `ended after ${length - left} of ${length} bytes`);
       }
-      await emit(sink, piece, out, taker.stall);
+      await send(sink, piece, out, taker.stall, options.tee);
       left -= piece.length;
       options.onBytes?.(piece.length);
     }
@@ -247,7 +264,7 @@ export async function copyUntilClose(
     for (;;) {
       const piece = await taker.take(PIECE);
       if (piece === null) break;
-      await emit(sink, piece, out, taker.stall);
+      await send(sink, piece, out, taker.stall, options.tee);
       total += piece.length;
       options.onBytes?.(piece.length);
     }
@@ -359,7 +376,7 @@ async function chunked(
     while (left > 0) {
       const piece = await taker.take(Math.min(left, PIECE));
       if (piece === null) throw new BodyError("read", "ended inside a chunk");
-      await emit(sink, piece, out, stall);
+      await send(sink, piece, out, stall, options.tee);
       left -= piece.length;
       total += piece.length;
       options.onBytes?.(piece.length);

@@ -20,7 +20,7 @@ import {
   listValues,
   responseFraming,
 } from "./headers.ts";
-import type { RequestHead, ResponseHead } from "./parse.ts";
+import type { Field, RequestHead, ResponseHead } from "./parse.ts";
 
 /** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
@@ -195,6 +195,8 @@ export interface ResponseState {
   pooled: boolean;
   /** This proxy's name in Via. */
   viaName: string;
+  /** Fields this proxy adds (the cache's Cache-Status). */
+  extra?: Field[];
 }
 
 /**
@@ -229,6 +231,7 @@ export function planResponse(
     !state.stopping;
   const fields = foldContentLength(endToEnd(response.fields));
   addVia(fields, response.minor, state.viaName);
+  if (state.extra) fields.push(...state.extra);
   let out: "raw" | "chunked" = "raw";
   if (framing.kind === "chunked" || framing.kind === "close") {
     if (request.minor === 1) {

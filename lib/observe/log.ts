@@ -146,7 +146,9 @@ export function formatTextOpen(ex: ExchangeRecord, utc = false): string {
 export function formatTextClose(ex: ExchangeRecord, utc = false): string {
   const end = ex.start + (ex.totalMs ?? 0);
   const cause = ex.error === undefined ? "" : ` (${escapeText(ex.error)})`;
-  const tail = ` ${Math.round(ex.totalMs ?? 0)} ms #${ex.id}`;
+  const tail = ` ${Math.round(ex.totalMs ?? 0)} ms${
+    ex.cache ? ` cache ${ex.cache}` : ""
+  } #${ex.id}`;
   const stamp = `[${clock(end, utc)}]`;
   const last = ex.tunnel && ex.status === 200
     ? `${stamp} tunnel closed ${ex.bytesUp} bytes up ${ex.bytesDown} bytes down${cause}${tail}`
@@ -198,6 +200,7 @@ export function jsonRecord(ex: ExchangeRecord): Record<string, unknown> {
     first_byte_ms: ms(ex.firstByteMs),
     total_ms: ms(ex.totalMs),
     error: ex.error ?? null,
+    cache: ex.cache ?? null,
   };
 }
 
@@ -249,7 +252,7 @@ export function formatClf(ex: ExchangeRecord, utc = false, combined = false): st
 /** The CSV columns, in order (RFC 4180; the header row is written first). */
 export const CSV_HEADER =
   "time,id,client,user,method,url,upstream,upstream_conn,status,reason,bytes_up,bytes_down," +
-  "dns_ms,connect_ms,first_byte_ms,total_ms,error,listener,tls,parent";
+  "dns_ms,connect_ms,first_byte_ms,total_ms,error,listener,tls,parent,cache";
 
 /**
  * One CSV cell. Text is escaped like every format (so no cell holds a line break or a control),
@@ -292,6 +295,7 @@ export function formatCsv(ex: ExchangeRecord): string {
     ex.listener,
     ex.tls ? "tls" : "",
     ex.parent,
+    ex.cache,
   ].map(csvField).join(",");
 }
 
@@ -299,14 +303,18 @@ export function formatCsv(ex: ExchangeRecord): string {
  * Squid's native access.log layout, so squid's log tools read it:
  * `time.ms elapsed client code/status bytes method url user hierarchy/peer type`. Codes:
  * TCP_MISS (forwarded), TCP_TUNNEL (CONNECT), TCP_DENIED (refused by policy or auth),
- * TAG_NONE (failed before any upstream). Bytes are the response body bytes.
+ * TAG_NONE (failed before any upstream), and with `--cache` the cache's result: TCP_HIT,
+ * TCP_STALE_HIT, TCP_REFRESH_UNMODIFIED, TCP_REFRESH_MODIFIED, TCP_REFRESH_FAIL_OLD,
+ * TCP_OFFLINE_MISS… Bytes are the response body bytes.
  *
  * @param ex The exchange.
  * @returns The line.
  */
 export function formatSquid(ex: ExchangeRecord): string {
   const status = ex.status ?? 0;
-  const code = status === 403 || status === 407 || status === 429
+  const code = ex.cache !== undefined
+    ? `TCP_${ex.cache}`
+    : status === 403 || status === 407 || status === 429
     ? "TCP_DENIED"
     : ex.upstreamIp === undefined
     ? "TAG_NONE"

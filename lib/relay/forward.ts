@@ -13,7 +13,7 @@
 import type { Config } from "../cli/config.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { Deadline } from "../deadline.ts";
-import { Aborted, BadGateway, BadRequest, RequestTimeout } from "../errors.ts";
+import { Aborted, BadGateway, BadRequest, GatewayTimeout, RequestTimeout } from "../errors.ts";
 import type { Exchange, Route } from "../exchange.ts";
 import {
   BodyError,
@@ -22,7 +22,6 @@ import {
   type CopyOptions,
   copyUntilClose,
   joinBytes,
-  writeAll,
 } from "../http1/body.ts";
 import type { BufferedReader } from "../http1/head.ts";
 import {
@@ -33,8 +32,23 @@ import {
   endToEnd,
   type Framing,
   listValues,
+  responseFraming,
 } from "../http1/headers.ts";
-import type { RequestHead, ResponseHead } from "../http1/parse.ts";
+import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
+import { Cache, type Lookup } from "../cache/cache.ts";
+import {
+  cacheStatus,
+  currentAge,
+  freshen,
+  freshnessLifetime,
+  initialAge,
+  isConditional,
+  staleIfError,
+  validators,
+} from "../cache/rules.ts";
+import type { BodyWriter, Entry } from "../cache/store.ts";
+import { serveStored } from "./cached.ts";
+import { toClient } from "./to_client.ts";
 import { planRequest, planResponse } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
@@ -65,11 +79,35 @@ export async function forward(
   head: RequestHead,
   route: Route,
 ): Promise<boolean> {
-  const { config } = ctx;
+  const { config, cache } = ctx;
   const { framing } = route;
+  // The cache first (--cache): a stored response may answer without the origin.
+  let look = cache?.lookup(head, route, Date.now());
+  if (look?.kind === "stored" && look.use.kind !== "validate") {
+    const { use } = look;
+    const served = await serveStored(ex, ctx, head, look.entry, {
+      result: use.kind === "fresh" ? "HIT" : "STALE_HIT",
+      age: use.age,
+      ttl: use.ttl,
+    });
+    if (served !== null) return served;
+    look = { kind: "miss", key: look.key, fwd: "uri-miss" }; // its body file was gone
+  }
+  if (look && look.kind !== "bypass" && Cache.onlyIfCached(head.fields)) {
+    throw new GatewayTimeout("only-if-cached: the cache holds no response it may use", {
+      kind: "only_if_cached",
+    });
+  }
+  // A stored response that must be validated: the request goes with its validators (RFC 9111
+  // §4.3.1), unless the client sent conditionals of its own (their answer is the client's).
+  const validating = look?.kind === "stored" && head.method === "GET" && !isConditional(head.fields)
+    ? look.entry
+    : undefined;
+  const conditions = validating ? validators(validating.fields) : [];
+  const sent = conditions.length > 0 ? { ...head, fields: [...head.fields, ...conditions] } : head;
   // Through a parent the request line keeps its absolute form, and carries our credentials.
   const parentAuth = route.parent && config.parentAuth;
-  const plan = planRequest(head, {
+  const plan = planRequest(sent, {
     authority: route.authority,
     path: route.parent ? `http://${route.authority}${route.path}` : route.path,
     ...(parentAuth ? { proxyAuthorization: `Basic ${basic(parentAuth)}` } : {}),
@@ -93,6 +131,7 @@ export async function forward(
   }
   // The client is watched only once an exchange has taken a while (see watchClient).
   let watchSoon: Deadline | undefined;
+  const requestTime = Date.now();
   try {
     let upstreamBroke = false;
     let watching = false;
@@ -147,13 +186,39 @@ export async function forward(
       );
     }
     if (response.status === 101) return await switchProtocols(ex, ctx, up, response);
-    const answer = planResponse(response, head, {
+    const state = {
       consumed: ex.requestConsumed,
       upstreamBroke,
       stopping: ctx.signal.aborted,
       pooled: ctx.pool !== undefined,
       viaName: config.viaName,
-    });
+    };
+    const timing = { requestTime, responseTime: Date.now() };
+    cache?.invalidate(head.method, response.status, route, response.fields);
+    if (validating && look?.kind === "stored") {
+      if (conditions.length > 0 && response.status === 304) {
+        const reusable = planResponse(response, head, state).reusable;
+        return await refreshed(ex, ctx, head, { up, response, timing, reusable }, validating);
+      }
+      const staleFor = -look.use.ttl + (timing.responseTime - requestTime) / 1000;
+      if (response.status >= 500 && staleIfError(validating, head.fields, staleFor)) {
+        // The origin failed: the stale response answers (RFC 5861 §4). The upstream's own body
+        // is never read, so its connection is not reused (the caller closes it).
+        const served = await serveStored(ex, ctx, head, validating, {
+          result: "REFRESH_FAIL_OLD",
+          age: look.use.age,
+          ttl: look.use.ttl,
+          fwd: "stale",
+          fwdStatus: response.status,
+        });
+        if (served !== null) return false;
+      }
+    }
+    const extra: Field[] = [];
+    const writer = look && look.kind !== "bypass"
+      ? startStoring(ex, ctx, head, response, look, validating, timing, extra)
+      : undefined;
+    const answer = planResponse(response, head, { ...state, extra });
     ex.record.status = response.status;
     ex.record.reason = response.reason;
     ex.record.responseFields = response.fields;
@@ -174,9 +239,16 @@ export async function forward(
     if (small) {
       await toClient(ex, joinBytes(answer.head, small), ctx);
       ex.record.bytesDown = small.length;
+      if (writer) cache!.commit(writer, small);
     } else {
       await toClient(ex, answer.head, ctx);
-      await receiveBody(ex, body, answer.out, up.reader, config);
+      try {
+        await receiveBody(ex, body, answer.out, up.reader, config, writer);
+      } catch (err) {
+        writer?.abort();
+        throw err;
+      }
+      if (writer) cache!.commit(writer);
     }
     // Bytes already past the response were sent unasked: that connection is never trusted again.
     if (answer.reusable && up.reader.buffered === 0) {
@@ -188,6 +260,110 @@ export async function forward(
   } finally {
     watchSoon?.cancel();
   }
+}
+
+/**
+ * Decides whether a response the cache saw go by is stored (RFC 9111 §3), starts its body file
+ * when it is, and adds its Cache-Status (RFC 9211) to `extra`. A stored response that was
+ * being validated and came back replaced by one that may not be stored is forgotten.
+ *
+ * @returns The body writer, when the response is kept.
+ */
+function startStoring(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+  response: ResponseHead,
+  look: Exclude<Lookup, { kind: "bypass" }>,
+  validating: Entry | undefined,
+  timing: { requestTime: number; responseTime: number },
+  extra: Field[],
+): BodyWriter | undefined {
+  const cache = ctx.cache!;
+  // Only complete bodies are kept: Content-Length or chunked, not one that ends with a close.
+  let length: number | undefined | null = null;
+  try {
+    const f = responseFraming(response, head.method);
+    length = f.kind === "length"
+      ? f.length
+      : f.kind === "chunked"
+      ? undefined
+      : f.kind === "none"
+      ? 0
+      : null;
+  } catch {
+    // malformed: planResponse answers 502
+  }
+  const kept = head.method !== "GET"
+    ? "method"
+    : length === null
+    ? "framing"
+    : cache.keep(look.key, head, response, timing, length);
+  const writer = typeof kept === "object" ? kept : undefined;
+  if (validating && !writer && response.status < 500) cache.store.remove(validating.id);
+  const fwd = look.kind === "miss"
+    ? look.fwd
+    : look.use.kind === "validate" && look.use.why === "request"
+    ? "request"
+    : "stale";
+  extra.push([
+    "Cache-Status",
+    cacheStatus(ctx.config.viaName, {
+      fwd: head.method === "GET" || head.method === "HEAD" ? fwd : "method",
+      fwdStatus: response.status,
+      stored: writer !== undefined,
+      ...(typeof kept === "string" && kept !== "method" ? { detail: kept } : {}),
+    }),
+  ]);
+  ex.record.cache = validating ? "REFRESH_MODIFIED" : "MISS";
+  return writer;
+}
+
+/**
+ * The origin said 304 to the cache's validation: the stored fields are updated from it
+ * (RFC 9111 §4.3.4), its timing becomes the entry's, and the stored response answers.
+ */
+async function refreshed(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+  trip: {
+    up: Upstream;
+    response: ResponseHead;
+    timing: { requestTime: number; responseTime: number };
+    reusable: boolean;
+  },
+  entry: Entry,
+): Promise<boolean> {
+  const { up, response, timing } = trip;
+  const fields = freshen(entry.fields, response.fields);
+  const updated: Entry = {
+    ...entry,
+    fields,
+    initialAge: initialAge(response.fields, timing),
+    ...timing,
+  };
+  ctx.cache!.store.update(updated);
+  // A 304 has no body: its connection goes back at once.
+  if (trip.reusable && up.reader.buffered === 0) {
+    ex.upstream = undefined;
+    if (ctx.held) ctx.held.hold(up);
+    else ctx.pool!.release(up);
+  }
+  const age = currentAge(updated.initialAge, updated.responseTime, Date.now());
+  const served = await serveStored(ex, ctx, head, updated, {
+    result: "REFRESH_UNMODIFIED",
+    age,
+    ttl: freshnessLifetime(updated.status, fields, updated.responseTime) - age,
+    fwd: "stale",
+    fwdStatus: 304,
+  });
+  if (served === null) {
+    throw new BadGateway("the cache lost the stored body it had just validated; try again", {
+      kind: "proxy_internal_error",
+    });
+  }
+  return served;
 }
 
 /**
@@ -273,30 +449,6 @@ async function answerHere(
 }
 
 /**
- * Writes to the client; a failure means the client left. A client that takes no byte for
- * `--write-timeout` is given up on: the connection's write deadline (one per connection, moved
- * here and parked after, so a write costs no timer of its own) closes the socket, which ends
- * the write.
- */
-async function toClient(ex: Exchange, bytes: Uint8Array, ctx: ExchangeContext): Promise<void> {
-  const limit = ctx.clientWrite;
-  limit?.reset(ctx.config.writeTimeoutMs);
-  try {
-    await writeAll(ex.client, bytes);
-  } catch (err) {
-    if (limit?.expired) {
-      throw new Aborted(
-        `client took no byte for ${ctx.config.writeTimeoutMs} ms`,
-        "client_timeout",
-      );
-    }
-    throw new Aborted("client closed the connection", "client_closed", { cause: err });
-  } finally {
-    limit?.park();
-  }
-}
-
-/**
  * An exchange still going after this long gets its client watched. A fast one never starts the
  * extra read (it cost about a tenth of `Connection: close` throughput when every exchange did),
  * and a client that leaves is still noticed within about half a second.
@@ -370,8 +522,10 @@ async function receiveBody(
   out: "raw" | "chunked",
   reader: BufferedReader,
   config: Config,
+  writer: BodyWriter | undefined,
 ): Promise<void> {
   const options = copyOptions(config, out, (n) => (ex.record.bytesDown += n));
+  if (writer) options.tee = (piece) => writer.write(piece);
   try {
     switch (framing.kind) {
       case "none":

@@ -10,6 +10,7 @@
  */
 
 import type { Authenticator } from "../policy/auth.ts";
+import type { Cache } from "../cache/cache.ts";
 import type { Config } from "../cli/config.ts";
 import type { Deadline } from "../deadline.ts";
 import { closeQuietly, type ConnectFn, dial, type ResolveFn } from "./dial.ts";
@@ -42,6 +43,8 @@ export interface ExchangeContext {
   pool?: UpstreamPool;
   /** Dial slots per destination (`--max-dials-per-host`), shared by every connection. */
   dials?: DialGate;
+  /** The shared cache (`--cache`), when on. */
+  cache?: Cache;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
   held?: HeldUpstream;
   /** Gives each exchange its id. @default 1, 2, 3, … per process */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import type { Cache } from "../../lib/cache/cache.ts";
 import { AssertionError } from "node:assert/strict";
 import { type Config, DEFAULTS } from "../../lib/cli/config.ts";
 import type { Authenticator } from "../../lib/policy/auth.ts";
@@ -43,6 +44,7 @@ export function startProxy(
     resolve?: ResolveFn;
     auth?: Authenticator;
     allowDiag?: boolean;
+    cache?: Cache;
   } = {},
 ): ProxyFixture {
   const config: Config = {
@@ -69,6 +71,7 @@ export function startProxy(
     ...(options.connect ? { connect: options.connect } : {}),
     ...(options.resolve ? { resolve: options.resolve } : {}),
     ...(options.auth ? { auth: options.auth } : {}),
+    ...(options.cache ? { cache: options.cache } : {}),
   });
   const port = listener.addr.port;
   return {

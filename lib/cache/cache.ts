@@ -1,0 +1,206 @@
+/**
+ * The shared cache (`--cache`): what the relay asks before and after a plain-HTTP exchange.
+ * `lookup` picks the stored response a request may use (by key and Vary) and says how
+ * (`rules.ts`); `keep` starts keeping a response the rules allow; `invalidate` forgets what an
+ * unsafe method changed (RFC 9111 §4.4); `purge` is the admin's. It counts hits, misses and the
+ * bytes served from storage. Sockets are the relay's (`relay/cached.ts`); files and the index
+ * are the store's (`store.ts`).
+ *
+ * @module
+ */
+
+import type { Field, RequestHead } from "../http1/parse.ts";
+import type { Route } from "../exchange.ts";
+import { type BodyWriter, CacheStore, type Entry } from "./store.ts";
+import {
+  cacheControl,
+  cacheKey,
+  type CacheResult,
+  fieldValue,
+  initialAge,
+  notStorable,
+  type NotStored,
+  storedFields,
+  usable,
+  type Use,
+  varyNames,
+  varySignature,
+} from "./rules.ts";
+
+/** Options of {@linkcode Cache}. */
+export interface CacheOptions {
+  /** The directory of the store. */
+  dir: string;
+  /** Bytes of bodies kept on disk. */
+  maxBytes: number;
+  /** Bytes of bodies kept in memory. */
+  memBytes: number;
+  /** Where failures are reported. */
+  diag: (line: string) => void;
+}
+
+/** What the cache holds for a request. */
+export type Lookup =
+  /** Not a request the cache answers (method, a body, …): relayed as if there were no cache. */
+  | { kind: "bypass"; key?: string }
+  /** Nothing stored matches. */
+  | { kind: "miss"; key: string; fwd: "uri-miss" | "vary-miss" }
+  /** A stored response, and how it may be used. */
+  | { kind: "stored"; key: string; entry: Entry; use: Use };
+
+/** Counters for the metrics and the summary. */
+export interface CacheCounts {
+  /** Exchanges by cache result. */
+  results: Map<CacheResult, number>;
+  /** Body bytes sent to clients from storage. */
+  bytesFromCache: number;
+}
+
+/** Methods whose success invalidates what is stored for their target (RFC 9111 §4.4). */
+const SAFE = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
+
+/** The cache; see the module doc. */
+export class Cache {
+  readonly store: CacheStore;
+  /** Commits in flight (flushing and renaming a body), awaited at close. */
+  #pending = new Set<Promise<unknown>>();
+
+  /**
+   * Opens the store.
+   *
+   * @param options Where and how large.
+   * @throws {Error} when the store cannot be opened.
+   */
+  constructor(options: CacheOptions) {
+    this.store = new CacheStore(options.dir, options);
+  }
+
+  /**
+   * What the cache holds for a request to `route` (RFC 9111 §4): GET and HEAD without a body;
+   * the stored response whose Vary-selected fields match, the most recent first.
+   *
+   * @param head The request head.
+   * @param route Where it goes.
+   * @param now Now, epoch ms.
+   * @returns The lookup.
+   */
+  lookup(head: RequestHead, route: Route, now: number): Lookup {
+    if (route.framing.kind !== "none") return { kind: "bypass" };
+    const key = cacheKey(route.host, route.port, route.path);
+    if (head.method !== "GET" && head.method !== "HEAD") return { kind: "bypass", key };
+    const entries = this.store.lookup(key);
+    if (entries.length === 0) return { kind: "miss", key, fwd: "uri-miss" };
+    const entry = entries.find((e) => e.variant === varySignature(e.vary, head.fields));
+    if (!entry) return { kind: "miss", key, fwd: "vary-miss" };
+    return { kind: "stored", key, entry, use: usable(entry, head.fields, now) };
+  }
+
+  /**
+   * Decides whether a response is kept and, when it is, starts its body file.
+   *
+   * @param key The cache key.
+   * @param request The request head.
+   * @param response Status, reason and fields.
+   * @param timing When the request went and the response came.
+   * @param length The body's length when the framing says it (undefined: chunked).
+   * @returns The writer, or why the response is not kept.
+   */
+  keep(
+    key: string,
+    request: RequestHead,
+    response: { status: number; reason: string; fields: readonly Field[] },
+    timing: { requestTime: number; responseTime: number },
+    length: number | undefined,
+  ): BodyWriter | NotStored | "too-large" {
+    const no = notStorable(request.method, request.fields, response.status, response.fields);
+    if (no) return no;
+    const vary = varyNames(response.fields);
+    const writer = this.store.begin({
+      key,
+      variant: varySignature(vary, request.fields),
+      vary,
+      status: response.status,
+      reason: response.reason,
+      fields: storedFields(response.fields, timing.responseTime),
+      initialAge: initialAge(response.fields, timing),
+      ...timing,
+    }, length);
+    return writer ?? "too-large";
+  }
+
+  /**
+   * Finishes a body in the background (its last bytes, flush, rename, index); `close` waits
+   * for it.
+   *
+   * @param writer The writer whose body is complete (but for `last`).
+   * @param last The whole body, or its last piece, not yet written (copied here: the caller's
+   *   buffer may be reused).
+   */
+  commit(writer: BodyWriter, last?: Uint8Array): void {
+    const tail = last?.slice();
+    const p = (tail ? writer.write(tail) : Promise.resolve())
+      .then(() => writer.commit())
+      .catch(() => null)
+      .finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
+  }
+
+  /**
+   * RFC 9111 §4.4: a non-error response to an unsafe method invalidates the target URI and the
+   * URIs in its Location and Content-Location, when they have the same origin.
+   *
+   * @param method The request method.
+   * @param status The response status.
+   * @param route Where the request went.
+   * @param fields The response's fields.
+   */
+  invalidate(method: string, status: number, route: Route, fields: readonly Field[]): void {
+    if (SAFE.has(method) || status < 200 || status >= 400) return;
+    const key = cacheKey(route.host, route.port, route.path);
+    this.store.removeKey(key);
+    const origin = cacheKey(route.host, route.port, "");
+    for (const name of ["location", "content-location"]) {
+      const value = fieldValue(fields, name);
+      if (value === undefined) continue;
+      let url: URL;
+      try {
+        url = new URL(value, key);
+      } catch {
+        continue;
+      }
+      const same = url.protocol === "http:" &&
+        cacheKey(url.hostname.replace(/^\[|\]$/g, "").toLowerCase(), Number(url.port || 80), "") ===
+          origin;
+      if (same) this.store.removeKey(cacheKey(route.host, route.port, url.pathname + url.search));
+    }
+  }
+
+  /**
+   * Forgets a URL (every variant), or everything.
+   *
+   * @param url The absolute URL, or undefined for everything.
+   * @returns How many stored responses went.
+   */
+  purge(url?: string): number {
+    if (url === undefined) return this.store.clear();
+    const u = new URL(url);
+    return this.store.removeKey(
+      cacheKey(
+        u.hostname.replace(/^\[|\]$/g, "").toLowerCase(),
+        Number(u.port || 80),
+        u.pathname + u.search,
+      ),
+    );
+  }
+
+  /** Whether the request says `only-if-cached` (RFC 9111 §5.2.1.7). */
+  static onlyIfCached(fields: readonly Field[]): boolean {
+    return cacheControl(fields).has("only-if-cached");
+  }
+
+  /** Waits for bodies being committed, then closes the store. */
+  async close(): Promise<void> {
+    await Promise.all(this.#pending);
+    this.store.close();
+  }
+}

@@ -1,0 +1,557 @@
+/**
+ * The cache's store (`--cache`): response bodies as files, their heads and timing in an SQLite
+ * index (`node:sqlite`), small bodies also in memory (`--cache-mem`), and the whole kept under
+ * `--cache-size` by evicting the least recently used. It decides nothing about HTTP (that is
+ * `rules.ts`): it keeps, finds, updates and forgets entries.
+ *
+ * Crash safety: a body is written under `tmp/` and renamed into `objects/` only once complete
+ * and flushed to disk; only then is its row inserted. So after a `kill -9` (or a power cut) a
+ * row always names a whole file: a file without a row (renamed, row not yet written) and
+ * anything left in `tmp/` are deleted at startup, a row whose file is missing or of another size
+ * is dropped when it is next used.
+ *
+ * @module
+ */
+
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import type { Field } from "../http1/parse.ts";
+
+/** One stored response. */
+export interface Entry {
+  /** Row id. */
+  id: number;
+  /** The cache key (the target URI). */
+  key: string;
+  /** The request's values of the fields its Vary names (see rules.ts varySignature). */
+  variant: string;
+  /** The Vary field names, lower case. */
+  vary: string[];
+  /** Status code. */
+  status: number;
+  /** Reason phrase. */
+  reason: string;
+  /** The stored fields (end-to-end, no Content-Length: the size is `size`). */
+  fields: Field[];
+  /** Corrected initial age, seconds. */
+  initialAge: number;
+  /** When the request that fetched or last validated it was sent, epoch ms. */
+  requestTime: number;
+  /** When that response arrived, epoch ms. */
+  responseTime: number;
+  /** Body length in bytes. */
+  size: number;
+  /** The body file's name under `objects/`. */
+  file: string;
+}
+
+/** What an entry is made from (everything but its row id and file). */
+export type EntryHead = Omit<Entry, "id" | "file" | "size">;
+
+/** Options of {@linkcode CacheStore}. */
+export interface StoreOptions {
+  /** Bodies on disk are kept under this many bytes. */
+  maxBytes: number;
+  /** Bodies in memory are kept under this many bytes (0: none). */
+  memBytes: number;
+  /** Where failures are reported. */
+  diag: (line: string) => void;
+}
+
+/** A body in memory is at most this large (or an eighth of the memory budget). */
+const MEM_OBJECT_MAX = 1024 * 1024;
+/** How often the recency of used entries is written, ms. */
+const TOUCH_MS = 1000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS entries (
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL,
+  variant TEXT NOT NULL,
+  vary TEXT NOT NULL,            -- JSON list of lower-case names
+  status INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  fields TEXT NOT NULL,          -- JSON list of [name, value]
+  initial_age REAL NOT NULL,
+  request_time INTEGER NOT NULL,
+  response_time INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  file TEXT NOT NULL,
+  used INTEGER NOT NULL,         -- epoch ms of the last use, for LRU eviction
+  UNIQUE (key, variant)
+);
+CREATE INDEX IF NOT EXISTS entries_used ON entries(used);
+`;
+
+interface Row {
+  id: number;
+  key: string;
+  variant: string;
+  vary: string;
+  status: number;
+  reason: string;
+  fields: string;
+  initial_age: number;
+  request_time: number;
+  response_time: number;
+  size: number;
+  file: string;
+}
+
+function entryOf(row: Row): Entry {
+  return {
+    id: row.id,
+    key: row.key,
+    variant: row.variant,
+    vary: JSON.parse(row.vary),
+    status: row.status,
+    reason: row.reason,
+    fields: JSON.parse(row.fields),
+    initialAge: row.initial_age,
+    requestTime: row.request_time,
+    responseTime: row.response_time,
+    size: row.size,
+    file: row.file,
+  };
+}
+
+/** A stored body, open for reading: whole in memory, or a file of the right size. */
+export type Body = { mem: Uint8Array; file?: undefined } | { file: Deno.FsFile; mem?: undefined };
+
+/** The store; see the module doc. */
+export class CacheStore {
+  #dir: string;
+  #db: DatabaseSync;
+  #options: StoreOptions;
+  #byKey: StatementSync;
+  #insert: StatementSync;
+  #deleteId: StatementSync;
+  #byKeyAll: StatementSync;
+  #byVariant: StatementSync;
+  #oldest: StatementSync;
+  #update: StatementSync;
+  #touch: StatementSync;
+  /** Bodies held in memory, least recently used first. */
+  #mem = new Map<number, Uint8Array>();
+  #memUsed = 0;
+  /** Entries used since the last recency write. */
+  #touched = new Set<number>();
+  #timer: ReturnType<typeof setInterval>;
+  /** Bytes of bodies on disk. */
+  #bytes = 0;
+  #entries = 0;
+  #closed = false;
+
+  /**
+   * Opens (or creates) the store in `dir`, and clears what a crash left.
+   *
+   * @param dir The cache directory.
+   * @param options Size limits and the diagnostic sink.
+   * @throws {Error} when the directory or the index cannot be opened.
+   */
+  constructor(dir: string, options: StoreOptions) {
+    this.#dir = dir;
+    this.#options = options;
+    Deno.mkdirSync(`${dir}/objects`, { recursive: true });
+    Deno.mkdirSync(`${dir}/tmp`, { recursive: true });
+    this.#db = new DatabaseSync(`${dir}/index.sqlite`);
+    this.#db.exec(
+      "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+    );
+    this.#db.exec(SCHEMA);
+    this.#byKey = this.#db.prepare(
+      "SELECT * FROM entries WHERE key = ? ORDER BY response_time DESC",
+    );
+    this.#byKeyAll = this.#db.prepare("SELECT id, file, size FROM entries WHERE key = ?");
+    this.#byVariant = this.#db.prepare(
+      "SELECT id, file, size FROM entries WHERE key = ? AND variant = ?",
+    );
+    this.#insert = this.#db.prepare(
+      "INSERT INTO entries (key, variant, vary, status, reason, fields, initial_age, " +
+        "request_time, response_time, size, file, used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) " +
+        "ON CONFLICT (key, variant) DO UPDATE SET vary = excluded.vary, status = excluded.status, " +
+        "reason = excluded.reason, fields = excluded.fields, initial_age = excluded.initial_age, " +
+        "request_time = excluded.request_time, response_time = excluded.response_time, " +
+        "size = excluded.size, file = excluded.file, used = excluded.used " +
+        "RETURNING id",
+    );
+    this.#deleteId = this.#db.prepare("DELETE FROM entries WHERE id = ? RETURNING file, size");
+    this.#oldest = this.#db.prepare("SELECT id FROM entries ORDER BY used LIMIT 64");
+    this.#update = this.#db.prepare(
+      "UPDATE entries SET fields = ?, initial_age = ?, request_time = ?, response_time = ?, " +
+        "used = ? WHERE id = ?",
+    );
+    this.#touch = this.#db.prepare("UPDATE entries SET used = ? WHERE id = ?");
+    this.#recover();
+    this.#timer = setInterval(() => this.#writeTouches(), TOUCH_MS);
+    Deno.unrefTimer(this.#timer as unknown as number);
+  }
+
+  /** What a crash may have left: partial bodies in tmp/, bodies whose row was never written. */
+  #recover(): void {
+    for (const f of Deno.readDirSync(`${this.#dir}/tmp`)) {
+      Deno.removeSync(`${this.#dir}/tmp/${f.name}`, { recursive: true });
+    }
+    const known = new Set<string>();
+    const rows = this.#db.prepare("SELECT file, size FROM entries").all() as unknown as {
+      file: string;
+      size: number;
+    }[];
+    for (const r of rows) {
+      known.add(r.file);
+      this.#bytes += r.size;
+    }
+    this.#entries = rows.length;
+    for (const f of Deno.readDirSync(`${this.#dir}/objects`)) {
+      if (!known.has(f.name)) Deno.removeSync(`${this.#dir}/objects/${f.name}`);
+    }
+    this.#evict();
+  }
+
+  /** Entries and bytes now. */
+  get stats(): { entries: number; bytes: number; memBytes: number } {
+    return { entries: this.#entries, bytes: this.#bytes, memBytes: this.#memUsed };
+  }
+
+  /**
+   * Every stored response for a key, most recent first.
+   *
+   * @param key The cache key.
+   * @returns The entries.
+   */
+  lookup(key: string): Entry[] {
+    return (this.#byKey.all(key) as unknown as Row[]).map(entryOf);
+  }
+
+  /**
+   * Opens an entry's body, and counts it as used. A file that is gone or of another size than
+   * recorded drops the entry (a crash, or someone else's hands in the directory).
+   *
+   * @param entry The entry.
+   * @returns The body, or null when it cannot be read.
+   */
+  async open(entry: Entry): Promise<Body | null> {
+    this.#touched.add(entry.id);
+    const mem = this.#mem.get(entry.id);
+    if (mem) {
+      this.#mem.delete(entry.id);
+      this.#mem.set(entry.id, mem);
+      return { mem };
+    }
+    let file: Deno.FsFile;
+    try {
+      file = await Deno.open(`${this.#dir}/objects/${entry.file}`, { read: true });
+    } catch {
+      this.remove(entry.id);
+      return null;
+    }
+    const { size } = await file.stat();
+    if (size !== entry.size) {
+      file.close();
+      this.#options.diag(`--cache: dropped "${entry.key}": its body file has the wrong size`);
+      this.remove(entry.id);
+      return null;
+    }
+    if (this.#memFits(entry.size)) {
+      const bytes = new Uint8Array(entry.size);
+      let off = 0;
+      while (off < bytes.length) {
+        const n = await file.read(bytes.subarray(off));
+        if (n === null) break;
+        off += n;
+      }
+      file.close();
+      if (off !== bytes.length) {
+        this.remove(entry.id);
+        return null;
+      }
+      this.#keepInMemory(entry.id, bytes);
+      return { mem: bytes };
+    }
+    return { file };
+  }
+
+  #memFits(size: number): boolean {
+    return size <= Math.min(MEM_OBJECT_MAX, this.#options.memBytes / 8);
+  }
+
+  #keepInMemory(id: number, bytes: Uint8Array): void {
+    if (!this.#memFits(bytes.length)) return;
+    this.#mem.set(id, bytes);
+    this.#memUsed += bytes.length;
+    for (const [old, b] of this.#mem) {
+      if (this.#memUsed <= this.#options.memBytes) break;
+      this.#mem.delete(old);
+      this.#memUsed -= b.length;
+    }
+  }
+
+  #dropFromMemory(id: number): void {
+    const b = this.#mem.get(id);
+    if (b) {
+      this.#mem.delete(id);
+      this.#memUsed -= b.length;
+    }
+  }
+
+  /**
+   * Starts writing a new body. Nothing is visible until {@linkcode BodyWriter.commit}.
+   *
+   * @param head The entry's head (key, variant, status, fields, timing).
+   * @param expected Its length when known (a body that outgrows it is not kept).
+   * @returns The writer, or null when the body cannot be kept (too large for the store).
+   */
+  begin(head: EntryHead, expected?: number): BodyWriter | null {
+    const limit = this.maxObjectBytes;
+    if (expected !== undefined && expected > limit) return null;
+    return new BodyWriter(this, this.#dir, head, limit);
+  }
+
+  /** The largest body kept: an eighth of the store. */
+  get maxObjectBytes(): number {
+    return Math.floor(this.#options.maxBytes / 8);
+  }
+
+  /** Called by a writer whose body is complete, renamed and flushed: the row goes in. */
+  commitRow(head: EntryHead, file: string, size: number, mem: Uint8Array | undefined): Entry {
+    // The same key and variant stored before is replaced, and its body file deleted.
+    const old = this.#byVariant.get(head.key, head.variant) as
+      | { id: number; file: string; size: number }
+      | undefined;
+    const row = this.#insert.get(
+      head.key,
+      head.variant,
+      JSON.stringify(head.vary),
+      head.status,
+      head.reason,
+      JSON.stringify(head.fields),
+      head.initialAge,
+      head.requestTime,
+      head.responseTime,
+      size,
+      file,
+      Date.now(),
+    ) as { id: number };
+    if (old) {
+      this.#dropFromMemory(old.id);
+      this.#unlink(old.file);
+      this.#bytes -= old.size;
+    } else {
+      this.#entries++;
+    }
+    this.#bytes += size;
+    if (mem) this.#keepInMemory(row.id, mem);
+    this.#evict();
+    return { ...head, id: row.id, file, size };
+  }
+
+  /**
+   * Replaces an entry's fields and timing after a 304 validated it (RFC 9111 §4.3.4).
+   *
+   * @param entry The entry, with its new fields and timing.
+   */
+  update(entry: Entry): void {
+    this.#update.run(
+      JSON.stringify(entry.fields),
+      entry.initialAge,
+      entry.requestTime,
+      entry.responseTime,
+      Date.now(),
+      entry.id,
+    );
+  }
+
+  /**
+   * Forgets one entry and deletes its body.
+   *
+   * @param id The entry's row id.
+   */
+  remove(id: number): void {
+    const r = this.#deleteId.get(id) as { file: string; size: number } | undefined;
+    this.#dropFromMemory(id);
+    if (!r) return;
+    this.#bytes -= r.size;
+    this.#entries--;
+    this.#unlink(r.file);
+  }
+
+  /**
+   * Forgets every variant stored for a key (invalidation, RFC 9111 §4.4; a purge).
+   *
+   * @param key The cache key.
+   * @returns How many entries went.
+   */
+  removeKey(key: string): number {
+    const rows = this.#byKeyAll.all(key) as unknown as { id: number }[];
+    for (const r of rows) this.remove(r.id);
+    return rows.length;
+  }
+
+  /**
+   * Forgets everything.
+   *
+   * @returns How many entries went.
+   */
+  clear(): number {
+    const rows = this.#db.prepare("SELECT id FROM entries").all() as unknown as { id: number }[];
+    for (const r of rows) this.remove(r.id);
+    return rows.length;
+  }
+
+  #unlink(file: string): void {
+    try {
+      Deno.removeSync(`${this.#dir}/objects/${file}`);
+    } catch {
+      // already gone: an open reader keeps reading what it opened
+    }
+  }
+
+  /** Evicts the least recently used entries until the bodies fit the size limit. */
+  #evict(): void {
+    this.#writeTouches();
+    while (this.#bytes > this.#options.maxBytes) {
+      const rows = this.#oldest.all() as unknown as { id: number }[];
+      if (rows.length === 0) break;
+      for (const r of rows) {
+        this.remove(r.id);
+        if (this.#bytes <= this.#options.maxBytes) break;
+      }
+    }
+  }
+
+  #writeTouches(): void {
+    if (this.#touched.size === 0 || this.#closed) return;
+    const now = Date.now();
+    try {
+      this.#db.exec("BEGIN");
+      for (const id of this.#touched) this.#touch.run(now, id);
+      this.#db.exec("COMMIT");
+    } catch (err) {
+      try {
+        this.#db.exec("ROLLBACK");
+      } catch {
+        // no transaction left to roll back
+      }
+      this.#options.diag(`--cache: cannot record use: ${(err as Error).message}`);
+    }
+    this.#touched.clear();
+  }
+
+  /** Writes what is pending and closes the index. */
+  close(): void {
+    if (this.#closed) return;
+    this.#writeTouches();
+    this.#closed = true;
+    clearInterval(this.#timer);
+    this.#db.close();
+  }
+}
+
+/**
+ * One body being written: pieces go to a file under `tmp/`; `commit` flushes it to disk,
+ * renames it into `objects/` and inserts its row; `abort` deletes it. A write failure (disk
+ * full) abandons the body quietly: the client's response goes on without it.
+ */
+export class BodyWriter {
+  #store: CacheStore;
+  #dir: string;
+  #head: EntryHead;
+  #limit: number;
+  #name = crypto.randomUUID().replaceAll("-", "");
+  #file: Deno.FsFile | undefined;
+  #size = 0;
+  #failed = false;
+  /** The body kept whole while it is small enough for the memory tier. */
+  #mem: Uint8Array[] | undefined = [];
+
+  constructor(store: CacheStore, dir: string, head: EntryHead, limit: number) {
+    this.#store = store;
+    this.#dir = dir;
+    this.#head = head;
+    this.#limit = limit;
+  }
+
+  /** Whether the body was abandoned. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /**
+   * Appends a piece (copied or written before it returns: the caller may reuse its buffer).
+   *
+   * @param piece Payload bytes.
+   */
+  async write(piece: Uint8Array): Promise<void> {
+    if (this.#failed) return;
+    this.#size += piece.length;
+    if (this.#size > this.#limit) {
+      this.abort();
+      return;
+    }
+    if (this.#mem) {
+      if (this.#size <= MEM_OBJECT_MAX) this.#mem.push(piece.slice());
+      else this.#mem = undefined;
+    }
+    try {
+      this.#file ??= await Deno.open(`${this.#dir}/tmp/${this.#name}`, {
+        write: true,
+        createNew: true,
+      });
+      let off = 0;
+      while (off < piece.length) off += await this.#file.write(piece.subarray(off));
+    } catch {
+      this.abort();
+    }
+  }
+
+  /**
+   * Makes the body visible: flushed, renamed, indexed.
+   *
+   * @returns The entry, or null when the body was abandoned.
+   */
+  async commit(): Promise<Entry | null> {
+    if (this.#failed) return null;
+    try {
+      this.#file ??= await Deno.open(`${this.#dir}/tmp/${this.#name}`, {
+        write: true,
+        createNew: true,
+      });
+      await this.#file.syncData();
+      this.#file.close();
+      this.#file = undefined;
+      await Deno.rename(`${this.#dir}/tmp/${this.#name}`, `${this.#dir}/objects/${this.#name}`);
+    } catch {
+      this.abort();
+      return null;
+    }
+    const mem = this.#mem ? joinPieces(this.#mem, this.#size) : undefined;
+    return this.#store.commitRow(this.#head, this.#name, this.#size, mem);
+  }
+
+  /** Abandons the body and deletes its file. */
+  abort(): void {
+    if (this.#failed) return;
+    this.#failed = true;
+    this.#mem = undefined;
+    try {
+      this.#file?.close();
+    } catch {
+      // already closed
+    }
+    this.#file = undefined;
+    try {
+      Deno.removeSync(`${this.#dir}/tmp/${this.#name}`);
+    } catch {
+      // never created
+    }
+  }
+}
+
+function joinPieces(pieces: Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(size);
+  let off = 0;
+  for (const p of pieces) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
