@@ -64,6 +64,12 @@ export class Cache {
   readonly store: CacheStore;
   /** Commits in flight (flushing and renaming a body), awaited at close. */
   #pending = new Set<Promise<unknown>>();
+  /**
+   * Misses being fetched, by key (collapsed forwarding): the response's body writer once its
+   * head came (null when it is not kept), so other requests for the key wait for it instead
+   * of asking the origin too. One per key, and a key leaves once its body is indexed.
+   */
+  #inflight = new Map<string, Promise<BodyWriter | null>>();
 
   /**
    * Opens the store.
@@ -193,9 +199,54 @@ export class Cache {
     );
   }
 
+  /**
+   * Takes the lead for a key nobody is fetching: later requests for it wait for this one's
+   * response (see {@linkcode following}).
+   *
+   * @param key The cache key.
+   * @returns The function to call with the body writer once the head came (null: not kept,
+   *   or failed), or undefined when someone else leads.
+   */
+  lead(key: string): ((writer: BodyWriter | null) => void) | undefined {
+    if (this.#inflight.has(key)) return undefined;
+    const { promise, resolve } = Promise.withResolvers<BodyWriter | null>();
+    this.#inflight.set(key, promise);
+    let done = false;
+    return (writer) => {
+      if (done) return;
+      done = true;
+      resolve(writer);
+      const leave = () => {
+        if (this.#inflight.get(key) === promise) this.#inflight.delete(key);
+      };
+      if (writer) void writer.ended.then(leave);
+      else leave();
+    };
+  }
+
+  /**
+   * The response being fetched for a key, if any.
+   *
+   * @param key The cache key.
+   * @returns Its body writer once its head came (null: not kept), or undefined.
+   */
+  following(key: string): Promise<BodyWriter | null> | undefined {
+    return this.#inflight.get(key);
+  }
+
   /** Whether the request says `only-if-cached` (RFC 9111 §5.2.1.7). */
   static onlyIfCached(fields: readonly Field[]): boolean {
     return cacheControl(fields).has("only-if-cached");
+  }
+
+  /**
+   * Keeps track of work in the background (a validation), so `close` waits for it.
+   *
+   * @param work The work.
+   */
+  track(work: Promise<void>): void {
+    const p = work.finally(() => this.#pending.delete(p));
+    this.#pending.add(p);
   }
 
   /** Waits for bodies being committed, then closes the store. */

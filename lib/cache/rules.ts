@@ -560,6 +560,7 @@ export type CacheResult =
   | "REFRESH_MODIFIED"
   | "REFRESH_FAIL_OLD"
   | "STALE_HIT"
+  | "CF_HIT"
   | "BYPASS"
   | "OFFLINE_MISS";
 
@@ -578,6 +579,7 @@ export function cacheStatus(
     fwd?: "uri-miss" | "vary-miss" | "miss" | "request" | "stale" | "bypass" | "method";
     fwdStatus?: number;
     stored?: boolean;
+    collapsed?: boolean;
     ttl?: number;
     detail?: string;
   },
@@ -587,6 +589,7 @@ export function cacheStatus(
   if (parts.fwd) params.push(`fwd=${parts.fwd}`);
   if (parts.fwdStatus !== undefined) params.push(`fwd-status=${parts.fwdStatus}`);
   if (parts.stored) params.push("stored");
+  if (parts.collapsed) params.push("collapsed");
   if (parts.ttl !== undefined) params.push(`ttl=${Math.floor(parts.ttl)}`);
   if (parts.detail) params.push(`detail=${parts.detail}`);
   return [/^[A-Za-z][\w.-]*$/.test(name) ? name : `"${name.replace(/["\\]/g, "")}"`, ...params]

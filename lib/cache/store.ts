@@ -303,7 +303,12 @@ export class CacheStore {
   begin(head: EntryHead, expected?: number): BodyWriter | null {
     const limit = this.maxObjectBytes;
     if (expected !== undefined && expected > limit) return null;
-    return new BodyWriter(this, this.#dir, head, limit);
+    try {
+      return new BodyWriter(this, this.#dir, head, { limit, expected });
+    } catch (err) {
+      this.#options.diag(`--cache: cannot create a body file: ${(err as Error).message}`);
+      return null;
+    }
   }
 
   /** The largest body kept: an eighth of the store. */
@@ -449,30 +454,92 @@ export class CacheStore {
 /**
  * One body being written: pieces go to a file under `tmp/`; `commit` flushes it to disk,
  * renames it into `objects/` and inserts its row; `abort` deletes it. A write failure (disk
- * full) abandons the body quietly: the client's response goes on without it.
+ * full) abandons the body quietly: the client's response goes on without it. Other readers
+ * may follow it as it grows (collapsed forwarding): `written` counts the bytes already in the
+ * file, `changed` settles at each new piece and at the end, `openReader` opens the file
+ * wherever it is by then.
  */
 export class BodyWriter {
   #store: CacheStore;
   #dir: string;
-  #head: EntryHead;
   #limit: number;
   #name = crypto.randomUUID().replaceAll("-", "");
   #file: Deno.FsFile | undefined;
   #size = 0;
-  #failed = false;
+  #written = 0;
+  #state: "writing" | "done" | "failed" = "writing";
+  #changed = Promise.withResolvers<void>();
+  #ended = Promise.withResolvers<void>();
   /** The body kept whole while it is small enough for the memory tier. */
   #mem: Uint8Array[] | undefined = [];
+  /** The entry's head. */
+  readonly head: EntryHead;
+  /** The body's length, when the response said it. */
+  readonly expected: number | undefined;
 
-  constructor(store: CacheStore, dir: string, head: EntryHead, limit: number) {
+  /**
+   * Creates the body file (at once, so a follower can open it).
+   *
+   * @throws {Error} when it cannot be created.
+   */
+  constructor(
+    store: CacheStore,
+    dir: string,
+    head: EntryHead,
+    options: { limit: number; expected: number | undefined },
+  ) {
     this.#store = store;
     this.#dir = dir;
-    this.#head = head;
-    this.#limit = limit;
+    this.head = head;
+    this.#limit = options.limit;
+    this.expected = options.expected;
+    this.#file = Deno.openSync(`${dir}/tmp/${this.#name}`, { write: true, createNew: true });
   }
 
   /** Whether the body was abandoned. */
   get failed(): boolean {
-    return this.#failed;
+    return this.#state === "failed";
+  }
+
+  /** Whether the body is complete (committed, or being committed). */
+  get complete(): boolean {
+    return this.#state === "done";
+  }
+
+  /** Bytes already in the file. */
+  get written(): number {
+    return this.#written;
+  }
+
+  /** Settles once the body is indexed (or abandoned): nobody needs to follow it after. */
+  get ended(): Promise<void> {
+    return this.#ended.promise;
+  }
+
+  /** Settles when more is written, or the body is complete or abandoned. */
+  changed(): Promise<void> {
+    return this.#changed.promise;
+  }
+
+  #wake(): void {
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers<void>();
+  }
+
+  /**
+   * Opens the body file for reading, under `tmp/` while it is written or `objects/` after.
+   *
+   * @returns The file, or null when it is gone (abandoned, or evicted since).
+   */
+  openReader(): Deno.FsFile | null {
+    for (const where of ["tmp", "objects"]) {
+      try {
+        return Deno.openSync(`${this.#dir}/${where}/${this.#name}`, { read: true });
+      } catch {
+        // renamed meanwhile, or gone
+      }
+    }
+    return null;
   }
 
   /**
@@ -481,7 +548,7 @@ export class BodyWriter {
    * @param piece Payload bytes.
    */
   async write(piece: Uint8Array): Promise<void> {
-    if (this.#failed) return;
+    if (this.#state !== "writing" || !this.#file) return;
     this.#size += piece.length;
     if (this.#size > this.#limit) {
       this.abort();
@@ -492,12 +559,10 @@ export class BodyWriter {
       else this.#mem = undefined;
     }
     try {
-      this.#file ??= await Deno.open(`${this.#dir}/tmp/${this.#name}`, {
-        write: true,
-        createNew: true,
-      });
       let off = 0;
       while (off < piece.length) off += await this.#file.write(piece.subarray(off));
+      this.#written += piece.length;
+      this.#wake();
     } catch {
       this.abort();
     }
@@ -509,28 +574,35 @@ export class BodyWriter {
    * @returns The entry, or null when the body was abandoned.
    */
   async commit(): Promise<Entry | null> {
-    if (this.#failed) return null;
+    if (this.#state !== "writing" || !this.#file) return null;
+    if (this.expected !== undefined && this.#size !== this.expected) {
+      this.abort();
+      return null;
+    }
+    this.#state = "done";
+    this.#wake();
     try {
-      this.#file ??= await Deno.open(`${this.#dir}/tmp/${this.#name}`, {
-        write: true,
-        createNew: true,
-      });
       await this.#file.syncData();
       this.#file.close();
       this.#file = undefined;
       await Deno.rename(`${this.#dir}/tmp/${this.#name}`, `${this.#dir}/objects/${this.#name}`);
     } catch {
+      this.#state = "writing";
       this.abort();
       return null;
     }
     const mem = this.#mem ? joinPieces(this.#mem, this.#size) : undefined;
-    return this.#store.commitRow(this.#head, this.#name, this.#size, mem);
+    try {
+      return this.#store.commitRow(this.head, this.#name, this.#size, mem);
+    } finally {
+      this.#ended.resolve();
+    }
   }
 
   /** Abandons the body and deletes its file. */
   abort(): void {
-    if (this.#failed) return;
-    this.#failed = true;
+    if (this.#state === "failed") return;
+    this.#state = "failed";
     this.#mem = undefined;
     try {
       this.#file?.close();
@@ -541,8 +613,10 @@ export class BodyWriter {
     try {
       Deno.removeSync(`${this.#dir}/tmp/${this.#name}`);
     } catch {
-      // never created
+      // already gone
     }
+    this.#wake();
+    this.#ended.resolve();
   }
 }
 

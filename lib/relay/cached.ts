@@ -14,10 +14,11 @@ import type { Exchange } from "../exchange.ts";
 import { joinBytes } from "../http1/body.ts";
 import { addVia, clientWantsKeepAlive, connectionFields, encodeHead } from "../http1/headers.ts";
 import type { Field, RequestHead } from "../http1/parse.ts";
-import type { Entry } from "../cache/store.ts";
+import type { BodyWriter, Entry } from "../cache/store.ts";
 import {
   type CacheResult,
   cacheStatus,
+  currentAge,
   fieldValue,
   ifRangeHolds,
   notModified,
@@ -147,3 +148,89 @@ export async function serveStored(
   }
   return keep;
 }
+
+/** The last chunk of a chunked body, without trailers. */
+const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
+
+/**
+ * Answers a GET with a response another request is fetching (collapsed forwarding): its head
+ * at once, then its body as it reaches the cache's file, so every waiting client gets the bytes
+ * as they arrive and the origin is asked once. A body of unknown length goes chunked to an
+ * HTTP/1.1 client (to an HTTP/1.0 one, raw, then the connection closes).
+ *
+ * @param ex The exchange.
+ * @param ctx Settings; `ctx.cache` is set.
+ * @param head The client's request head (a plain GET).
+ * @param writer The body being written.
+ * @returns Whether the client connection may carry another request, or null when the body
+ *   file is gone (the caller relays the request instead).
+ */
+export async function serveFollowing(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+  writer: BodyWriter,
+): Promise<boolean | null> {
+  const opened = writer.openReader();
+  if (!opened) return null;
+  using file = opened;
+  const stored = writer.head;
+  const fields: Field[] = [...stored.fields];
+  fields.push([
+    "Age",
+    String(Math.floor(currentAge(stored.initialAge, stored.responseTime, Date.now()))),
+  ]);
+  addVia(fields, 1, ctx.config.viaName);
+  fields.push([
+    "Cache-Status",
+    cacheStatus(ctx.config.viaName, { fwd: "uri-miss", collapsed: true }),
+  ]);
+  const known = writer.expected;
+  const chunked = known === undefined && head.minor === 1;
+  if (known !== undefined) fields.push(["Content-Length", String(known)]);
+  else if (chunked) fields.push(["Transfer-Encoding", "chunked"]);
+  const keep = clientWantsKeepAlive(head) && !ctx.signal.aborted &&
+    (known !== undefined || chunked);
+  fields.push(...connectionFields(keep, head.minor));
+  ex.record.status = stored.status;
+  ex.record.reason = stored.reason;
+  ex.record.responseFields = fields;
+  ex.record.cache = "CF_HIT";
+  const type = fieldValue(stored.fields, "content-type");
+  if (type !== undefined) ex.record.contentType = type;
+  ex.responseStarted = true;
+  await toClient(ex, encodeHead(`HTTP/1.1 ${stored.status} ${stored.reason}`, fields), ctx);
+  const buf = new Uint8Array(FILE_PIECE);
+  let pos = 0;
+  for (;;) {
+    if (pos < writer.written) {
+      const n = await file.read(buf.subarray(0, Math.min(buf.length, writer.written - pos)));
+      if (n === null) {
+        throw new Aborted("the cache's file ended early", "http_response_incomplete");
+      }
+      const piece = buf.subarray(0, n);
+      await toClient(
+        ex,
+        chunked
+          ? joinBytes(joinBytes(new TextEncoder().encode(`${n.toString(16)}\r\n`), piece), CRLF)
+          : piece,
+        ctx,
+      );
+      pos += n;
+      ex.record.bytesDown += n;
+      continue;
+    }
+    if (writer.failed) {
+      throw new Aborted(
+        "the response this one was waiting on broke off",
+        "http_response_incomplete",
+      );
+    }
+    if (writer.complete) break;
+    await writer.changed();
+  }
+  if (chunked) await toClient(ex, LAST_CHUNK, ctx);
+  return keep;
+}
+
+const CRLF = new TextEncoder().encode("\r\n");

@@ -44,12 +44,15 @@ import {
   initialAge,
   isConditional,
   staleIfError,
+  staleWhileRevalidate,
   validators,
+  varySignature,
 } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
-import { serveStored } from "./cached.ts";
+import { serveFollowing, serveStored } from "./cached.ts";
+import { revalidate } from "./revalidate.ts";
 import { toClient } from "./to_client.ts";
-import { planRequest, planResponse } from "../http1/plan.ts";
+import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
@@ -93,10 +96,43 @@ export async function forward(
     if (served !== null) return served;
     look = { kind: "miss", key: look.key, fwd: "uri-miss" }; // its body file was gone
   }
+  // RFC 5861 §3: within stale-while-revalidate, the stale response answers now and is validated
+  // in the background (once per key at a time).
+  if (
+    look?.kind === "stored" && look.use.kind === "validate" && look.use.why === "stale" &&
+    staleWhileRevalidate(look.entry, -look.use.ttl)
+  ) {
+    const lead = cache!.lead(look.key);
+    if (lead) cache!.track(revalidate(ctx, head, route, look.entry, lead));
+    const served = await serveStored(ex, ctx, head, look.entry, {
+      result: "STALE_HIT",
+      age: look.use.age,
+      ttl: look.use.ttl,
+    });
+    if (served !== null) return served;
+    look = { kind: "miss", key: look.key, fwd: "uri-miss" };
+  }
   if (look && look.kind !== "bypass" && Cache.onlyIfCached(head.fields)) {
     throw new GatewayTimeout("only-if-cached: the cache holds no response it may use", {
       kind: "only_if_cached",
     });
+  }
+  // Collapsed forwarding: a plain GET for a key being fetched waits for that response, and is
+  // answered from it as it arrives (when its Vary matches); the first one leads.
+  let lead: ((writer: BodyWriter | null) => void) | undefined;
+  if (look?.kind === "miss" && plainGet(head)) {
+    const pending = cache!.following(look.key);
+    if (!pending) lead = cache!.lead(look.key);
+    else {
+      const writer = await pending;
+      if (
+        writer && !writer.failed &&
+        writer.head.variant === varySignature(writer.head.vary, head.fields)
+      ) {
+        const served = await serveFollowing(ex, ctx, head, writer);
+        if (served !== null) return served;
+      }
+    }
   }
   // A stored response that must be validated: the request goes with its validators (RFC 9111
   // §4.3.1), unless the client sent conditionals of its own (their answer is the client's).
@@ -105,19 +141,7 @@ export async function forward(
     : undefined;
   const conditions = validating ? validators(validating.fields) : [];
   const sent = conditions.length > 0 ? { ...head, fields: [...head.fields, ...conditions] } : head;
-  // Through a parent the request line keeps its absolute form, and carries our credentials.
-  const parentAuth = route.parent && config.parentAuth;
-  const plan = planRequest(sent, {
-    authority: route.authority,
-    path: route.parent ? `http://${route.authority}${route.path}` : route.path,
-    ...(parentAuth ? { proxyAuthorization: `Basic ${basic(parentAuth)}` } : {}),
-    framing,
-    viaName: config.viaName,
-    allowTrace: config.allowTrace,
-    pooled: ctx.pool !== undefined,
-    forwarded: config.forwarded,
-    clientIp: ex.record.clientIp,
-  });
+  const plan = planRequest(sent, requestSettings(ctx, route, ex.record.clientIp));
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
   const { head: requestHead, sendContinue, retryable, upgrade } = plan;
   // A small body that already arrived with the head goes up in the same write. (Not with
@@ -218,6 +242,7 @@ export async function forward(
     const writer = look && look.kind !== "bypass"
       ? startStoring(ex, ctx, head, response, look, validating, timing, extra)
       : undefined;
+    lead?.(writer ?? null);
     const answer = planResponse(response, head, { ...state, extra });
     ex.record.status = response.status;
     ex.record.reason = response.reason;
@@ -259,7 +284,43 @@ export async function forward(
     return answer.keep;
   } finally {
     watchSoon?.cancel();
+    lead?.(null);
   }
+}
+
+/**
+ * How a request to `route` is planned: through a parent the request line keeps its absolute
+ * form, and carries our credentials.
+ *
+ * @param ctx Settings.
+ * @param route Where it goes.
+ * @param clientIp The client, for Forwarded / X-Forwarded-For.
+ * @returns The settings for planRequest.
+ */
+export function requestSettings(
+  ctx: ExchangeContext,
+  route: Route,
+  clientIp: string,
+): RequestSettings {
+  const { config } = ctx;
+  const parentAuth = route.parent && config.parentAuth;
+  return {
+    authority: route.authority,
+    path: route.parent ? `http://${route.authority}${route.path}` : route.path,
+    ...(parentAuth ? { proxyAuthorization: `Basic ${basic(parentAuth)}` } : {}),
+    framing: route.framing,
+    viaName: config.viaName,
+    allowTrace: config.allowTrace,
+    pooled: ctx.pool !== undefined,
+    forwarded: config.forwarded,
+    clientIp,
+  };
+}
+
+/** A GET that may share another's response: no conditionals of its own, no Range. */
+function plainGet(head: RequestHead): boolean {
+  return head.method === "GET" && !isConditional(head.fields) &&
+    !head.fields.some(([n]) => n.length === 5 && n.toLowerCase() === "range");
 }
 
 /**

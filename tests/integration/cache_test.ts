@@ -608,3 +608,91 @@ Deno.test("cache: kill -9 while a body is being written never leaves a partial o
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cache: 50 concurrent misses for one URL make one upstream request, and every client gets the whole body as it arrives (collapsed forwarding)", async () => {
+  const size = 512 * 1024;
+  const payload = new Uint8Array(size).map((_, i) => (i * 5) & 0xff);
+  const go = Promise.withResolvers<void>();
+  await using origin = countingOrigin(() =>
+    new Response(
+      new ReadableStream({
+        async start(ctl) {
+          // The head goes at once, the body only once every client is waiting.
+          ctl.enqueue(payload.slice(0, 1000));
+          await go.promise;
+          ctl.enqueue(payload.slice(1000));
+          ctl.close();
+        },
+      }),
+      { headers: { "cache-control": "max-age=60" } },
+    )
+  );
+  await using c = await cachingProxy();
+  const target = url(origin.port, "/shared");
+  const first = rawGetChunked(c.proxy.port, target);
+  while (origin.count === 0) await sleep(5);
+  const others = Array.from({ length: 49 }, () => rawGetChunked(c.proxy.port, target));
+  await sleep(300);
+  go.resolve();
+  const bodies = await Promise.all([first, ...others]);
+  for (const b of bodies) assert.deepEqual(b, payload);
+  assert.equal(origin.count, 1);
+  const collapsed = c.proxy.lines.filter((l) => / TCP_CF_HIT\/200 524288 GET /.test(l));
+  assert.equal(collapsed.length, 49);
+});
+
+/** GET through the proxy, returning the body bytes, chunked or not. */
+async function rawGetChunked(proxyPort: number, target: string): Promise<Uint8Array> {
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxyPort });
+  await conn.write(
+    new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+  );
+  const chunks: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    chunks.push(buf.slice(0, n));
+  }
+  const all = concat(chunks);
+  const text = dec.decode(all);
+  const end = text.indexOf("\r\n\r\n");
+  if (!/transfer-encoding: chunked/i.test(text.slice(0, end))) return all.subarray(end + 4);
+  const out: Uint8Array[] = [];
+  let pos = end + 4;
+  for (;;) {
+    const lineEnd = text.indexOf("\r\n", pos);
+    const n = parseInt(text.slice(pos, lineEnd), 16);
+    if (n === 0) break;
+    out.push(all.subarray(lineEnd + 2, lineEnd + 2 + n));
+    pos = lineEnd + 2 + n + 2;
+  }
+  return concat(out);
+}
+
+Deno.test("cache: within stale-while-revalidate the stale response answers at once and is validated in the background (RFC 5861 §3)", async () => {
+  await using origin = countingOrigin((req, n) =>
+    n === 1
+      ? new Response("v1", {
+        headers: { etag: '"v1"', "cache-control": "max-age=0, stale-while-revalidate=60" },
+      })
+      : new Response(`v${n}:${req.headers.get("if-none-match")}`, {
+        headers: { etag: `"v${n}"`, "cache-control": "max-age=60" },
+      })
+  );
+  await using c = await cachingProxy();
+  await ask(c.proxy.port, url(origin.port));
+  await sleep(30);
+  const stale = await ask(c.proxy.port, url(origin.port));
+  assert.equal(stale.body, "v1");
+  assert.match(stale.headers.get("cache-status")!, /^http-proxy; hit; ttl=-\d+$/);
+  while (origin.count < 2) await sleep(10);
+  await sleep(100); // its body stored
+  const fresh = await ask(c.proxy.port, url(origin.port));
+  assert.equal(fresh.body, 'v2:"v1"');
+  assert.match(fresh.headers.get("cache-status")!, /hit/);
+  assert.equal(origin.count, 2);
+  await c.proxy.waitForLine(/ TCP_STALE_HIT\/200 2 GET /);
+  // The background request wrote no log line of its own.
+  assert.equal(c.proxy.lines.length, 3);
+});

@@ -1,0 +1,140 @@
+/**
+ * Background validation for `stale-while-revalidate` (RFC 5861 §3): the client already got the
+ * stale response; this asks the origin with the stored validators, through the same transport
+ * (policy, pool, parent) as any request, and updates the store with what comes back: a 304
+ * freshens the stored fields, a response that may be stored replaces it (its body read into the
+ * store, written nowhere else), one that may not be stored removes it, an error leaves it. No
+ * client waits for it and nothing is logged as an exchange of its own.
+ *
+ * @module
+ */
+
+import type { Exchange, Route } from "../exchange.ts";
+import { copyChunked, copyLength, type Sink } from "../http1/body.ts";
+import { responseFraming } from "../http1/headers.ts";
+import type { RequestHead } from "../http1/parse.ts";
+import { planRequest, planResponse } from "../http1/plan.ts";
+import { freshen, initialAge, validators } from "../cache/rules.ts";
+import type { BodyWriter, Entry } from "../cache/store.ts";
+import { closeQuietly } from "../upstream/dial.ts";
+import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
+import { requestSettings } from "./forward.ts";
+
+/** The client's conditionals and range are its own: the background request drops them. */
+const CLIENT_ONLY =
+  /^(if-match|if-none-match|if-modified-since|if-unmodified-since|if-range|range)$/i;
+
+/** Where a background body goes besides the store: nowhere. */
+const NOWHERE: Sink = { write: (bytes) => Promise.resolve(bytes.length) };
+
+/**
+ * Validates a stored response in the background. Never throws.
+ *
+ * @param ctx The settings of the exchange that served the stale response.
+ * @param head Its request head.
+ * @param route Where it went.
+ * @param entry The stored response.
+ * @param lead The cache's lead on the key (released when done).
+ */
+export async function revalidate(
+  ctx: ExchangeContext,
+  head: RequestHead,
+  route: Route,
+  entry: Entry,
+  lead: (writer: BodyWriter | null) => void,
+): Promise<void> {
+  const cache = ctx.cache!;
+  // No client of its own: no write deadline, no hold on a connection, no open log line.
+  const { clientWrite: _w, held: _h, ...shared } = ctx;
+  const bg: ExchangeContext = { ...shared, logger: { ...ctx.logger, opened() {} } };
+  const ex = {
+    record: {
+      id: 0,
+      start: Date.now(),
+      clientIp: "",
+      clientPort: 0,
+      method: "GET",
+      target: entry.key,
+      bytesUp: 0,
+      bytesDown: 0,
+      tunnel: false,
+      opened: false,
+    },
+    t0: performance.now(),
+    responseStarted: false,
+    requestConsumed: true,
+    minor: 1,
+    head: false,
+  } as unknown as Exchange; // the transport never touches the client side
+  let writer: BodyWriter | null = null;
+  try {
+    const fields = head.fields.filter(([n]) => !CLIENT_ONLY.test(n));
+    const request: RequestHead = { ...head, method: "GET", fields };
+    const plan = planRequest(
+      { ...request, fields: [...fields, ...validators(entry.fields)] },
+      requestSettings(bg, route, ""),
+    );
+    if (plan.kind === "answer") return;
+    const requestTime = Date.now();
+    const { up, response } = await roundTrip(ex, bg, route, {
+      bytes: plan.head,
+      retryable: true,
+      upgrade: false,
+      async sent() {},
+      async interim() {},
+    });
+    const timing = { requestTime, responseTime: Date.now() };
+    const answer = planResponse(response, request, {
+      consumed: true,
+      upstreamBroke: false,
+      stopping: ctx.signal.aborted,
+      pooled: ctx.pool !== undefined,
+      viaName: ctx.config.viaName,
+    });
+    if (response.status === 304) {
+      cache.store.update({
+        ...entry,
+        fields: freshen(entry.fields, response.fields),
+        initialAge: initialAge(response.fields, timing),
+        ...timing,
+      });
+    } else if (response.status < 500) {
+      const framing = responseFraming(response, "GET");
+      const kept = framing.kind === "length" || framing.kind === "chunked"
+        ? cache.keep(
+          entry.key,
+          request,
+          response,
+          timing,
+          framing.kind === "length" ? framing.length : undefined,
+        )
+        : "framing";
+      if (typeof kept !== "object") {
+        cache.store.remove(entry.id);
+        return;
+      }
+      writer = kept;
+      const options = {
+        tee: (piece: Uint8Array) => kept.write(piece),
+        readTimeoutMs: ctx.config.readTimeoutMs,
+      };
+      if (framing.kind === "length") {
+        await copyLength(up.reader, NOWHERE, framing.length, options);
+      } else await copyChunked(up.reader, NOWHERE, options);
+      cache.commit(kept);
+      writer = null;
+    } else {
+      return; // the origin failed: the stale response stays for the next try
+    }
+    if (answer.reusable && up.reader.buffered === 0) {
+      ex.upstream = undefined;
+      ctx.pool?.release(up);
+    }
+  } catch {
+    // the origin could not be asked: the stored response stays as it was
+  } finally {
+    writer?.abort();
+    lead(null);
+    closeQuietly(ex.upstream);
+  }
+}
