@@ -183,7 +183,7 @@ async function serve(
     await reports.cache?.close();
     throw err instanceof StartupError ? err : new StartupError((err as Error).message, 1);
   }
-  announce(config, instance, workers, auth, admin, adminAuth, hostAddresses);
+  announce(config, instance, workers, auth, admin, adminAuth, hostAddresses, reports.cache);
   return await runUntilStopped(config, instance, others, admin, reports, guard, {
     args,
     started,
@@ -268,11 +268,13 @@ function startAdminListener(
       gauges: {
         connections: () => (instance()?.server.connections ?? 0) + sum((g) => g.connections),
         idleUpstreams: () => (instance()?.server.idleUpstreams ?? 0) + sum((g) => g.idleUpstreams),
+        cache: () => reports.cache?.store.stats,
       },
       auth: adminAuth,
       hosts: config.adminHosts,
       hostAddresses,
       history: config.history,
+      cache: reports.cache,
     });
   } catch (err) {
     reports.har?.close();
@@ -297,6 +299,7 @@ function announce(
   admin: AdminServer | undefined,
   adminAuth: Authenticator | undefined,
   hostAddresses: HostAddresses,
+  cache: Cache | undefined,
 ): void {
   const { logger } = instance.log;
   // TLS listeners as the URL clients give (https://…).
@@ -313,6 +316,14 @@ function announce(
     logger.info(
       "warning: without --allow-sys the proxy cannot read this host's interface addresses, so " +
         "only loopback and 0.0.0.0 are refused to other machines as this host's own",
+    );
+  }
+  if (cache) {
+    const { entries, bytes } = cache.store.stats;
+    const mib = (n: number) => `${Math.round(n / 1024 ** 2)} MiB`;
+    logger.info(
+      `cache: ${entries} response(s), ${mib(bytes)} of ${mib(config.cacheSize)} in ` +
+        `${Deno.realPathSync(config.cacheDir)}; ${mib(config.cacheMem)} in memory`,
     );
   }
   if (admin) {

@@ -33,6 +33,7 @@ const PATH = [
   "upstream/",
   "policy/",
   "http1/",
+  "cache/",
 ];
 const onPath = (m: string) => PATH.some((p) => (p.endsWith("/") ? m.startsWith(p) : m === p));
 const PURE = [
@@ -43,6 +44,7 @@ const PURE = [
   "policy/policy.ts",
   "policy/name_list.ts",
   "upstream/parent.ts",
+  "cache/rules.ts",
   "errors.ts",
 ];
 
@@ -63,6 +65,12 @@ Deno.test("the dependency rule of docs/architecture.md holds for every import of
         /^(relay\/|upstream\/|observe\/|cli\/|server\.ts|handle_conn\.ts)/.test(dep)
       ) {
         broken.push(`${m} → ${dep} (policy/ does not import the layers above it)`);
+      }
+      if (
+        m.startsWith("cache/") &&
+        /^(relay\/|upstream\/|observe\/|cli\/|policy\/|server\.ts|handle_conn\.ts)/.test(dep)
+      ) {
+        broken.push(`${m} → ${dep} (cache/ stands on http1/ alone: the relay uses it)`);
       }
       if (onPath(m) && dep.startsWith("observe/")) {
         broken.push(`${m} → ${dep} (the request path never imports observe/)`);

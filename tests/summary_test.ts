@@ -138,3 +138,21 @@ Deno.test("Summary counts per client address and per user, with each one's top d
   merged.merge(s.raw());
   assert.deepEqual(merged.users(), s.users());
 });
+
+Deno.test("Summary counts the cache: hits of cacheable requests, bytes from the store, merged across threads", () => {
+  const s = new Summary();
+  s.closed(ex({ cache: "MISS", bytesDown: 100 }));
+  s.closed(ex({ cache: "HIT", bytesDown: 100 }));
+  s.closed(ex({ cache: "REFRESH_UNMODIFIED", bytesDown: 50 }));
+  s.closed(ex({})); // not cacheable: not counted
+  const worker = new Summary();
+  worker.closed(ex({ cache: "CF_HIT", bytesDown: 10 }));
+  s.merge(worker.raw());
+  assert.deepEqual(s.toJSON().cache, { lookups: 4, hits: 3, servedBytes: 160 });
+  assert.match(
+    s.table(),
+    /^cache: 3 of 4 cacheable request\(s\) answered from the cache \(75\.0%\), 160 bytes not fetched again$/m,
+  );
+  assert.equal(new Summary().toJSON().cache, undefined);
+  assert.doesNotMatch(new Summary().table(), /^cache:/m);
+});

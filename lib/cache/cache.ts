@@ -9,7 +9,8 @@
  * @module
  */
 
-import type { Field, RequestHead } from "../http1/parse.ts";
+import { addVia } from "../http1/headers.ts";
+import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
 import type { Route } from "../exchange.ts";
 import { type BodyWriter, CacheStore, type Entry } from "./store.ts";
 import {
@@ -17,6 +18,7 @@ import {
   cacheKey,
   type CacheResult,
   fieldValue,
+  freshen,
   initialAge,
   notStorable,
   type NotStored,
@@ -106,32 +108,67 @@ export class Cache {
    *
    * @param key The cache key.
    * @param request The request head.
-   * @param response Status, reason and fields.
+   * @param response The response head.
    * @param timing When the request went and the response came.
    * @param length The body's length when the framing says it (undefined: chunked).
+   * @param viaName This proxy's Via name: the stored response is the one forwarded, Via and all.
    * @returns The writer, or why the response is not kept.
    */
   keep(
     key: string,
     request: RequestHead,
-    response: { status: number; reason: string; fields: readonly Field[] },
+    response: ResponseHead,
     timing: { requestTime: number; responseTime: number },
     length: number | undefined,
+    viaName: string,
   ): BodyWriter | NotStored | "too-large" {
     const no = notStorable(request.method, request.fields, response.status, response.fields);
     if (no) return no;
     const vary = varyNames(response.fields);
+    const fields = storedFields(response.fields, timing.responseTime);
+    addVia(fields, response.minor, viaName);
     const writer = this.store.begin({
       key,
       variant: varySignature(vary, request.fields),
       vary,
       status: response.status,
       reason: response.reason,
-      fields: storedFields(response.fields, timing.responseTime),
+      fields,
       initialAge: initialAge(response.fields, timing),
       ...timing,
     }, length);
     return writer ?? "too-large";
+  }
+
+  /**
+   * Updates a stored response from the 304 that validated it (RFC 9111 §4.3.4): the 304's
+   * fields replace the stored ones (this proxy's Via put back when the 304 brought its own),
+   * and its timing becomes the entry's.
+   *
+   * @param entry The stored response.
+   * @param response The 304.
+   * @param timing When the validation went and came back.
+   * @param viaName This proxy's Via name.
+   * @returns The updated entry.
+   */
+  refresh(
+    entry: Entry,
+    response: ResponseHead,
+    timing: { requestTime: number; responseTime: number },
+    viaName: string,
+  ): Entry {
+    const fields = freshen(entry.fields, response.fields);
+    if (response.fields.some(([n]) => n.toLowerCase() === "via")) {
+      addVia(fields, response.minor, viaName);
+    }
+    const updated: Entry = {
+      ...entry,
+      fields,
+      initialAge: initialAge(response.fields, timing),
+      ...timing,
+    };
+    this.store.update(updated);
+    return updated;
   }
 
   /**

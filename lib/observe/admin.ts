@@ -22,6 +22,7 @@ import { asciiJson, jsonRecord } from "./log.ts";
 import type { Gauges, Metrics } from "./metrics.ts";
 import { normalizeHost } from "../policy/policy.ts";
 import type { Summary } from "./summary.ts";
+import type { Cache } from "../cache/cache.ts";
 import { DatabaseSync } from "node:sqlite";
 import { type HistoryQuery, HistoryQueryError, queryHistory } from "./history.ts";
 
@@ -51,6 +52,8 @@ export interface AdminOptions {
   hostAddresses: HostAddresses;
   /** The `--history` database, which `/api/history` reads. */
   history?: string | undefined;
+  /** The cache (`--cache`), which `/api/cache` shows and purges. */
+  cache?: Cache | undefined;
 }
 
 /** Rows `/api/history` returns at most (its `limit` parameter; 100 when absent). */
@@ -203,6 +206,35 @@ export function startAdmin(
       return json({ error: `the history cannot be read: ${(err as Error).message}` }, 503);
     }
   };
+  // GET: the cache's size and hit ratio. DELETE ?url=U forgets one URL (every variant), DELETE
+  // ?all=1 everything. DELETE, not POST: a page elsewhere cannot send it without a CORS
+  // preflight, which this listener never grants, so it cannot purge through a browser.
+  const cacheApi = (method: string, params: URLSearchParams): Response => {
+    const cache = options.cache;
+    if (!cache) return json({ error: "the cache is off: start the proxy with --cache" }, 404);
+    if (method === "GET") {
+      const counts = metrics.cacheCounts();
+      return json({
+        ...cache.store.stats,
+        ...counts,
+        hitRatio: counts.lookups === 0 ? null : counts.hits / counts.lookups,
+      });
+    }
+    if (method !== "DELETE") return text("only GET or DELETE\n", 405, { allow: "GET, DELETE" });
+    const target = params.get("url");
+    if (params.get("all") === "1") return json({ purged: cache.purge() });
+    if (target === null) return json({ error: "url: give the URL to purge (or all=1)" }, 400);
+    let u: URL;
+    try {
+      u = new URL(target);
+    } catch {
+      return json({ error: `url: "${target}" is not an absolute URL` }, 400);
+    }
+    if (u.protocol !== "http:") {
+      return json({ error: `url: only http:// URLs are cached (HTTPS is tunnelled)` }, 400);
+    }
+    return json({ purged: cache.purge(target) });
+  };
   // Once a second: the bytes that flowed (transfers under way included) and what is under way,
   // to /api/inflight and to every event stream as a "tick" event.
   let last: ReturnType<Metrics["tick"]> = { bytes: 0, inflight: [] };
@@ -223,6 +255,7 @@ export function startAdmin(
   const route = (req: Request): Response => {
     const url = new URL(req.url);
     const path = url.pathname;
+    if (path === "/api/cache") return cacheApi(req.method, url.searchParams);
     if (req.method !== "GET") return text("only GET\n", 405, { allow: "GET" });
     switch (path) {
       case "/metrics":

@@ -18,7 +18,8 @@ export const DASHBOARD_HTML = `<!doctype html>
 <span class="kpi">requests/s <b id="rps">0</b></span>
 <span class="kpi">bytes/s <b id="bps">0</b></span>
 <span class="kpi">exchanges <b id="total">0</b></span>
-<span class="kpi">errors <b id="errors">0</b></span></header>
+<span class="kpi">errors <b id="errors">0</b></span>
+<span class="kpi" id="cachekpi" hidden>cache hits <b id="chits">-</b> from cache <b id="csaved">0</b></span></header>
 <main>
 <section><h2>requests per second (last 5 minutes)</h2><canvas id="rchart"></canvas></section>
 <section><h2>bytes per second (last 5 minutes)</h2><canvas id="bchart"></canvas></section>
@@ -110,7 +111,8 @@ function row(ex) {
   const st = ex.status ? String(ex.status)[0] + "xx" : "none";
   return "<tr data-host=\\"" + esc(hostOf(ex.url)) + "\\" data-client=\\"" + esc(ex.client) + "\\" data-status=\\"" + st + "\\"><td>" + esc(ex.time.slice(11, 19)) + "</td><td>" + ex.id + "</td><td class=opt title=\\"" + esc(ex.client) + "\\">" + esc(ex.client) + "</td><td>" + esc(ex.method) +
     "</td><td title=\\"" + esc(ex.url) + "\\">" + esc(ex.url) + "</td><td class=\\"" + cls + "\\">" + esc(ex.status ?? "-") + "</td><td>" +
-    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td>" + waterfall(ex) + "<td class=opt title=\\"" + esc(ex.upstream ?? "-") + "\\">" + esc(ex.upstream ?? "-") + "</td></tr>";
+    human(ex.bytes_down) + "</td><td>" + esc(ex.total_ms) + "</td>" + waterfall(ex) + "<td class=opt title=\\"" + esc(ex.upstream ?? (ex.cache ? "cache " + ex.cache : "-")) + "\\">" +
+    esc(ex.upstream ?? (ex.cache ? "cache " + ex.cache : "-")) + "</td></tr>";
 }
 function add(ex) {
   total++; reqs[N - 1]++; // bytes come with each tick, as they flow
@@ -139,6 +141,11 @@ $("filters").addEventListener("submit", (e) => e.preventDefault());
 async function summary() {
   const s = await (await fetch("/api/summary")).json();
   $("conns").textContent = s.connections;
+  if (!$("cachekpi").hidden) {
+    const c = await (await fetch("/api/cache")).json();
+    $("chits").textContent = c.hitRatio === null ? "-" : (100 * c.hitRatio).toFixed(1) + "%";
+    $("csaved").textContent = human(c.servedBytes);
+  }
   $("hosts").tBodies[0].innerHTML = s.hosts.slice(0, 10).map((h) => "<tr><td title=\\"" + esc(h.host) + "\\">" + esc(h.host) + "</td><td>" + h.requests + "</td><td>" +
     human(h.bytesUp + h.bytesDown) + "</td><td>" + h.p50Ms + "</td><td>" + esc(Object.entries(h.errors).map(([k, n]) => k + "=" + n).join(" ") || "-") + "</td></tr>").join("");
   $("clients").tBodies[0].innerHTML = s.clients.slice(0, 10).map((c) => {
@@ -182,6 +189,10 @@ setInterval(summary, 2000);
   // Without --history the panel says so and its button is off.
   const h = await fetch("/api/history?limit=1");
   if (!h.ok) { $("hnote").textContent = (await h.json()).error; $("hgo").disabled = true; }
+  // With --cache, its hit ratio and the bytes it served.
+  const c = await fetch("/api/cache");
+  $("cachekpi").hidden = !c.ok;
+  await c.text();
   for (const ex of await (await fetch("/api/recent")).json()) add(ex);
   reqs.fill(0); bytes.fill(0); summary();
   const es = new EventSource("/api/events");

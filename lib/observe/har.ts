@@ -89,6 +89,7 @@ export function harEntry(ex: ExchangeRecord): Record<string, unknown> {
     // Custom fields (HAR 1.2 allows names that start with _): where the client came in.
     ...(ex.listener === undefined ? {} : { _listener: ex.listener, _tls: ex.tls ?? false }),
     ...(ex.parent === undefined ? {} : { _parent: ex.parent }),
+    ...(ex.cache === undefined ? {} : { _cache: ex.cache }),
     ...(ex.error === undefined ? {} : { comment: ex.error }),
   };
 }

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
   error TEXT,
   upstream TEXT,
   parent TEXT,
-  tls INTEGER NOT NULL DEFAULT 0
+  tls INTEGER NOT NULL DEFAULT 0,
+  cache TEXT                   -- the cache's result (--cache): HIT, MISS, …
 );
 CREATE INDEX IF NOT EXISTS exchanges_time ON exchanges(time);
 CREATE INDEX IF NOT EXISTS exchanges_client ON exchanges(client_ip, time);
@@ -62,6 +63,11 @@ export function openHistory(path: string): DatabaseSync {
       "PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA wal_autocheckpoint=20000;",
   );
   db.exec(SCHEMA);
+  // A database made before the cache existed gets its column.
+  const columns = db.prepare("PRAGMA table_info(exchanges)").all() as { name: string }[];
+  if (!columns.some((c) => c.name === "cache")) {
+    db.exec("ALTER TABLE exchanges ADD COLUMN cache TEXT");
+  }
   return db;
 }
 
@@ -96,8 +102,8 @@ export class History implements ExchangeObserver {
     this.#db = openHistory(path);
     this.#insert = this.#db.prepare(
       "INSERT INTO exchanges (time, id, client, client_ip, user, method, url, host, status, " +
-        "bytes_up, bytes_down, total_ms, error_kind, error, upstream, parent, tls) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "bytes_up, bytes_down, total_ms, error_kind, error, upstream, parent, tls, cache) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     );
     this.#timer = setInterval(() => this.flush(), FLUSH_MS);
     Deno.unrefTimer(this.#timer as unknown as number);
@@ -142,6 +148,7 @@ export class History implements ExchangeObserver {
           ex.upstreamIp === undefined ? null : `${ex.upstreamIp}:${ex.upstreamPort}`,
           ex.parent ?? null,
           ex.tls ? 1 : 0,
+          ex.cache ?? null,
         );
       }
       this.#db.exec("COMMIT");
@@ -287,7 +294,7 @@ export function queryHistory(db: DatabaseSync, q: HistoryQuery): Record<string, 
       "ORDER BY bytes_up + bytes_down DESC, requests DESC LIMIT ?";
   } else {
     sql = "SELECT time, client, user, method, url, status, bytes_up, bytes_down, total_ms, " +
-      "error FROM exchanges WHERE " + where.join(" AND ") + " ORDER BY time DESC LIMIT ?";
+      "error, cache FROM exchanges WHERE " + where.join(" AND ") + " ORDER BY time DESC LIMIT ?";
   }
   params.push(q.limit);
   const rows = db.prepare(sql).all(...params) as Record<string, unknown>[];

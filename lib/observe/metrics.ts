@@ -31,7 +31,18 @@ export interface Gauges {
   connections(): number;
   /** Idle upstream connections held for reuse. */
   idleUpstreams(): number;
+  /** The cache's store (`--cache`), when on. */
+  cache?(): { entries: number; bytes: number; memBytes: number } | undefined;
 }
+
+/** Cache results whose body came from the store (bytes the origin did not send again). */
+const FROM_STORE = new Set([
+  "HIT",
+  "STALE_HIT",
+  "CF_HIT",
+  "REFRESH_UNMODIFIED",
+  "REFRESH_FAIL_OLD",
+]);
 
 /** Escapes a Prometheus label value. */
 function label(value: string): string {
@@ -76,6 +87,10 @@ export class Metrics implements ExchangeObserver {
   #keep: number;
   #listeners = new Set<(ex: ExchangeRecord) => void>();
   #dropped = 0;
+  /** Exchanges by cache result (`--cache`). */
+  #cacheResults = new Map<string, number>();
+  /** Body bytes sent from the cache's store. */
+  #cacheBytes = 0;
   /** Ids of exchanges counted as holding an upstream (a retry opens twice; it counts once). */
   #holding = new Set<number>();
   /**
@@ -122,6 +137,10 @@ export class Metrics implements ExchangeObserver {
     this.#requests.set(key, (this.#requests.get(key) ?? 0) + 1);
     if (ex.errorKind !== undefined) {
       this.#errors.set(ex.errorKind, (this.#errors.get(ex.errorKind) ?? 0) + 1);
+    }
+    if (ex.cache !== undefined) {
+      this.#cacheResults.set(ex.cache, (this.#cacheResults.get(ex.cache) ?? 0) + 1);
+      if (FROM_STORE.has(ex.cache)) this.#cacheBytes += ex.bytesDown;
     }
     // What a tick already counted of it is not counted again.
     const flowing = this.#flowing.get(ex.id);
@@ -218,6 +237,22 @@ export class Metrics implements ExchangeObserver {
   }
 
   /**
+   * The cache's counts so far: hits (every result served from the store), cacheable requests,
+   * and the body bytes sent from the store.
+   *
+   * @returns The counts.
+   */
+  cacheCounts(): { hits: number; lookups: number; servedBytes: number } {
+    let hits = 0;
+    let lookups = 0;
+    for (const [result, n] of this.#cacheResults) {
+      lookups += n;
+      if (FROM_STORE.has(result)) hits += n;
+    }
+    return { hits, lookups, servedBytes: this.#cacheBytes };
+  }
+
+  /**
    * Renders the Prometheus text exposition format (version 0.0.4).
    *
    * @param gauges Live gauges.
@@ -239,6 +274,24 @@ export class Metrics implements ExchangeObserver {
     metric("http_proxy_errors_total", "counter", "Failed exchanges, by error kind.");
     for (const [kind, n] of [...this.#errors].sort()) {
       out.push(`http_proxy_errors_total{kind="${label(kind)}"} ${n}`);
+    }
+    const stored = gauges.cache?.();
+    if (stored) {
+      metric("http_proxy_cache_requests_total", "counter", "Cacheable requests, by cache result.");
+      for (const [result, n] of [...this.#cacheResults].sort()) {
+        out.push(`http_proxy_cache_requests_total{result="${result}"} ${n}`);
+      }
+      metric(
+        "http_proxy_cache_served_bytes_total",
+        "counter",
+        "Body bytes sent from the cache, not fetched again.",
+      );
+      out.push(`http_proxy_cache_served_bytes_total ${this.#cacheBytes}`);
+      metric("http_proxy_cache_entries", "gauge", "Responses stored.");
+      out.push(`http_proxy_cache_entries ${stored.entries}`);
+      metric("http_proxy_cache_bytes", "gauge", "Body bytes stored, by tier.");
+      out.push(`http_proxy_cache_bytes{tier="disk"} ${stored.bytes}`);
+      out.push(`http_proxy_cache_bytes{tier="memory"} ${stored.memBytes}`);
     }
     metric("http_proxy_client_connections", "gauge", "Client connections open.");
     out.push(`http_proxy_client_connections ${gauges.connections()}`);

@@ -142,7 +142,28 @@ export interface RawSummary {
   clients: [string, PartyAcc][];
   /** Accumulators by user name. */
   users: [string, PartyAcc][];
+  /** The cache's counts (`--cache`). */
+  cache: CacheAcc;
 }
+
+/** What the cache did: requests it looked up, those answered from its store, their bytes. */
+export interface CacheAcc {
+  /** Requests with a cache result. */
+  lookups: number;
+  /** Of those, answered from the store. */
+  hits: number;
+  /** Body bytes sent from the store. */
+  servedBytes: number;
+}
+
+/** Cache results answered from the store. */
+const FROM_STORE = new Set([
+  "HIT",
+  "STALE_HIT",
+  "CF_HIT",
+  "REFRESH_UNMODIFIED",
+  "REFRESH_FAIL_OLD",
+]);
 
 /** How a {@linkcode BoundedTable} makes, merges and ranks its rows. */
 interface RowKind<A> {
@@ -304,6 +325,7 @@ export class Summary implements ExchangeObserver {
   #clients = new BoundedTable(PARTY, MAX_HOSTS);
   #users = new BoundedTable(PARTY, MAX_HOSTS);
   #since = Date.now();
+  #cache: CacheAcc = { lookups: 0, hits: 0, servedBytes: 0 };
 
   /**
    * The counts as plain data (structured-clone safe).
@@ -316,6 +338,7 @@ export class Summary implements ExchangeObserver {
       hosts: [...this.#hosts.rows],
       clients: [...this.#clients.rows],
       users: [...this.#users.rows],
+      cache: { ...this.#cache },
     };
   }
 
@@ -329,6 +352,9 @@ export class Summary implements ExchangeObserver {
     this.#hosts.merge(other.hosts);
     this.#clients.merge(other.clients);
     this.#users.merge(other.users);
+    this.#cache.lookups += other.cache.lookups;
+    this.#cache.hits += other.cache.hits;
+    this.#cache.servedBytes += other.cache.servedBytes;
   }
 
   /**
@@ -338,6 +364,13 @@ export class Summary implements ExchangeObserver {
    */
   closed(ex: ExchangeRecord): void {
     const destination = ex.destination ?? "-";
+    if (ex.cache !== undefined) {
+      this.#cache.lookups++;
+      if (FROM_STORE.has(ex.cache)) {
+        this.#cache.hits++;
+        this.#cache.servedBytes += ex.bytesDown;
+      }
+    }
     countParty(this.#clients.row(ex.clientIp), ex, destination);
     if (ex.user !== undefined) countParty(this.#users.row(ex.user), ex, destination);
     const acc = this.#hosts.row(destination);
@@ -413,6 +446,7 @@ export class Summary implements ExchangeObserver {
     hosts: HostStats[];
     clients: PartyStats[];
     users: PartyStats[];
+    cache?: CacheAcc;
   } {
     return {
       since: new Date(this.#since).toISOString(),
@@ -420,6 +454,7 @@ export class Summary implements ExchangeObserver {
       hosts: this.hosts(),
       clients: this.clients(),
       users: this.users(),
+      ...(this.#cache.lookups > 0 ? { cache: { ...this.#cache } } : {}),
     };
   }
 
@@ -466,10 +501,21 @@ export class Summary implements ExchangeObserver {
       ...(all.length > hosts.length
         ? [`... ${all.length - hosts.length} more host(s) (all of them: --summary-json)`]
         : []),
+      ...cacheLine(this.#cache),
       ...partyTable("client", this.clients()),
       ...partyTable("user", this.users()),
     ].join("\n");
   }
+}
+
+/** The cache's line of the summary (none when nothing was looked up). */
+function cacheLine(c: CacheAcc): string[] {
+  if (c.lookups === 0) return [];
+  const pct = ((100 * c.hits) / c.lookups).toFixed(1);
+  return [
+    `cache: ${c.hits} of ${c.lookups} cacheable request(s) answered from the cache (${pct}%), ` +
+    `${c.servedBytes} bytes not fetched again`,
+  ];
 }
 
 /** Rows the client and user tables show. */

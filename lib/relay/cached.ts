@@ -12,7 +12,7 @@
 import { Aborted } from "../errors.ts";
 import type { Exchange } from "../exchange.ts";
 import { joinBytes } from "../http1/body.ts";
-import { addVia, clientWantsKeepAlive, connectionFields, encodeHead } from "../http1/headers.ts";
+import { clientWantsKeepAlive, connectionFields, encodeHead } from "../http1/headers.ts";
 import type { Field, RequestHead } from "../http1/parse.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import {
@@ -96,7 +96,6 @@ export async function serveStored(
   }
   // RFC 9111 §5.1: Age on every response served from storage.
   fields.push(["Age", String(Math.floor(how.age))]);
-  addVia(fields, 1, ctx.config.viaName);
   fields.push([
     "Cache-Status",
     cacheStatus(ctx.config.viaName, {
@@ -180,7 +179,6 @@ export async function serveFollowing(
     "Age",
     String(Math.floor(currentAge(stored.initialAge, stored.responseTime, Date.now()))),
   ]);
-  addVia(fields, 1, ctx.config.viaName);
   fields.push([
     "Cache-Status",
     cacheStatus(ctx.config.viaName, { fwd: "uri-miss", collapsed: true }),

@@ -39,9 +39,7 @@ import { Cache, type Lookup } from "../cache/cache.ts";
 import {
   cacheStatus,
   currentAge,
-  freshen,
   freshnessLifetime,
-  initialAge,
   isConditional,
   staleIfError,
   staleWhileRevalidate,
@@ -359,7 +357,7 @@ function startStoring(
     ? "method"
     : length === null
     ? "framing"
-    : cache.keep(look.key, head, response, timing, length);
+    : cache.keep(look.key, head, response, timing, length, ctx.config.viaName);
   const writer = typeof kept === "object" ? kept : undefined;
   if (validating && !writer && response.status < 500) cache.store.remove(validating.id);
   const fwd = look.kind === "miss"
@@ -397,14 +395,7 @@ async function refreshed(
   entry: Entry,
 ): Promise<boolean> {
   const { up, response, timing } = trip;
-  const fields = freshen(entry.fields, response.fields);
-  const updated: Entry = {
-    ...entry,
-    fields,
-    initialAge: initialAge(response.fields, timing),
-    ...timing,
-  };
-  ctx.cache!.store.update(updated);
+  const updated = ctx.cache!.refresh(entry, response, timing, ctx.config.viaName);
   // A 304 has no body: its connection goes back at once.
   if (trip.reusable && up.reader.buffered === 0) {
     ex.upstream = undefined;
@@ -415,7 +406,7 @@ async function refreshed(
   const served = await serveStored(ex, ctx, head, updated, {
     result: "REFRESH_UNMODIFIED",
     age,
-    ttl: freshnessLifetime(updated.status, fields, updated.responseTime) - age,
+    ttl: freshnessLifetime(updated.status, updated.fields, updated.responseTime) - age,
     fwd: "stale",
     fwdStatus: 304,
   });

@@ -14,7 +14,7 @@ import { copyChunked, copyLength, type Sink } from "../http1/body.ts";
 import { responseFraming } from "../http1/headers.ts";
 import type { RequestHead } from "../http1/parse.ts";
 import { planRequest, planResponse } from "../http1/plan.ts";
-import { freshen, initialAge, validators } from "../cache/rules.ts";
+import { validators } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
@@ -92,12 +92,7 @@ export async function revalidate(
       viaName: ctx.config.viaName,
     });
     if (response.status === 304) {
-      cache.store.update({
-        ...entry,
-        fields: freshen(entry.fields, response.fields),
-        initialAge: initialAge(response.fields, timing),
-        ...timing,
-      });
+      cache.refresh(entry, response, timing, ctx.config.viaName);
     } else if (response.status < 500) {
       const framing = responseFraming(response, "GET");
       const kept = framing.kind === "length" || framing.kind === "chunked"
@@ -107,6 +102,7 @@ export async function revalidate(
           response,
           timing,
           framing.kind === "length" ? framing.length : undefined,
+          ctx.config.viaName,
         )
         : "framing";
       if (typeof kept !== "object") {

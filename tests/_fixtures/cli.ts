@@ -172,9 +172,13 @@ export async function adminOf(cli: Cli): Promise<string> {
  * The CLI on 127.0.0.1 with its admin listener on a free port and no access log.
  *
  * @param more More flags.
+ * @param options Extra deno flags and the like, as for startCli.
  * @returns The CLI, and its admin listener's `host:port` as `admin`.
  */
-export async function startCliWithAdmin(more: string[] = []): Promise<Cli & { admin: string }> {
+export async function startCliWithAdmin(
+  more: string[] = [],
+  options: CliOptions = {},
+): Promise<Cli & { admin: string }> {
   const cli = await startCli([
     "--listen",
     "127.0.0.1:0",
@@ -182,6 +186,6 @@ export async function startCliWithAdmin(more: string[] = []): Promise<Cli & { ad
     "127.0.0.1:0",
     "--quiet",
     ...more,
-  ]);
+  ], options);
   return Object.assign(cli, { admin: await adminOf(cli) });
 }

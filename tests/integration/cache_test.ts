@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Cache } from "../../lib/cache/cache.ts";
 import { httpDate } from "../../lib/cache/rules.ts";
 import { DatabaseSync } from "node:sqlite";
-import { startCli } from "../_fixtures/cli.ts";
+import { adminOf, runCli, startCli } from "../_fixtures/cli.ts";
 import { concat, readAll, sleep, startProxy } from "../_fixtures/servers.ts";
 
 /** One parsed response. */
@@ -695,4 +695,102 @@ Deno.test("cache: within stale-while-revalidate the stale response answers at on
   await c.proxy.waitForLine(/ TCP_STALE_HIT\/200 2 GET /);
   // The background request wrote no log line of its own.
   assert.equal(c.proxy.lines.length, 3);
+});
+
+Deno.test("cache: the admin listener shows the hit ratio (/api/cache, /metrics) and purges a URL or everything with DELETE", async () => {
+  await using origin = countingOrigin(() =>
+    new Response("admin", { headers: { "cache-control": "max-age=60" } })
+  );
+  const dir = await Deno.makeTempDir({ prefix: "http-proxy-cache-admin-" });
+  try {
+    await using cli = await startCli(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+        "--quiet",
+        "--cache",
+        "--cache-dir",
+        dir,
+      ],
+      { denoFlags: ["--allow-read", "--allow-write"] },
+    );
+    const admin = `http://${await adminOf(cli)}`;
+    const port = Number(cli.addrs[0]!.split(":").pop());
+    await ask(port, url(origin.port, "/p"));
+    await sleep(50);
+    await ask(port, url(origin.port, "/p"));
+    const stats = await (await fetch(`${admin}/api/cache`)).json();
+    assert.equal(stats.entries, 1);
+    assert.equal(stats.bytes, 5);
+    assert.equal(stats.hits, 1);
+    assert.equal(stats.lookups, 2);
+    assert.equal(stats.hitRatio, 0.5);
+    assert.equal(stats.servedBytes, 5);
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    assert.match(metrics, /^http_proxy_cache_requests_total\{result="HIT"\} 1$/m);
+    assert.match(metrics, /^http_proxy_cache_requests_total\{result="MISS"\} 1$/m);
+    assert.match(metrics, /^http_proxy_cache_bytes\{tier="disk"\} 5$/m);
+    // Not through a form post or a bare DELETE.
+    const post = await fetch(`${admin}/api/cache?all=1`, { method: "POST" });
+    assert.equal(post.status, 405);
+    await post.body?.cancel();
+    const bare = await fetch(`${admin}/api/cache`, { method: "DELETE" });
+    assert.equal(bare.status, 400);
+    assert.match((await bare.json()).error, /^url: /);
+    const purged = await fetch(
+      `${admin}/api/cache?url=${encodeURIComponent(url(origin.port, "/p"))}`,
+      { method: "DELETE" },
+    );
+    assert.deepEqual(await purged.json(), { purged: 1 });
+    const again = await ask(port, url(origin.port, "/p"));
+    assert.match(again.headers.get("cache-status")!, /fwd=uri-miss/);
+    assert.equal(origin.count, 2);
+    await sleep(50);
+    const all = await fetch(`${admin}/api/cache?all=1`, { method: "DELETE" });
+    assert.deepEqual(await all.json(), { purged: 1 });
+    assert.deepEqual([...Deno.readDirSync(`${dir}/objects`)], []);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cache: the history keeps each exchange's cache result and the HAR file has it as _cache", async () => {
+  await using origin = countingOrigin(() =>
+    new Response("hist", { headers: { "cache-control": "max-age=60" } })
+  );
+  const dir = await Deno.makeTempDir({ prefix: "http-proxy-cache-history-" });
+  const perms = ["--allow-read", "--allow-write"];
+  try {
+    {
+      await using cli = await startCli([
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--cache",
+        "--cache-dir",
+        `${dir}/cache`,
+        "--history",
+        `${dir}/h.db`,
+        "--har",
+        `${dir}/t.har`,
+      ], { denoFlags: perms });
+      const port = Number(cli.addrs[0]!.split(":").pop());
+      await ask(port, url(origin.port, "/h"));
+      await sleep(50);
+      await ask(port, url(origin.port, "/h"));
+      assert.equal(await cli.stop("SIGTERM"), 0);
+    }
+    const out = await runCli(["history", `${dir}/h.db`, "--format", "json"], perms);
+    assert.equal(out.code, 0, out.stderr);
+    assert.deepEqual(JSON.parse(out.stdout).map((r: { cache: string }) => r.cache), [
+      "HIT",
+      "MISS",
+    ]);
+    const har = JSON.parse(await Deno.readTextFile(`${dir}/t.har`));
+    assert.deepEqual(har.log.entries.map((e: { _cache: string }) => e._cache), ["MISS", "HIT"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

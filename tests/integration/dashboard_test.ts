@@ -438,3 +438,39 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "with --cache the dashboard shows the hit ratio and the bytes served from the cache (needs chromium)",
+  ignore: !hasChromium,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    await using origin = startHttpOrigin(() =>
+      new Response("x".repeat(2000), { headers: { "cache-control": "max-age=60" } })
+    );
+    const dir = await Deno.makeTempDir({ prefix: "http-proxy-dash-cache-" });
+    try {
+      await using cli = await startCliWithAdmin(["--cache", "--cache-dir", dir], {
+        denoFlags: ["--allow-read", "--allow-write"],
+      });
+      for (let i = 0; i < 4; i++) {
+        const res = await curlThrough(cli.addrs[0]!, `http://127.0.0.1:${origin.port}/c`);
+        assert.equal(res.code, 0, res.stderr);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const browser = await chromium.launch({ executablePath: CHROMIUM, args: QUIET_CHROMIUM });
+      try {
+        const page = await browser.newPage();
+        await page.goto(`http://${cli.admin}/`);
+        await page.waitForSelector("#chits >> text=75.0%", { timeout: 3000 });
+        assert.equal(await page.textContent("#csaved"), "6.0k");
+        await page.waitForSelector("#recent tbody tr >> text=cache HIT", { timeout: 3000 });
+      } finally {
+        await browser.close();
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
