@@ -13,7 +13,10 @@
  * bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
  * cannot be installed or started is left out and named.
  *
- * Flags: --rounds N (3), --duration S (5), --workers N (1), --only ka,close,c1000,dl,tunnel,lat
+ * With `--cache` rows (`--only cache`): http-proxy with `--cache` and squid with its memory cache,
+ * a 1 KiB hit against a 1 KiB miss, and a 100 MiB hit from disk against a 100 MiB miss.
+ *
+ * Flags: --rounds N (3), --duration S (5), --workers N (1), --only ka,close,c1000,dl,tunnel,lat,cache
  *
  * @module
  */
@@ -185,7 +188,12 @@ http {
   keepalive_requests 100000000; keepalive_timeout 120s;
   client_body_temp_path ${dir}/tmp/b; proxy_temp_path ${dir}/tmp/p; fastcgi_temp_path ${dir}/tmp/f;
   uwsgi_temp_path ${dir}/tmp/u; scgi_temp_path ${dir}/tmp/s;
-  server { listen 127.0.0.1:${originPort} backlog=4096; root ${dir}/www; }
+  server {
+    listen 127.0.0.1:${originPort} backlog=4096; root ${dir}/www;
+    # For the cache rows: the same files, cacheable for an hour, or never stored.
+    location /c/ { alias ${dir}/www/; expires 1h; }
+    location /n/ { alias ${dir}/www/; add_header Cache-Control "no-store"; }
+  }
 }
 `,
   );
@@ -212,6 +220,29 @@ server_persistent_connections on
   );
   const squid = spawn("squid", ["-N", "-f", `${dir}/squid.conf`]);
   await waitForPort(squidPort, "squid");
+
+  // For the cache rows: squid with its memory cache on (the fastest it serves a hit from).
+  const squidCachePort = freePort();
+  await Deno.mkdir(`${dir}/squid-cache`, { recursive: true });
+  await Deno.chmod(`${dir}/squid-cache`, 0o777);
+  await Deno.writeTextFile(
+    `${dir}/squid-cache/squid.conf`,
+    `http_port 127.0.0.1:${squidCachePort}
+http_access allow all
+cache_mem 256 MB
+maximum_object_size_in_memory 1 MB
+memory_cache_mode always
+access_log daemon:${dir}/squid-cache/access.log squid
+cache_store_log none
+cache_log ${dir}/squid-cache/cache.log
+pid_filename ${dir}/squid-cache/squid.pid
+coredump_dir ${dir}/squid-cache
+shutdown_lifetime 1 seconds
+max_filedescriptors 16384
+`,
+  );
+  const squidCache = spawn("squid", ["-N", "-f", `${dir}/squid-cache/squid.conf`]);
+  await waitForPort(squidCachePort, "squid (memory cache)");
 
   const tinyPort = freePort();
   await Deno.writeTextFile(
@@ -264,6 +295,23 @@ PidFile "${dir}/tinyproxy.pid"
     ...(flags.workers !== "1" ? ["--workers", flags.workers] : []),
   ]);
   await waitForPort(oursPort, "http-proxy");
+  // The same build with --cache, for the cache rows.
+  const oursCachePort = freePort();
+  const oursCache = spawn(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    `--allow-read=${dir}`,
+    `--allow-write=${dir}`,
+    `${root}main.ts`,
+    "--listen",
+    `127.0.0.1:${oursCachePort}`,
+    "--cache",
+    "--cache-dir",
+    `${dir}/http-proxy-cache`,
+    "--log-file",
+    `${dir}/http-proxy-cache.log`,
+  ]);
+  await waitForPort(oursCachePort, "http-proxy --cache");
 
   const origin = `127.0.0.1:${originPort}`;
   const viaProxy = (port: number, pid: number, name: string): Target => ({
@@ -310,7 +358,11 @@ PidFile "${dir}/tinyproxy.pid"
       rawOnly: true,
     },
   ];
-  return { targets, origin };
+  const caching = {
+    ours: viaProxy(oursCachePort, oursCache.pid, "http-proxy"),
+    squid: viaProxy(squidCachePort, squidCache.pid, "squid"),
+  };
+  return { targets, origin, caching };
 }
 
 /**
@@ -528,7 +580,7 @@ async function main() {
   };
   const want = (name: string) => !ONLY || ONLY.includes(name);
   try {
-    const { targets, origin } = await setup(dir);
+    const { targets, origin, caching } = await setup(dir);
     for (const t of targets) if (t.pid) add("idle RSS MiB", t.name, treeRss(t.pid));
     for (let round = 1; round <= ROUNDS; round++) {
       // Rotate the order each round so no target always runs first or last.
@@ -589,6 +641,7 @@ async function main() {
         }
         if (t.pid) add("peak RSS MiB", t.name, treeRss(t.pid, "VmHWM"));
       }
+      if (want("cache")) await cacheRound(caching, origin, add);
     }
     report(samples, targets.map((t) => t.name), started);
   } finally {
@@ -604,11 +657,56 @@ async function main() {
   }
 }
 
+/**
+ * The cache rows, one round: a 1 KiB hit (`/c/`, cacheable for an hour) against a 1 KiB miss
+ * (`/n/`, no-store: every request goes to nginx through the cache's code) for http-proxy --cache
+ * and for squid with its memory cache, and a 100 MiB hit (from http-proxy's disk store) against a
+ * 100 MiB miss. Each hit is warmed by one request first.
+ */
+async function cacheRound(
+  caching: { ours: Target; squid: Target },
+  origin: string,
+  add: (figure: string, target: string, value: number) => void,
+) {
+  for (const t of [caching.squid, caching.ours]) {
+    await sh("curl", ["-s", "-o", "/dev/null", ...t.curl, `http://${origin}/c/1k.bin`]);
+    const cpu0 = treeCpu(t.pid!);
+    const t0 = performance.now();
+    const hit = await wrk(t, "c/1k.bin", 50, DURATION);
+    const cores = (treeCpu(t.pid!) - cpu0) / ((performance.now() - t0) / 1000);
+    add("cache 1 KiB hit req/s", t.name, hit.rps);
+    add("cache hit req/s per proxy core", t.name, hit.rps / cores);
+    add("cache 1 KiB hit p99 ms", t.name, hit.p99);
+    const miss = await wrk(t, "n/1k.bin", 50, DURATION);
+    add("cache 1 KiB miss req/s", t.name, miss.rps);
+    add("cache errors", t.name, hit.errors + hit.timeouts + miss.errors + miss.timeouts);
+  }
+  const ours = caching.ours;
+  await download(ours.curl, `http://${origin}/c/100m.bin`); // stored (and the JIT warm)
+  add(
+    "cache 100 MiB hit (disk) MB/s",
+    ours.name,
+    await download(ours.curl, `http://${origin}/c/100m.bin`),
+  );
+  await download(ours.curl, `http://${origin}/n/100m.bin`);
+  add(
+    "cache 100 MiB miss MB/s",
+    ours.name,
+    await download(ours.curl, `http://${origin}/n/100m.bin`),
+  );
+}
+
 function report(samples: Record<string, Record<string, number[]>>, names: string[], started: Date) {
   const med: Record<string, Record<string, number>> = {};
   for (const [figure, byTarget] of Object.entries(samples)) {
     med[figure] = {};
     for (const [t, xs] of Object.entries(byTarget)) med[figure]![t] = median(xs);
+  }
+  const hit = med["cache 1 KiB hit req/s"];
+  const miss = med["cache 1 KiB miss req/s"];
+  if (hit && miss) {
+    med["cache hit/miss"] = {};
+    for (const n of Object.keys(hit)) med["cache hit/miss"]![n] = hit[n]! / miss[n]!;
   }
   const lat = med["1-conn p50 ms"];
   if (lat) {

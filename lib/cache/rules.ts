@@ -305,10 +305,9 @@ export type Use =
  */
 export function usable(stored: Stored, request: readonly Field[], now: number): Use {
   const age = currentAge(stored.initialAge, stored.responseTime, now);
-  const lifetime = freshnessLifetime(stored.status, stored.fields, stored.responseTime);
+  const { lifetime, res } = derived(stored);
   const ttl = lifetime - age;
   const req = cacheControl(request);
-  const res = cacheControl(stored.fields);
   const pragmaNoCache = !has(request, "cache-control") &&
     listValues(request, "pragma").some((p) => p.toLowerCase() === "no-cache");
   if (req.has("no-cache") || pragmaNoCache) return { kind: "validate", age, ttl, why: "request" };
@@ -326,6 +325,28 @@ export function usable(stored: Stored, request: readonly Field[], now: number): 
     if (maxStale !== undefined && -ttl <= maxStale) return { kind: "stale-ok", age, ttl };
   }
   return { kind: "validate", age, ttl, why: "stale" };
+}
+
+/** What a stored response's fields say about it, worked out once per field list. */
+const DERIVED = new WeakMap<
+  readonly Field[],
+  { status: number; lifetime: number; res: Directives }
+>();
+
+/**
+ * A stored response's freshness lifetime and Cache-Control directives, parsed once for its
+ * field list (a stored list is never changed: a 304 makes a new one) rather than at every hit.
+ */
+function derived(stored: Stored): { lifetime: number; res: Directives } {
+  const known = DERIVED.get(stored.fields);
+  if (known && known.status === stored.status) return known;
+  const d = {
+    status: stored.status,
+    lifetime: freshnessLifetime(stored.status, stored.fields, stored.responseTime),
+    res: cacheControl(stored.fields),
+  };
+  DERIVED.set(stored.fields, d);
+  return d;
 }
 
 /**

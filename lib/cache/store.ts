@@ -61,6 +61,8 @@ export interface StoreOptions {
 const MEM_OBJECT_MAX = 1024 * 1024;
 /** How often the recency of used entries is written, ms. */
 const TOUCH_MS = 1000;
+/** Keys whose index rows are kept parsed in memory. */
+const HOT_KEYS = 10_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS entries (
@@ -130,6 +132,11 @@ export class CacheStore {
   #oldest: StatementSync;
   #update: StatementSync;
   #touch: StatementSync;
+  /**
+   * The index rows of recently asked keys (an empty list for a key with none), least recently
+   * used first, so a hit reads no row and parses no JSON: every change to a key drops it here.
+   */
+  #hot = new Map<string, Entry[]>();
   /** Bodies held in memory, least recently used first. */
   #mem = new Map<number, Uint8Array>();
   #memUsed = 0;
@@ -174,7 +181,7 @@ export class CacheStore {
         "size = excluded.size, file = excluded.file, used = excluded.used " +
         "RETURNING id",
     );
-    this.#deleteId = this.#db.prepare("DELETE FROM entries WHERE id = ? RETURNING file, size");
+    this.#deleteId = this.#db.prepare("DELETE FROM entries WHERE id = ? RETURNING key, file, size");
     this.#oldest = this.#db.prepare("SELECT id FROM entries ORDER BY used LIMIT 64");
     this.#update = this.#db.prepare(
       "UPDATE entries SET fields = ?, initial_age = ?, request_time = ?, response_time = ?, " +
@@ -219,7 +226,15 @@ export class CacheStore {
    * @returns The entries.
    */
   lookup(key: string): Entry[] {
-    return (this.#byKey.all(key) as unknown as Row[]).map(entryOf);
+    let entries = this.#hot.get(key);
+    if (entries) {
+      this.#hot.delete(key);
+    } else {
+      entries = (this.#byKey.all(key) as unknown as Row[]).map(entryOf);
+      if (this.#hot.size >= HOT_KEYS) this.#hot.delete(this.#hot.keys().next().value!);
+    }
+    this.#hot.set(key, entries);
+    return entries;
   }
 
   /**
@@ -319,6 +334,7 @@ export class CacheStore {
   /** Called by a writer whose body is complete, renamed and flushed: the row goes in. */
   commitRow(head: EntryHead, file: string, size: number, mem: Uint8Array | undefined): Entry {
     // The same key and variant stored before is replaced, and its body file deleted.
+    this.#hot.delete(head.key);
     const old = this.#byVariant.get(head.key, head.variant) as
       | { id: number; file: string; size: number }
       | undefined;
@@ -355,6 +371,7 @@ export class CacheStore {
    * @param entry The entry, with its new fields and timing.
    */
   update(entry: Entry): void {
+    this.#hot.delete(entry.key);
     this.#update.run(
       JSON.stringify(entry.fields),
       entry.initialAge,
@@ -371,9 +388,10 @@ export class CacheStore {
    * @param id The entry's row id.
    */
   remove(id: number): void {
-    const r = this.#deleteId.get(id) as { file: string; size: number } | undefined;
+    const r = this.#deleteId.get(id) as { key: string; file: string; size: number } | undefined;
     this.#dropFromMemory(id);
     if (!r) return;
+    this.#hot.delete(r.key);
     this.#bytes -= r.size;
     this.#entries--;
     this.#unlink(r.file);

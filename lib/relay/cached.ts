@@ -28,6 +28,32 @@ import {
 import type { ExchangeContext } from "../upstream/transport.ts";
 import { toClient } from "./to_client.ts";
 
+/** Request fields that make an answer from storage other than the stored response. */
+const CONDITIONAL_OR_RANGE = /^(if-none-match|if-modified-since|if-range|range)$/i;
+
+/** The status line and stored fields of an entry, as bytes (without the blank line). */
+const STORED_HEADS = new WeakMap<readonly Field[], Uint8Array>();
+
+/**
+ * An entry's status line and fields as bytes, made once per stored field list (a 304 makes a
+ * new list) rather than at every hit.
+ */
+function storedHead(entry: Entry): Uint8Array {
+  let bytes = STORED_HEADS.get(entry.fields);
+  if (!bytes) {
+    const whole = encodeHead(`HTTP/1.1 ${entry.status} ${entry.reason}`, entry.fields);
+    bytes = whole.subarray(0, whole.length - 2); // without the blank line
+    STORED_HEADS.set(entry.fields, bytes);
+  }
+  return bytes;
+}
+
+/** Fields, then the blank line that ends a head, as bytes. */
+function encodeFields(fields: readonly Field[]): Uint8Array {
+  // encodeHead with an empty start line writes a lone CRLF first: skip it.
+  return encodeHead("", fields).subarray(2);
+}
+
 /** Bodies are read from their file in pieces this large. */
 const FILE_PIECE = 256 * 1024;
 
@@ -67,36 +93,40 @@ export async function serveStored(
   if (withBody && body === null) return null;
   let status = entry.status;
   let reason = entry.reason;
-  let fields: Field[] = [...entry.fields];
+  // The stored fields as they are, or changed for a 304 or a range.
+  let fields: readonly Field[] = entry.fields;
   let start = 0;
   let length = entry.size;
   let sendBody = withBody;
-  if (status === 200 && notModified(head.fields, entry.fields)) {
+  const special = status === 200 && head.fields.some(([n]) => CONDITIONAL_OR_RANGE.test(n));
+  if (special && notModified(head.fields, entry.fields)) {
     status = 304;
     reason = "Not Modified";
     fields = notModifiedFields(entry.fields);
     sendBody = false;
     length = -1;
-  } else if (status === 200 && ifRangeHolds(fieldValue(head.fields, "if-range"), entry.fields)) {
+  } else if (special && ifRangeHolds(fieldValue(head.fields, "if-range"), entry.fields)) {
     const range = parseRange(fieldValue(head.fields, "range"), entry.size);
     if (range === "unsatisfiable") {
       status = 416;
       reason = "Range Not Satisfiable";
-      fields = fields.filter(([n]) => !/^content-(type|encoding|language)$/i.test(n));
-      fields.push(["Content-Range", `bytes */${entry.size}`]);
+      fields = [
+        ...fields.filter(([n]) => !/^content-(type|encoding|language)$/i.test(n)),
+        ["Content-Range", `bytes */${entry.size}`],
+      ];
       sendBody = false;
       length = 0;
     } else if (range) {
       status = 206;
       reason = "Partial Content";
-      fields.push(["Content-Range", `bytes ${range.start}-${range.end}/${entry.size}`]);
+      fields = [...fields, ["Content-Range", `bytes ${range.start}-${range.end}/${entry.size}`]];
       start = range.start;
       length = range.end - range.start + 1;
     }
   }
   // RFC 9111 §5.1: Age on every response served from storage.
-  fields.push(["Age", String(Math.floor(how.age))]);
-  fields.push([
+  const extra: Field[] = [["Age", String(Math.floor(how.age))]];
+  extra.push([
     "Cache-Status",
     cacheStatus(ctx.config.viaName, {
       hit: how.fwd === undefined,
@@ -106,14 +136,17 @@ export async function serveStored(
     }),
   ]);
   if (length >= 0 && status !== 304 && status !== 204) {
-    fields.push(["Content-Length", String(length)]);
+    extra.push(["Content-Length", String(length)]);
   }
   const keep = clientWantsKeepAlive(head) && !ctx.signal.aborted;
-  fields.push(...connectionFields(keep, head.minor));
-  const headBytes = encodeHead(`HTTP/1.1 ${status} ${reason}`, fields);
+  extra.push(...connectionFields(keep, head.minor));
+  // The stored head as it is: its bytes were made once (see storedHead).
+  const headBytes = fields === entry.fields && status === entry.status
+    ? joinBytes(storedHead(entry), encodeFields(extra))
+    : encodeHead(`HTTP/1.1 ${status} ${reason}`, [...fields, ...extra]);
   ex.record.status = status;
   ex.record.reason = reason;
-  ex.record.responseFields = fields;
+  ex.record.responseFields = [...fields, ...extra];
   ex.record.cache = how.result;
   const type = fieldValue(entry.fields, "content-type");
   if (type !== undefined) ex.record.contentType = type;
@@ -131,21 +164,50 @@ export async function serveStored(
   using file = body.file;
   await toClient(ex, headBytes, ctx);
   if (start > 0) await file.seek(start, Deno.SeekMode.Start);
-  const buf = new Uint8Array(Math.min(FILE_PIECE, length));
-  let left = length;
-  while (left > 0) {
-    const n = await file.read(buf.subarray(0, Math.min(buf.length, left)));
-    if (n === null) {
-      throw new Aborted(
-        `the cache's file for "${entry.key}" ended early`,
-        "http_response_incomplete",
-      );
-    }
-    await toClient(ex, buf.subarray(0, n), ctx);
-    left -= n;
-    ex.record.bytesDown += n;
-  }
+  await streamFile(ex, ctx, file, length, entry.key);
   return keep;
+}
+
+/**
+ * Sends `length` bytes of a body file to the client, reading the next piece while the last one
+ * is written (two buffers: the disk and the socket work at the same time).
+ */
+async function streamFile(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  file: Deno.FsFile,
+  length: number,
+  key: string,
+): Promise<void> {
+  const size = Math.min(FILE_PIECE, length);
+  const bufs = [new Uint8Array(size), new Uint8Array(size)];
+  let which = 0;
+  let toRead = length;
+  let asked = 0;
+  const next = () => {
+    asked = Math.min(size, toRead);
+    toRead -= asked;
+    return file.read(bufs[which]!.subarray(0, asked));
+  };
+  let reading: Promise<number | null> | undefined = next();
+  try {
+    while (reading) {
+      const n = await reading;
+      if (n === null || n === 0) {
+        throw new Aborted(`the cache's file for "${key}" ended early`, "http_response_incomplete");
+      }
+      toRead += asked - n; // a short read: the rest comes with the next
+      const piece = bufs[which]!.subarray(0, n);
+      which ^= 1;
+      reading = toRead > 0 ? next() : undefined;
+      await toClient(ex, piece, ctx);
+      ex.record.bytesDown += n;
+    }
+  } finally {
+    reading?.catch(() => {
+      // the file closes with the exchange: a read left behind fails quietly
+    });
+  }
 }
 
 /** The last chunk of a chunked body, without trailers. */

@@ -476,6 +476,11 @@ Deno.test("cache: a large body streams to the client while it is stored, and is 
     const again = await rawGet(c.proxy.port, url(origin.port, "/big"));
     assert.equal(again.length, size);
     assert.deepEqual(again, payload);
+    // A range from the file: past the first piece, across a piece boundary.
+    const part = await rawGet(c.proxy.port, url(origin.port, "/big"), {
+      Range: "bytes=300000-1000000",
+    });
+    assert.deepEqual(part, payload.subarray(300000, 1000001));
     assert.equal(origin.count, 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -483,10 +488,17 @@ Deno.test("cache: a large body streams to the client while it is stored, and is 
 });
 
 /** GET through the proxy, returning the body bytes (Content-Length framed). */
-async function rawGet(proxyPort: number, target: string): Promise<Uint8Array> {
+async function rawGet(
+  proxyPort: number,
+  target: string,
+  headers: Record<string, string> = {},
+): Promise<Uint8Array> {
   using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxyPort });
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join("");
   await conn.write(
-    new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
+    new TextEncoder().encode(
+      `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n${extra}\r\n`,
+    ),
   );
   const chunks: Uint8Array[] = [];
   const buf = new Uint8Array(65536);
