@@ -5,6 +5,10 @@
  *
  * Run: `deno task memory [MiB]` (default 1024). Linux only: it reads /proc, hence -A.
  *
+ * With `--cache`: the proxy runs with `--cache` (a store in a temporary folder), the response is
+ * cacheable, and the download runs twice: a miss streamed to curl while it is written to the
+ * store, then a hit read from the store's file. The upload is left out.
+ *
  * @module
  */
 
@@ -13,7 +17,8 @@ import { BufferedReader } from "../lib/http1/head.ts";
 import { printLine } from "../lib/observe/log.ts";
 import { startProxyProcess } from "./_proxy.ts";
 
-const mib = Number(Deno.args[0] ?? 1024);
+const cached = Deno.args.includes("--cache");
+const mib = Number(Deno.args.find((a) => /^\d+$/.test(a)) ?? 1024);
 const total = mib * 1024 * 1024;
 const enc = new TextEncoder();
 
@@ -32,7 +37,11 @@ const origin = (async () => {
         (await reader.readHead({ maxBytes: 65536, timeoutMs: 10_000 }))!,
       );
       if (head.startsWith("GET")) {
-        await writeAll(conn, enc.encode(`HTTP/1.1 200 OK\r\nContent-Length: ${total}\r\n\r\n`));
+        const cc = cached ? "Cache-Control: max-age=600\r\n" : "";
+        await writeAll(
+          conn,
+          enc.encode(`HTTP/1.1 200 OK\r\n${cc}Content-Length: ${total}\r\n\r\n`),
+        );
         const piece = new Uint8Array(256 * 1024).fill(120);
         for (let sent = 0; sent < total; sent += piece.length) await writeAll(conn, piece);
       } else {
@@ -53,7 +62,11 @@ function status(pid: number, field: string): number {
   return Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(text)?.[1] ?? NaN) / 1024;
 }
 
-const started = await startProxyProcess(["--quiet"]);
+const cacheDir = cached ? await Deno.makeTempDir({ prefix: "http-proxy-memory-cache-" }) : "";
+const started = await startProxyProcess(
+  cached ? ["--quiet", "--cache", "--cache-dir", cacheDir, "--cache-size", "16GiB"] : ["--quiet"],
+  cached ? [`--allow-read=${cacheDir}`, `--allow-write=${cacheDir}`] : [],
+);
 const proxy = started.child;
 const proxyAddr = started.addr;
 const idle = status(proxy.pid, "VmRSS");
@@ -86,11 +99,21 @@ async function run(label: string, args: string[], stdin?: () => AsyncIterable<Ui
 }
 
 printLine(`proxy idle RSS ${idle.toFixed(1)} MiB`);
-await run("download", ["-o", "/dev/null", "-w", "%{size_download}", url]);
-await run("chunked upload", ["-T", "-", url], async function* () {
-  const piece = new Uint8Array(1024 * 1024).fill(121);
-  for (let i = 0; i < mib; i++) yield piece;
-});
+if (cached) {
+  const show = ["-o", "/dev/null", "-w", "%{size_download} %header{cache-status}", url];
+  await run("download (cache miss, stored)", show);
+  // The body is committed (flushed and renamed) just after the response: wait for its row.
+  for (let i = 0; i < 100 && [...Deno.readDirSync(`${cacheDir}/objects`)].length === 0; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await run("download (cache hit, from disk)", show);
+} else {
+  await run("download", ["-o", "/dev/null", "-w", "%{size_download}", url]);
+  await run("chunked upload", ["-T", "-", url], async function* () {
+    const piece = new Uint8Array(1024 * 1024).fill(121);
+    for (let i = 0; i < mib; i++) yield piece;
+  });
+}
 printLine(
   `proxy peak RSS over both transfers (VmHWM): ${status(proxy.pid, "VmHWM").toFixed(1)} MiB`,
 );
@@ -100,3 +123,4 @@ await proxy.status;
 await started.drained;
 listener.close();
 await origin.catch(() => {});
+if (cached) await Deno.remove(cacheDir, { recursive: true });

@@ -60,3 +60,25 @@ Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amoun
   const tunnelAfter = figure(/closed them \(0 sockets left\): ([\d.]+) KiB above idle/) / 1024;
   assert.ok(tunnelAfter < 60, `${tunnelAfter} MiB above idle after the tunnels:\n${text}`);
 });
+
+Deno.test("with --cache a 1 GiB miss streams to the client while it is stored, and its hit comes from disk, with flat proxy memory", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}scripts/memory.ts`, "1024", "--cache"],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  assert.match(
+    text,
+    /cache miss, stored\): 1024 MiB .* curl exit 0, origin said "1073741824 http-proxy; fwd=uri-miss; fwd-status=200; stored"/,
+  );
+  assert.match(
+    text,
+    /cache hit, from disk\): 1024 MiB .* curl exit 0, origin said "1073741824 http-proxy; hit; ttl=\d+"/,
+  );
+  const idle = Number(/idle RSS ([\d.]+) MiB/.exec(text)![1]);
+  const peak = Number(/\(VmHWM\): ([\d.]+) MiB/.exec(text)![1]);
+  // Holding the body would add 1024 MiB; streaming it to the client and the file adds buffers.
+  assert.ok(peak - idle < 100, `peak ${peak} MiB vs idle ${idle} MiB:\n${text}`);
+});
