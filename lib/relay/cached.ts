@@ -1,16 +1,21 @@
 /**
- * Answers from the cache (`--cache`): a stored response written to the client with its Age and
- * Cache-Status (RFC 9111 §4, §5.1; RFC 9211), as a 304 when the client's own conditional holds
- * (RFC 9110 §13.2.2), as a 206 or 416 for a single byte range of a complete stored response
- * (RFC 9110 §14), and as head only for HEAD. Small bodies come from memory in the same write
- * as the head; larger ones stream from their file piece by piece. What may be served is decided
- * before (`cache/cache.ts`, `cache/rules.ts`).
+ * The cache's side of the relay (`--cache`): `consult` asks the cache before a request goes to
+ * the origin, and answers it when it can. A stored response is written to the client with its
+ * Age and Cache-Status (RFC 9111 §4, §5.1; RFC 9211), as a 304 when the client's own conditional
+ * holds (RFC 9110 §13.2.2), as a 206 or 416 for a single byte range of a complete stored response
+ * (RFC 9110 §14), and as head only for HEAD. Small bodies come from memory in the same write as
+ * the head; larger ones stream from their file. A response another request is fetching is
+ * followed as it reaches the store (collapsed forwarding). What may be served is decided in
+ * `cache/cache.ts` and `cache/rules.ts`.
  *
  * @module
  */
 
-import { Aborted } from "../errors.ts";
-import type { Exchange } from "../exchange.ts";
+import { Aborted, GatewayTimeout } from "../errors.ts";
+import type { Exchange, Route } from "../exchange.ts";
+import { Cache, type Lookup } from "../cache/cache.ts";
+import type { RequestSettings } from "../http1/plan.ts";
+import { revalidate } from "./revalidate.ts";
 import { joinBytes } from "../http1/body.ts";
 import { clientWantsKeepAlive, connectionFields, encodeHead } from "../http1/headers.ts";
 import type { Field, RequestHead } from "../http1/parse.ts";
@@ -21,12 +26,94 @@ import {
   currentAge,
   fieldValue,
   ifRangeHolds,
+  isConditional,
   notModified,
   notModifiedFields,
   parseRange,
+  staleWhileRevalidate,
+  varySignature,
 } from "../cache/rules.ts";
 import type { ExchangeContext } from "../upstream/transport.ts";
 import { toClient } from "./to_client.ts";
+
+/** What the cache made of a request before it goes to the origin. */
+export type Consulted =
+  /** Answered from the cache: whether the connection may carry another request. */
+  | { answered: true; keep: boolean }
+  /**
+   * Not answered: what is stored (a response to validate, or nothing), and the lead on the key
+   * when this request's response is the one others will wait for (called with its body writer
+   * once its head came, or null).
+   */
+  | {
+    answered: false;
+    look: Lookup;
+    lead: ((writer: BodyWriter | null) => void) | undefined;
+  };
+
+/**
+ * Asks the cache about a request (`ctx.cache` is set): a stored response that may be used
+ * answers it (RFC 9111 §4); within `stale-while-revalidate` a stale one answers while a
+ * background request validates it (RFC 5861 §3); `only-if-cached` without a usable response is a
+ * 504 (§5.2.1.7); a plain GET for a URL already being fetched waits for that response and is
+ * answered from it as it arrives, when its Vary matches (collapsed forwarding).
+ *
+ * @param ex The exchange.
+ * @param ctx Settings.
+ * @param head The request head.
+ * @param route Where it goes.
+ * @param settings How a request to `route` is planned (for a background validation).
+ * @returns Whether it was answered, and if not, what the relay needs.
+ * @throws {GatewayTimeout} for `only-if-cached` without a usable response.
+ */
+export async function consult(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  head: RequestHead,
+  route: Route,
+  settings: RequestSettings,
+): Promise<Consulted> {
+  const cache = ctx.cache!;
+  let look = cache.lookup(head, route, Date.now());
+  if (look.kind === "stored") {
+    const { use } = look;
+    const stale = use.kind === "validate" && use.why === "stale";
+    const swr = stale && staleWhileRevalidate(look.entry, -use.ttl);
+    if (use.kind !== "validate" || swr) {
+      const lead = swr ? cache.lead(look.key) : undefined;
+      if (lead) cache.track(revalidate(ctx, head, route, look.entry, lead, settings));
+      const keep = await serveStored(ex, ctx, head, look.entry, {
+        result: use.kind === "fresh" ? "HIT" : "STALE_HIT",
+        age: use.age,
+        ttl: use.ttl,
+      });
+      if (keep !== null) return { answered: true, keep };
+      look = { kind: "miss", key: look.key, fwd: "uri-miss" }; // its body file was gone
+    }
+  }
+  if (look.kind !== "bypass" && Cache.onlyIfCached(head.fields)) {
+    throw new GatewayTimeout("only-if-cached: the cache holds no response it may use", {
+      kind: "only_if_cached",
+    });
+  }
+  if (look.kind !== "miss" || !plainGet(head)) return { answered: false, look, lead: undefined };
+  const pending = cache.following(look.key);
+  if (!pending) return { answered: false, look, lead: cache.lead(look.key) };
+  const writer = await pending;
+  if (
+    writer && !writer.failed && writer.head.variant === varySignature(writer.head.vary, head.fields)
+  ) {
+    const keep = await serveFollowing(ex, ctx, head, writer);
+    if (keep !== null) return { answered: true, keep };
+  }
+  return { answered: false, look, lead: undefined };
+}
+
+/** A GET that may share another's response: no conditionals of its own, no Range. */
+function plainGet(head: RequestHead): boolean {
+  return head.method === "GET" && !isConditional(head.fields) &&
+    !head.fields.some(([n]) => n.length === 5 && n.toLowerCase() === "range");
+}
 
 /** Request fields that make an answer from storage other than the stored response. */
 const CONDITIONAL_OR_RANGE = /^(if-none-match|if-modified-since|if-range|range)$/i;

@@ -13,7 +13,7 @@
 import type { Config } from "../cli/config.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { Deadline } from "../deadline.ts";
-import { Aborted, BadGateway, BadRequest, GatewayTimeout, RequestTimeout } from "../errors.ts";
+import { Aborted, BadGateway, BadRequest, RequestTimeout } from "../errors.ts";
 import type { Exchange, Route } from "../exchange.ts";
 import {
   BodyError,
@@ -35,20 +35,17 @@ import {
   responseFraming,
 } from "../http1/headers.ts";
 import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
-import { Cache, type Lookup } from "../cache/cache.ts";
+import type { Lookup } from "../cache/cache.ts";
 import {
   cacheStatus,
   currentAge,
   freshnessLifetime,
   isConditional,
   staleIfError,
-  staleWhileRevalidate,
   validators,
-  varySignature,
 } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
-import { serveFollowing, serveStored } from "./cached.ts";
-import { revalidate } from "./revalidate.ts";
+import { consult, serveStored } from "./cached.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
@@ -82,56 +79,12 @@ export async function forward(
 ): Promise<boolean> {
   const { config, cache } = ctx;
   const { framing } = route;
-  // The cache first (--cache): a stored response may answer without the origin.
-  let look = cache?.lookup(head, route, Date.now());
-  if (look?.kind === "stored" && look.use.kind !== "validate") {
-    const { use } = look;
-    const served = await serveStored(ex, ctx, head, look.entry, {
-      result: use.kind === "fresh" ? "HIT" : "STALE_HIT",
-      age: use.age,
-      ttl: use.ttl,
-    });
-    if (served !== null) return served;
-    look = { kind: "miss", key: look.key, fwd: "uri-miss" }; // its body file was gone
-  }
-  // RFC 5861 §3: within stale-while-revalidate, the stale response answers now and is validated
-  // in the background (once per key at a time).
-  if (
-    look?.kind === "stored" && look.use.kind === "validate" && look.use.why === "stale" &&
-    staleWhileRevalidate(look.entry, -look.use.ttl)
-  ) {
-    const lead = cache!.lead(look.key);
-    if (lead) cache!.track(revalidate(ctx, head, route, look.entry, lead));
-    const served = await serveStored(ex, ctx, head, look.entry, {
-      result: "STALE_HIT",
-      age: look.use.age,
-      ttl: look.use.ttl,
-    });
-    if (served !== null) return served;
-    look = { kind: "miss", key: look.key, fwd: "uri-miss" };
-  }
-  if (look && look.kind !== "bypass" && Cache.onlyIfCached(head.fields)) {
-    throw new GatewayTimeout("only-if-cached: the cache holds no response it may use", {
-      kind: "only_if_cached",
-    });
-  }
-  // Collapsed forwarding: a plain GET for a key being fetched waits for that response, and is
-  // answered from it as it arrives (when its Vary matches); the first one leads.
-  let lead: ((writer: BodyWriter | null) => void) | undefined;
-  if (look?.kind === "miss" && plainGet(head)) {
-    const pending = cache!.following(look.key);
-    if (!pending) lead = cache!.lead(look.key);
-    else {
-      const writer = await pending;
-      if (
-        writer && !writer.failed &&
-        writer.head.variant === varySignature(writer.head.vary, head.fields)
-      ) {
-        const served = await serveFollowing(ex, ctx, head, writer);
-        if (served !== null) return served;
-      }
-    }
-  }
+  const settings = requestSettings(ctx, route, ex.record.clientIp);
+  // The cache first (--cache): a stored response, or one on its way, may answer.
+  const consulted = cache ? await consult(ex, ctx, head, route, settings) : undefined;
+  if (consulted?.answered) return consulted.keep;
+  const look = consulted?.look;
+  const lead = consulted?.lead;
   // A stored response that must be validated: the request goes with its validators (RFC 9111
   // §4.3.1), unless the client sent conditionals of its own (their answer is the client's).
   const validating = look?.kind === "stored" && head.method === "GET" && !isConditional(head.fields)
@@ -139,7 +92,7 @@ export async function forward(
     : undefined;
   const conditions = validating ? validators(validating.fields) : [];
   const sent = conditions.length > 0 ? { ...head, fields: [...head.fields, ...conditions] } : head;
-  const plan = planRequest(sent, requestSettings(ctx, route, ex.record.clientIp));
+  const plan = planRequest(sent, settings);
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
   const { head: requestHead, sendContinue, retryable, upgrade } = plan;
   // A small body that already arrived with the head goes up in the same write. (Not with
@@ -313,12 +266,6 @@ export function requestSettings(
     forwarded: config.forwarded,
     clientIp,
   };
-}
-
-/** A GET that may share another's response: no conditionals of its own, no Range. */
-function plainGet(head: RequestHead): boolean {
-  return head.method === "GET" && !isConditional(head.fields) &&
-    !head.fields.some(([n]) => n.length === 5 && n.toLowerCase() === "range");
 }
 
 /**

@@ -13,12 +13,11 @@ import type { Exchange, Route } from "../exchange.ts";
 import { copyChunked, copyLength, type Sink } from "../http1/body.ts";
 import { responseFraming } from "../http1/headers.ts";
 import type { RequestHead } from "../http1/parse.ts";
-import { planRequest, planResponse } from "../http1/plan.ts";
+import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import { validators } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
-import { requestSettings } from "./forward.ts";
 
 /** The client's conditionals and range are its own: the background request drops them. */
 const CLIENT_ONLY =
@@ -35,6 +34,7 @@ const NOWHERE: Sink = { write: (bytes) => Promise.resolve(bytes.length) };
  * @param route Where it went.
  * @param entry The stored response.
  * @param lead The cache's lead on the key (released when done).
+ * @param settings How a request to `route` is planned (see forward.ts requestSettings).
  */
 export async function revalidate(
   ctx: ExchangeContext,
@@ -42,6 +42,7 @@ export async function revalidate(
   route: Route,
   entry: Entry,
   lead: (writer: BodyWriter | null) => void,
+  settings: RequestSettings,
 ): Promise<void> {
   const cache = ctx.cache!;
   // No client of its own: no write deadline, no hold on a connection, no open log line.
@@ -72,7 +73,7 @@ export async function revalidate(
     const request: RequestHead = { ...head, method: "GET", fields };
     const plan = planRequest(
       { ...request, fields: [...fields, ...validators(entry.fields)] },
-      requestSettings(bg, route, ""),
+      { ...settings, clientIp: "" },
     );
     if (plan.kind === "answer") return;
     const requestTime = Date.now();
