@@ -585,6 +585,15 @@ export type CacheResult =
   | "BYPASS"
   | "OFFLINE_MISS";
 
+/** Results whose body came from the store: bytes the origin did not send again. */
+export const FROM_STORE: ReadonlySet<string> = new Set<CacheResult>([
+  "HIT",
+  "STALE_HIT",
+  "CF_HIT",
+  "REFRESH_UNMODIFIED",
+  "REFRESH_FAIL_OLD",
+]);
+
 /**
  * The Cache-Status member this cache adds (RFC 9211 §2): `hit`, or `fwd=` with why it went to
  * the origin, `fwd-status`, `stored`, `ttl` and `detail` as they apply.

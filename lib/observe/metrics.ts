@@ -6,6 +6,7 @@
  * @module
  */
 
+import { FROM_STORE } from "../cache/rules.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import { collections } from "../reclaim.ts";
 
@@ -35,14 +36,6 @@ export interface Gauges {
   cache?(): { entries: number; bytes: number; memBytes: number } | undefined;
 }
 
-/** Cache results whose body came from the store (bytes the origin did not send again). */
-const FROM_STORE = new Set([
-  "HIT",
-  "STALE_HIT",
-  "CF_HIT",
-  "REFRESH_UNMODIFIED",
-  "REFRESH_FAIL_OLD",
-]);
 
 /** Escapes a Prometheus label value. */
 function label(value: string): string {

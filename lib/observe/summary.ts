@@ -9,6 +9,7 @@
  * @module
  */
 
+import { FROM_STORE } from "../cache/rules.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import { escapeText } from "./log.ts";
 
@@ -156,14 +157,6 @@ export interface CacheAcc {
   servedBytes: number;
 }
 
-/** Cache results answered from the store. */
-const FROM_STORE = new Set([
-  "HIT",
-  "STALE_HIT",
-  "CF_HIT",
-  "REFRESH_UNMODIFIED",
-  "REFRESH_FAIL_OLD",
-]);
 
 /** How a {@linkcode BoundedTable} makes, merges and ranks its rows. */
 interface RowKind<A> {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { Cache } from "../../lib/cache/cache.ts";
 import { httpDate } from "../../lib/cache/rules.ts";
 import { DatabaseSync } from "node:sqlite";
-import { adminOf, runCli, startCli } from "../_fixtures/cli.ts";
+import { runCli, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
 import { concat, readAll, sleep, startProxy } from "../_fixtures/servers.ts";
 
 /** One parsed response. */
@@ -61,6 +61,25 @@ async function cachingProxy(options: { dir?: string; format?: "squid" | "json" |
       await proxy[Symbol.asyncDispose]();
       await cache.close();
       if (!options.dir) await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+/**
+ * An origin and a caching proxy, with one GET of `/a` already through it (and its response
+ * stored, when it may be). Both go at dispose.
+ */
+async function primed(handler: Handler) {
+  const origin = countingOrigin(handler);
+  const c = await cachingProxy();
+  await ask(c.proxy.port, url(origin.port));
+  await sleep(30); // the body is committed just after the response
+  return {
+    origin,
+    c,
+    async [Symbol.asyncDispose]() {
+      await c[Symbol.asyncDispose]();
+      await origin[Symbol.asyncDispose]();
     },
   };
 }
@@ -186,10 +205,8 @@ Deno.test("cache: s-maxage wins over max-age for a shared cache, Expires counts 
     ] as const
   ) {
     await t.step(name, async () => {
-      await using origin = countingOrigin(() => new Response("e", { headers }));
-      await using c = await cachingProxy();
-      await ask(c.proxy.port, url(origin.port));
-      await sleep(30);
+      await using primedOrigin = await primed(() => new Response("e", { headers }));
+      const { origin, c } = primedOrigin;
       await ask(c.proxy.port, url(origin.port));
       assert.equal(origin.count, hit ? 1 : 2);
     });
@@ -197,12 +214,10 @@ Deno.test("cache: s-maxage wins over max-age for a shared cache, Expires counts 
 });
 
 Deno.test("cache: Last-Modified alone gives a heuristic freshness, a tenth of its age (RFC 9111 §4.2.2)", async () => {
-  await using origin = countingOrigin(() =>
+  await using primedOrigin = await primed(() =>
     new Response("h", { headers: { "last-modified": httpDate(Date.now() - 10 * 86_400_000) } })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const again = await ask(c.proxy.port, url(origin.port));
   assert.equal(origin.count, 1);
   // A tenth of ten days, capped at one day.
@@ -211,7 +226,7 @@ Deno.test("cache: Last-Modified alone gives a heuristic freshness, a tenth of it
 
 Deno.test("cache: a stale response is validated with If-None-Match and If-Modified-Since; a 304 updates its stored fields (RFC 9111 §4.3.1, §4.3.4)", async () => {
   const lastModified = httpDate(Date.now() - 60_000);
-  await using origin = countingOrigin((req, n) => {
+  await using primedOrigin = await primed((req, n) => {
     if (n > 1 && req.headers.get("if-none-match") === '"v1"') {
       return new Response(null, {
         status: 304,
@@ -227,9 +242,7 @@ Deno.test("cache: a stale response is validated with If-None-Match and If-Modifi
       },
     });
   });
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const refreshed = await ask(c.proxy.port, url(origin.port));
   assert.equal(refreshed.status, 200);
   assert.equal(refreshed.body, "body-v1");
@@ -246,14 +259,12 @@ Deno.test("cache: a stale response is validated with If-None-Match and If-Modifi
 });
 
 Deno.test("cache: a validation answered with a new 200 replaces the stored response (TCP_REFRESH_MODIFIED)", async () => {
-  await using origin = countingOrigin((_req, n) =>
+  await using primedOrigin = await primed((_req, n) =>
     new Response(`v${n}`, {
       headers: { etag: `"v${n}"`, "cache-control": n === 1 ? "max-age=0" : "max-age=60" },
     })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const second = await ask(c.proxy.port, url(origin.port));
   assert.equal(second.body, "v2");
   await sleep(30);
@@ -279,12 +290,10 @@ Deno.test("cache: request directives: no-cache and Pragma validate, max-age=0 va
     ] as const
   ) {
     await t.step(name, async () => {
-      await using origin = countingOrigin(() =>
+      await using primedOrigin = await primed(() =>
         new Response("d", { headers: { "cache-control": responseCc, etag: '"d"' } })
       );
-      await using c = await cachingProxy();
-      await ask(c.proxy.port, url(origin.port));
-      await sleep(30);
+      const { origin, c } = primedOrigin;
       await ask(c.proxy.port, url(origin.port), request);
       assert.equal(origin.count, goesToOrigin ? 2 : 1);
     });
@@ -357,12 +366,10 @@ Deno.test("cache: an unsafe method's success invalidates its target and a same-o
 });
 
 Deno.test("cache: HEAD is answered from a stored GET, with its Content-Length and no body (RFC 9110 §9.3.2)", async () => {
-  await using origin = countingOrigin(() =>
+  await using primedOrigin = await primed(() =>
     new Response("0123456789", { headers: { "cache-control": "max-age=60" } })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const head = await ask(c.proxy.port, url(origin.port), {}, "HEAD");
   assert.equal(head.status, 200);
   assert.equal(head.headers.get("content-length"), "10");
@@ -371,12 +378,10 @@ Deno.test("cache: HEAD is answered from a stored GET, with its Content-Length an
 });
 
 Deno.test("cache: a byte range is answered from a complete stored response: 206, 416, If-Range (RFC 9110 §14, §13.1.5)", async () => {
-  await using origin = countingOrigin(() =>
+  await using primedOrigin = await primed(() =>
     new Response("0123456789", { headers: { "cache-control": "max-age=60", etag: '"r1"' } })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const part = await ask(c.proxy.port, url(origin.port), { Range: "bytes=2-5" });
   assert.equal(part.status, 206);
   assert.equal(part.body, "2345");
@@ -402,12 +407,10 @@ Deno.test("cache: a byte range is answered from a complete stored response: 206,
 });
 
 Deno.test("cache: a client's own If-None-Match is answered 304 from a fresh stored response (RFC 9110 §13.2.2)", async () => {
-  await using origin = countingOrigin(() =>
+  await using primedOrigin = await primed(() =>
     new Response("tagged", { headers: { "cache-control": "max-age=60", etag: '"t1"' } })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const same = await ask(c.proxy.port, url(origin.port), { "If-None-Match": 'W/"t1"' });
   assert.equal(same.status, 304);
   assert.equal(same.body, "");
@@ -419,14 +422,12 @@ Deno.test("cache: a client's own If-None-Match is answered 304 from a fresh stor
 });
 
 Deno.test("cache: stale-if-error serves the stale response when the origin fails (RFC 5861 §4)", async () => {
-  await using origin = countingOrigin((_req, n) =>
+  await using primedOrigin = await primed((_req, n) =>
     n === 1
       ? new Response("good", { headers: { "cache-control": "max-age=0, stale-if-error=600" } })
       : new Response("broken", { status: 503 })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const stale = await ask(c.proxy.port, url(origin.port));
   assert.equal(stale.status, 200);
   assert.equal(stale.body, "good");
@@ -487,7 +488,7 @@ Deno.test("cache: a large body streams to the client while it is stored, and is 
   }
 });
 
-/** GET through the proxy, returning the body bytes (Content-Length framed). */
+/** GET through the proxy, returning the body bytes (chunked framing undone). */
 async function rawGet(
   proxyPort: number,
   target: string,
@@ -507,11 +508,24 @@ async function rawGet(
     if (n === null) break;
     chunks.push(buf.slice(0, n));
   }
-  const all = concat(chunks);
-  const text = dec.decode(all.subarray(0, 4096));
+  return bodyOf(concat(chunks));
+}
+
+/** The body of a whole response (head and all), its chunked framing undone. */
+function bodyOf(all: Uint8Array): Uint8Array {
+  const text = dec.decode(all);
   const end = text.indexOf("\r\n\r\n");
-  assert.match(text.slice(0, end), /content-length: \d+/i);
-  return all.subarray(end + 4);
+  if (!/transfer-encoding: chunked/i.test(text.slice(0, end))) return all.subarray(end + 4);
+  const out: Uint8Array[] = [];
+  let pos = end + 4;
+  for (;;) {
+    const lineEnd = text.indexOf("\r\n", pos);
+    const n = parseInt(text.slice(pos, lineEnd), 16);
+    if (n === 0) break;
+    out.push(all.subarray(lineEnd + 2, lineEnd + 2 + n));
+    pos = lineEnd + 2 + n + 2;
+  }
+  return concat(out);
 }
 
 Deno.test("cache: the json log has a cache field, the text log names the result", async () => {
@@ -641,9 +655,9 @@ Deno.test("cache: 50 concurrent misses for one URL make one upstream request, an
   );
   await using c = await cachingProxy();
   const target = url(origin.port, "/shared");
-  const first = rawGetChunked(c.proxy.port, target);
+  const first = rawGet(c.proxy.port, target);
   while (origin.count === 0) await sleep(5);
-  const others = Array.from({ length: 49 }, () => rawGetChunked(c.proxy.port, target));
+  const others = Array.from({ length: 49 }, () => rawGet(c.proxy.port, target));
   await sleep(300);
   go.resolve();
   const bodies = await Promise.all([first, ...others]);
@@ -653,37 +667,8 @@ Deno.test("cache: 50 concurrent misses for one URL make one upstream request, an
   assert.equal(collapsed.length, 49);
 });
 
-/** GET through the proxy, returning the body bytes, chunked or not. */
-async function rawGetChunked(proxyPort: number, target: string): Promise<Uint8Array> {
-  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxyPort });
-  await conn.write(
-    new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`),
-  );
-  const chunks: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  for (;;) {
-    const n = await conn.read(buf);
-    if (n === null) break;
-    chunks.push(buf.slice(0, n));
-  }
-  const all = concat(chunks);
-  const text = dec.decode(all);
-  const end = text.indexOf("\r\n\r\n");
-  if (!/transfer-encoding: chunked/i.test(text.slice(0, end))) return all.subarray(end + 4);
-  const out: Uint8Array[] = [];
-  let pos = end + 4;
-  for (;;) {
-    const lineEnd = text.indexOf("\r\n", pos);
-    const n = parseInt(text.slice(pos, lineEnd), 16);
-    if (n === 0) break;
-    out.push(all.subarray(lineEnd + 2, lineEnd + 2 + n));
-    pos = lineEnd + 2 + n + 2;
-  }
-  return concat(out);
-}
-
 Deno.test("cache: within stale-while-revalidate the stale response answers at once and is validated in the background (RFC 5861 §3)", async () => {
-  await using origin = countingOrigin((req, n) =>
+  await using primedOrigin = await primed((req, n) =>
     n === 1
       ? new Response("v1", {
         headers: { etag: '"v1"', "cache-control": "max-age=0, stale-while-revalidate=60" },
@@ -692,9 +677,7 @@ Deno.test("cache: within stale-while-revalidate the stale response answers at on
         headers: { etag: `"v${n}"`, "cache-control": "max-age=60" },
       })
   );
-  await using c = await cachingProxy();
-  await ask(c.proxy.port, url(origin.port));
-  await sleep(30);
+  const { origin, c } = primedOrigin;
   const stale = await ask(c.proxy.port, url(origin.port));
   assert.equal(stale.body, "v1");
   assert.match(stale.headers.get("cache-status")!, /^http-proxy; hit; ttl=-\d+$/);
@@ -715,20 +698,10 @@ Deno.test("cache: the admin listener shows the hit ratio (/api/cache, /metrics) 
   );
   const dir = await Deno.makeTempDir({ prefix: "http-proxy-cache-admin-" });
   try {
-    await using cli = await startCli(
-      [
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-        "--quiet",
-        "--cache",
-        "--cache-dir",
-        dir,
-      ],
-      { denoFlags: ["--allow-read", "--allow-write"] },
-    );
-    const admin = `http://${await adminOf(cli)}`;
+    await using cli = await startCliWithAdmin(["--cache", "--cache-dir", dir], {
+      denoFlags: ["--allow-read", "--allow-write"],
+    });
+    const admin = `http://${cli.admin}`;
     const port = Number(cli.addrs[0]!.split(":").pop());
     await ask(port, url(origin.port, "/p"));
     await sleep(50);
