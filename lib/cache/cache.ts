@@ -66,6 +66,8 @@ export class Cache {
   readonly store: CacheStore;
   /** Commits in flight (flushing and renaming a body), awaited at close. */
   #pending = new Set<Promise<unknown>>();
+  /** How to end each tracked piece of work that can be ended early. */
+  #stops = new Set<() => void>();
   /**
    * Misses being fetched, by key (collapsed forwarding): the response's body writer once its
    * head came (null when it is not kept), so other requests for the key wait for it instead
@@ -277,17 +279,24 @@ export class Cache {
   }
 
   /**
-   * Keeps track of work in the background (a validation), so `close` waits for it.
+   * Keeps track of work in the background (a validation, a body being fetched), so `close`
+   * stops it and waits for it.
    *
    * @param work The work.
+   * @param stop Ends it early (at close).
    */
-  track(work: Promise<void>): void {
-    const p = work.finally(() => this.#pending.delete(p));
+  track(work: Promise<void>, stop?: () => void): void {
+    const p = work.finally(() => {
+      this.#pending.delete(p);
+      if (stop) this.#stops.delete(stop);
+    });
     this.#pending.add(p);
+    if (stop) this.#stops.add(stop);
   }
 
-  /** Waits for bodies being committed, then closes the store. */
+  /** Stops the fetches under way, waits for bodies being committed, then closes the store. */
   async close(): Promise<void> {
+    for (const stop of this.#stops) stop();
     await Promise.all(this.#pending);
     this.store.close();
   }

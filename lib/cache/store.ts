@@ -494,6 +494,12 @@ export class BodyWriter {
   readonly head: EntryHead;
   /** The body's length, when the response said it. */
   readonly expected: number | undefined;
+  /** Why the body was abandoned, when it was. */
+  failure: string | undefined;
+  /** Clients reading the body as it is written (see join). */
+  #readers = 0;
+  /** Called when the last reader leaves while the body is still being written. */
+  #whenUnread: (() => void) | undefined;
 
   /**
    * Creates the body file (at once, so a follower can open it).
@@ -527,6 +533,36 @@ export class BodyWriter {
   /** Bytes already in the file. */
   get written(): number {
     return this.#written;
+  }
+
+  /**
+   * Counts a client reading the body as it is written.
+   *
+   * @returns What the reader calls when it stops reading (done, or gone).
+   */
+  join(): () => void {
+    this.#readers++;
+    let left = false;
+    return () => {
+      if (left) return;
+      left = true;
+      if (--this.#readers === 0 && this.#state === "writing") this.#whenUnread?.();
+    };
+  }
+
+  /**
+   * What to do when the last reader leaves before the body is complete (the fetch decides
+   * whether to finish it for the store or give up).
+   *
+   * @param then The callback.
+   */
+  onUnread(then: () => void): void {
+    this.#whenUnread = then;
+  }
+
+  /** Bytes still to come, when the length is known. */
+  get remaining(): number | undefined {
+    return this.expected === undefined ? undefined : this.expected - this.#size;
   }
 
   /** Settles once the body is indexed (or abandoned): nobody needs to follow it after. */
@@ -617,10 +653,15 @@ export class BodyWriter {
     }
   }
 
-  /** Abandons the body and deletes its file. */
-  abort(): void {
+  /**
+   * Abandons the body and deletes its file.
+   *
+   * @param why What happened, for the readers' log lines.
+   */
+  abort(why?: string): void {
     if (this.#state === "failed") return;
     this.#state = "failed";
+    this.failure = why;
     this.#mem = undefined;
     try {
       this.#file?.close();

@@ -36,7 +36,6 @@ export interface Gauges {
   cache?(): { entries: number; bytes: number; memBytes: number } | undefined;
 }
 
-
 /** Escapes a Prometheus label value. */
 function label(value: string): string {
   return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");

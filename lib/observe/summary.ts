@@ -157,7 +157,6 @@ export interface CacheAcc {
   servedBytes: number;
 }
 
-
 /** How a {@linkcode BoundedTable} makes, merges and ranks its rows. */
 interface RowKind<A> {
   empty(): A;

@@ -346,7 +346,35 @@ export async function serveFollowing(
   const type = fieldValue(stored.fields, "content-type");
   if (type !== undefined) ex.record.contentType = type;
   ex.responseStarted = true;
-  await toClient(ex, encodeHead(`HTTP/1.1 ${stored.status} ${stored.reason}`, fields), ctx);
+  const leave = writer.join();
+  try {
+    await toClient(ex, encodeHead(`HTTP/1.1 ${stored.status} ${stored.reason}`, fields), ctx);
+    await followBody(ex, ctx, file, writer, chunked);
+  } finally {
+    leave();
+  }
+  return keep;
+}
+
+/**
+ * Sends a body to the client as it reaches the store's file: what is written so far, then more
+ * as it comes, until the body is complete (or abandoned: the connection then closes, never a
+ * short body presented as whole). Every client of a fetched response reads it this way, the one
+ * whose request fetched it too, so each goes at its own pace and none holds the others back.
+ *
+ * @param ex The exchange.
+ * @param ctx Settings.
+ * @param file The body file, open for reading from its start.
+ * @param writer The body being written.
+ * @param chunked Frame the body as chunks (a body of unknown length to an HTTP/1.1 client).
+ */
+export async function followBody(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  file: Deno.FsFile,
+  writer: BodyWriter,
+  chunked: boolean,
+): Promise<void> {
   const buf = new Uint8Array(FILE_PIECE);
   let pos = 0;
   for (;;) {
@@ -369,7 +397,7 @@ export async function serveFollowing(
     }
     if (writer.failed) {
       throw new Aborted(
-        "the response this one was waiting on broke off",
+        `the response from upstream broke off: ${writer.failure ?? "not kept"}`,
         "http_response_incomplete",
       );
     }
@@ -377,7 +405,6 @@ export async function serveFollowing(
     await writer.changed();
   }
   if (chunked) await toClient(ex, LAST_CHUNK, ctx);
-  return keep;
 }
 
 const CRLF = new TextEncoder().encode("\r\n");

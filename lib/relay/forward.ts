@@ -45,7 +45,8 @@ import {
   validators,
 } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
-import { consult, serveStored } from "./cached.ts";
+import { consult, followBody, serveStored } from "./cached.ts";
+import { fillStore } from "./fill.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
@@ -212,10 +213,25 @@ export async function forward(
         await up.reader.fillTo(body.length, SMALL_WAIT_MS).catch(() => false)
       ? up.reader.takeBuffered(body.length)
       : null;
+    // A body being stored, of a length the store takes: fetched into the store on its own, and
+    // this client reads it from there like every other client of it (see fill.ts).
+    const file = !small && writer?.expected !== undefined ? writer.openReader() : null;
     if (small) {
       await toClient(ex, joinBytes(answer.head, small), ctx);
       ex.record.bytesDown = small.length;
       if (writer) cache!.commit(writer, small);
+    } else if (file && writer) {
+      using reading = file;
+      const leave = writer.join();
+      ex.upstream = undefined; // the fetch owns it now
+      fillStore(ctx, up, body, writer, answer.reusable);
+      try {
+        await toClient(ex, answer.head, ctx);
+        await followBody(ex, ctx, reading, writer, answer.out === "chunked");
+      } finally {
+        leave();
+      }
+      return answer.keep;
     } else {
       await toClient(ex, answer.head, ctx);
       try {

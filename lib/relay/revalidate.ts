@@ -10,7 +10,6 @@
  */
 
 import type { Exchange, Route } from "../exchange.ts";
-import { copyChunked, copyLength, type Sink } from "../http1/body.ts";
 import { responseFraming } from "../http1/headers.ts";
 import type { RequestHead } from "../http1/parse.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
@@ -18,13 +17,11 @@ import { validators } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
+import { fillStore } from "./fill.ts";
 
 /** The client's conditionals and range are its own: the background request drops them. */
 const CLIENT_ONLY =
   /^(if-match|if-none-match|if-modified-since|if-unmodified-since|if-range|range)$/i;
-
-/** Where a background body goes besides the store: nowhere. */
-const NOWHERE: Sink = { write: (bytes) => Promise.resolve(bytes.length) };
 
 /**
  * Validates a stored response in the background. Never throws.
@@ -67,7 +64,6 @@ export async function revalidate(
     minor: 1,
     head: false,
   } as unknown as Exchange; // the transport never touches the client side
-  let writer: BodyWriter | null = null;
   try {
     const fields = head.fields.filter(([n]) => !CLIENT_ONLY.test(n));
     const request: RequestHead = { ...head, method: "GET", fields };
@@ -110,16 +106,9 @@ export async function revalidate(
         cache.store.remove(entry.id);
         return;
       }
-      writer = kept;
-      const options = {
-        tee: (piece: Uint8Array) => kept.write(piece),
-        readTimeoutMs: ctx.config.readTimeoutMs,
-      };
-      if (framing.kind === "length") {
-        await copyLength(up.reader, NOWHERE, framing.length, options);
-      } else await copyChunked(up.reader, NOWHERE, options);
-      cache.commit(kept);
-      writer = null;
+      ex.upstream = undefined; // the fetch owns it now
+      fillStore(bg, up, framing, kept, answer.reusable);
+      return;
     } else {
       return; // the origin failed: the stale response stays for the next try
     }
@@ -130,7 +119,6 @@ export async function revalidate(
   } catch {
     // the origin could not be asked: the stored response stays as it was
   } finally {
-    writer?.abort();
     lead(null);
     closeQuietly(ex.upstream);
   }

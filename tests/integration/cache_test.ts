@@ -48,7 +48,7 @@ async function cachingProxy(options: { dir?: string; format?: "squid" | "json" |
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "http-proxy-cache-test-" });
   const cache = new Cache({
     dir,
-    maxBytes: 64 * 1024 ** 2,
+    maxBytes: 512 * 1024 ** 2, // one response may take 64 MiB
     memBytes: 8 * 1024 ** 2,
     diag: () => {},
   });
@@ -778,4 +778,86 @@ Deno.test("cache: the history keeps each exchange's cache result and the HAR fil
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cache: the client whose request fetched a response may leave or stall: the clients waiting on it still get all of it, and the origin is asked once", async (t) => {
+  // 32 MiB: more than a stalled client's socket buffers take, so a fetch tied to that client's
+  // pace would stop.
+  const size = 32 * 1024 * 1024;
+  const payload = new Uint8Array(size).map((_, i) => (i * 11) & 0xff);
+  for (const leader of ["leaves", "stalls"] as const) {
+    await t.step(`the first client ${leader}`, async () => {
+      const go = Promise.withResolvers<void>();
+      await using origin = countingOrigin(() =>
+        new Response(
+          new ReadableStream({
+            async start(ctl) {
+              ctl.enqueue(payload.slice(0, 64 * 1024));
+              await go.promise;
+              ctl.enqueue(payload.slice(64 * 1024));
+              ctl.close();
+            },
+          }),
+          { headers: { "cache-control": "max-age=60", "content-length": String(size) } },
+        )
+      );
+      await using c = await cachingProxy({ format: "json" });
+      const target = url(origin.port, "/leader");
+      // The first client reads its head and a little; then, once the others wait on its
+      // response, it leaves, or never reads again.
+      const first = await Deno.connect({ hostname: "127.0.0.1", port: c.proxy.port });
+      await first.write(new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`));
+      await first.read(new Uint8Array(1024));
+      const others = Array.from({ length: 3 }, () => rawGet(c.proxy.port, target));
+      await sleep(200);
+      if (leader === "leaves") first.close();
+      await sleep(100);
+      go.resolve();
+      for (const body of await Promise.all(others)) assert.deepEqual(body, payload);
+      if (leader === "stalls") first.close();
+      assert.equal(origin.count, 1);
+      await c.proxy.waitForLine(/"error":"client closed the connection"/);
+      // Stored whole: the next one is a hit.
+      await sleep(100);
+      const hit = await ask(c.proxy.port, target, { Range: "bytes=0-9" });
+      assert.match(hit.headers.get("cache-status")!, /hit/);
+      assert.equal(origin.count, 1);
+    });
+  }
+});
+
+Deno.test("cache: when every client of a response being fetched leaves with more than 1 MiB to come, the fetch gives up and nothing is stored", async () => {
+  const size = 8 * 1024 * 1024;
+  const go = Promise.withResolvers<void>();
+  const upstreamClosed = Promise.withResolvers<void>();
+  await using origin = countingOrigin(() =>
+    new Response(
+      new ReadableStream({
+        async start(ctl) {
+          ctl.enqueue(new Uint8Array(64 * 1024));
+          await go.promise;
+          ctl.enqueue(new Uint8Array(size - 64 * 1024));
+          ctl.close();
+        },
+        cancel() {
+          upstreamClosed.resolve();
+        },
+      }),
+      { headers: { "cache-control": "max-age=60", "content-length": String(size) } },
+    )
+  );
+  await using c = await cachingProxy();
+  const target = url(origin.port, "/alone");
+  {
+    using only = await Deno.connect({ hostname: "127.0.0.1", port: c.proxy.port });
+    await only.write(new TextEncoder().encode(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`));
+    await only.read(new Uint8Array(1024));
+  }
+  // The proxy closes its upstream connection: the origin's stream is cancelled.
+  await upstreamClosed.promise;
+  go.resolve();
+  assert.deepEqual([...Deno.readDirSync(`${c.dir}/tmp`)], []);
+  assert.deepEqual([...Deno.readDirSync(`${c.dir}/objects`)], []);
+  await ask(c.proxy.port, target, { Range: "bytes=0-0" });
+  assert.equal(origin.count, 2);
 });
