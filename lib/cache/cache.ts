@@ -174,6 +174,34 @@ export class Cache {
   }
 
   /**
+   * RFC 9111 §4.3.5: a 200 to HEAD updates the stored GET it describes (the same entity-tag, or
+   * without one the same Last-Modified, and the same length) as a 304 would; a stored GET it
+   * contradicts is forgotten.
+   *
+   * @param entry The stored response for the same URL and Vary.
+   * @param response The HEAD's response.
+   * @param timing When the HEAD went and came back.
+   * @param viaName This proxy's Via name.
+   */
+  headed(
+    entry: Entry,
+    response: ResponseHead,
+    timing: { requestTime: number; responseTime: number },
+    viaName: string,
+  ): void {
+    if (response.status !== 200) return;
+    const etag = fieldValue(response.fields, "etag");
+    const length = fieldValue(response.fields, "content-length");
+    const same = etag === fieldValue(entry.fields, "etag") &&
+      (etag !== undefined ||
+        fieldValue(response.fields, "last-modified") ===
+          fieldValue(entry.fields, "last-modified")) &&
+      (length === undefined || Number(length) === entry.size);
+    if (same) this.refresh(entry, response, timing, viaName);
+    else this.store.remove(entry.id);
+  }
+
+  /**
    * Finishes a body in the background (its last bytes, flush, rename, index); `close` waits
    * for it.
    *

@@ -323,6 +323,9 @@ function startStoring(
     : cache.keep(look.key, head, response, timing, length, ctx.config.viaName);
   const writer = typeof kept === "object" ? kept : undefined;
   if (validating && !writer && response.status < 500) cache.store.remove(validating.id);
+  if (head.method === "HEAD" && look.kind === "stored") {
+    cache.headed(look.entry, response, timing, ctx.config.viaName);
+  }
   const fwd = look.kind === "miss"
     ? look.fwd
     : look.use.kind === "validate" && look.use.why === "request"

@@ -861,3 +861,37 @@ Deno.test("cache: when every client of a response being fetched leaves with more
   await ask(c.proxy.port, target, { Range: "bytes=0-0" });
   assert.equal(origin.count, 2);
 });
+
+Deno.test("cache: a 200 to HEAD freshens the stored GET it matches, and a stored GET it contradicts is forgotten (RFC 9111 §4.3.5)", async (t) => {
+  for (
+    const [name, tag, kept] of [["same ETag", '"h1"', true], ["other ETag", '"h2"', false]] as const
+  ) {
+    await t.step(name, async () => {
+      await using primedOrigin = await primed((req) =>
+        req.method === "HEAD"
+          ? new Response(null, {
+            headers: {
+              etag: tag,
+              "cache-control": "max-age=60",
+              "x-checked": "by head",
+              "content-length": "8",
+            },
+          })
+          : new Response("get body", { headers: { etag: '"h1"', "cache-control": "max-age=0" } })
+      );
+      const { origin, c } = primedOrigin;
+      const head = await ask(c.proxy.port, url(origin.port), {}, "HEAD");
+      assert.equal(head.status, 200);
+      const get = await ask(c.proxy.port, url(origin.port));
+      assert.equal(get.body, "get body");
+      if (kept) {
+        assert.match(get.headers.get("cache-status")!, /hit/);
+        assert.equal(get.headers.get("x-checked"), "by head");
+        assert.deepEqual(origin.seen.map((s) => s.method), ["GET", "HEAD"]);
+      } else {
+        assert.match(get.headers.get("cache-status")!, /fwd=uri-miss/);
+        assert.deepEqual(origin.seen.map((s) => s.method), ["GET", "HEAD", "GET"]);
+      }
+    });
+  }
+});
