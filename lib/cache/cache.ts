@@ -58,6 +58,9 @@ export interface CacheCounts {
   bytesFromCache: number;
 }
 
+/** Background work (validations, fetches, commits) under way at most before validations wait. */
+export const MAX_BACKGROUND = 64;
+
 /** Methods whose success invalidates what is stored for their target (RFC 9111 §4.4). */
 const SAFE = new Set(["GET", "HEAD", "OPTIONS", "TRACE"]);
 
@@ -304,6 +307,16 @@ export class Cache {
   /** Whether the request says `only-if-cached` (RFC 9111 §5.2.1.7). */
   static onlyIfCached(fields: readonly Field[]): boolean {
     return cacheControl(fields).has("only-if-cached");
+  }
+
+  /**
+   * Whether more background work may start: a validation for `stale-while-revalidate` is
+   * skipped (the stale response still answers) while {@linkcode MAX_BACKGROUND} pieces of
+   * background work are under way, so a client asking for thousands of stale URLs cannot make
+   * the proxy fetch thousands at once.
+   */
+  get idleEnough(): boolean {
+    return this.#pending.size < MAX_BACKGROUND;
   }
 
   /**

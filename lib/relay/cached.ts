@@ -80,7 +80,7 @@ export async function consult(
     const stale = use.kind === "validate" && use.why === "stale";
     const swr = stale && staleWhileRevalidate(look.entry, -use.ttl);
     if (use.kind !== "validate" || swr) {
-      const lead = swr ? cache.lead(look.key) : undefined;
+      const lead = swr && cache.idleEnough ? cache.lead(look.key) : undefined;
       if (lead) cache.track(revalidate(ctx, head, route, look.entry, lead, settings));
       const keep = await serveStored(ex, ctx, head, look.entry, {
         result: use.kind === "fresh" ? "HIT" : "STALE_HIT",

@@ -2,7 +2,7 @@
 // counts its requests (and records their heads), the proxy with a cache in a temporary folder,
 // raw HTTP/1.1 requests through it.
 import assert from "node:assert/strict";
-import { Cache } from "../../lib/cache/cache.ts";
+import { Cache, MAX_BACKGROUND } from "../../lib/cache/cache.ts";
 import { httpDate } from "../../lib/cache/rules.ts";
 import { DatabaseSync } from "node:sqlite";
 import { runCli, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
@@ -893,5 +893,30 @@ Deno.test("cache: a 200 to HEAD freshens the stored GET it matches, and a stored
         assert.deepEqual(origin.seen.map((s) => s.method), ["GET", "HEAD", "GET"]);
       }
     });
+  }
+});
+
+Deno.test("cache: at most 64 background validations run at once; past that the stale response still answers", async () => {
+  const release = Promise.withResolvers<void>();
+  const paths = Array.from({ length: 80 }, (_, i) => `/swr${i}`);
+  await using origin = countingOrigin(async (req) => {
+    if (req.headers.has("if-none-match")) {
+      await release.promise; // the validations hang until the test lets them go
+      return new Response(null, { status: 304, headers: { etag: '"s"' } });
+    }
+    return new Response("stale", {
+      headers: { etag: '"s"', "cache-control": "max-age=0, stale-while-revalidate=600" },
+    });
+  });
+  await using c = await cachingProxy();
+  try {
+    for (const p of paths) await ask(c.proxy.port, url(origin.port, p));
+    await sleep(100);
+    const answers = await Promise.all(paths.map((p) => ask(c.proxy.port, url(origin.port, p))));
+    for (const a of answers) assert.equal(a.body, "stale");
+    await sleep(200);
+    assert.equal(origin.count - paths.length, MAX_BACKGROUND);
+  } finally {
+    release.resolve();
   }
 });
