@@ -125,7 +125,7 @@ async function serve(
   const { auth, adminAuth } = await loadCredentials(config);
   config = await loadFiles(config);
   const workers = workerCount(config, new URL(import.meta.url));
-  const reports = openReports(config);
+  const reports = openReports(config, workers);
   const hostAddresses = new HostAddresses();
   let instance: Instance | undefined;
   // The admin listener first, so the proxy (and every worker) knows its real port and never
@@ -195,7 +195,7 @@ async function serve(
  *
  * @throws {StartupError} when the HAR file cannot be created (exit 1).
  */
-function openReports(config: Config): Reports {
+function openReports(config: Config, workers: number): Reports {
   let har: HarFile | undefined;
   try {
     if (config.har !== undefined) har = new HarFile(config.har, (m) => printLine(m, "stderr"));
@@ -226,6 +226,8 @@ function openReports(config: Config): Reports {
         maxBytes: config.cacheSize,
         memBytes: config.cacheMem,
         diag: (m) => printLine(m, "stderr"),
+        // With workers, every thread opens the store; this one first, clearing what a crash left.
+        shared: workers > 1,
       });
     }
   } catch (err) {

@@ -12,7 +12,7 @@
 import { addVia } from "../http1/headers.ts";
 import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
 import type { Route } from "../exchange.ts";
-import { type BodyWriter, CacheStore, type Entry } from "./store.ts";
+import { type BodyWriter, CacheStore, type Entry, type StoreOptions } from "./store.ts";
 import {
   cacheControl,
   cacheKey,
@@ -29,16 +29,10 @@ import {
   varySignature,
 } from "./rules.ts";
 
-/** Options of {@linkcode Cache}. */
-export interface CacheOptions {
+/** Options of {@linkcode Cache}: the store's, and its directory. */
+export interface CacheOptions extends StoreOptions {
   /** The directory of the store. */
   dir: string;
-  /** Bytes of bodies kept on disk. */
-  maxBytes: number;
-  /** Bytes of bodies kept in memory. */
-  memBytes: number;
-  /** Where failures are reported. */
-  diag: (line: string) => void;
 }
 
 /** What the cache holds for a request. */

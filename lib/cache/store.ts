@@ -10,6 +10,10 @@
  * anything left in `tmp/` are deleted at startup, a row whose file is missing or of another size
  * is dropped when it is next used.
  *
+ * With `--workers`, every thread opens the store (`shared`): SQLite's WAL journal lets them all
+ * write, and a thread that changes a key tells the others over a BroadcastChannel, so they drop
+ * the parsed rows and memory bodies they hold of it.
+ *
  * @module
  */
 
@@ -55,6 +59,13 @@ export interface StoreOptions {
   memBytes: number;
   /** Where failures are reported. */
   diag: (line: string) => void;
+  /**
+   * Other threads (`--workers`) use the same store: each change to a key is announced to them
+   * (they drop what they hold of it), and the byte total is read from the index. @default false
+   */
+  shared?: boolean;
+  /** Clear what a crash left (only the first thread to open the store does). @default true */
+  recover?: boolean;
 }
 
 /** A body in memory is at most this large (or an eighth of the memory budget). */
@@ -138,7 +149,7 @@ export class CacheStore {
    */
   #hot = new Map<string, Entry[]>();
   /** Bodies held in memory, least recently used first. */
-  #mem = new Map<number, Uint8Array>();
+  #mem = new Map<string, Uint8Array>();
   #memUsed = 0;
   /** Entries used since the last recency write. */
   #touched = new Set<number>();
@@ -146,7 +157,10 @@ export class CacheStore {
   /** Bytes of bodies on disk. */
   #bytes = 0;
   #entries = 0;
+  #countedAt = 0;
   #closed = false;
+  /** Announces changes to the other threads sharing the store (`shared`). */
+  #channel: BroadcastChannel | undefined;
 
   /**
    * Opens (or creates) the store in `dir`, and clears what a crash left.
@@ -188,7 +202,12 @@ export class CacheStore {
         "used = ? WHERE id = ?",
     );
     this.#touch = this.#db.prepare("UPDATE entries SET used = ? WHERE id = ?");
-    this.#recover();
+    if (options.recover ?? true) this.#recover();
+    else this.#recount();
+    if (options.shared) {
+      this.#channel = new BroadcastChannel(`http-proxy-cache ${dir}`);
+      this.#channel.onmessage = (e: MessageEvent<string>) => this.#forget(e.data);
+    }
     this.#timer = setInterval(() => this.#writeTouches(), TOUCH_MS);
     Deno.unrefTimer(this.#timer as unknown as number);
   }
@@ -214,9 +233,31 @@ export class CacheStore {
     this.#evict();
   }
 
-  /** Entries and bytes now. */
+  /** Entries and bytes now (this thread's memory tier). */
   get stats(): { entries: number; bytes: number; memBytes: number } {
+    if (this.#channel) this.#recount();
     return { entries: this.#entries, bytes: this.#bytes, memBytes: this.#memUsed };
+  }
+
+  /** Reads the entry count and byte total from the index (other threads change them too). */
+  #recount(): void {
+    const r = this.#db.prepare(
+      "SELECT COUNT(*) AS n, COALESCE(SUM(size), 0) AS b FROM entries",
+    ).get() as { n: number; b: number };
+    this.#entries = r.n;
+    this.#bytes = r.b;
+    this.#countedAt = Date.now();
+  }
+
+  /** Tells the other threads that a key changed. */
+  #announce(key: string): void {
+    this.#channel?.postMessage(key);
+  }
+
+  /** Another thread changed a key: what this one holds of it goes. */
+  #forget(key: string): void {
+    for (const e of this.#hot.get(key) ?? []) this.#dropFromMemory(e.file);
+    this.#hot.delete(key);
   }
 
   /**
@@ -246,10 +287,10 @@ export class CacheStore {
    */
   async open(entry: Entry): Promise<Body | null> {
     this.#touched.add(entry.id);
-    const mem = this.#mem.get(entry.id);
+    const mem = this.#mem.get(entry.file);
     if (mem) {
-      this.#mem.delete(entry.id);
-      this.#mem.set(entry.id, mem);
+      this.#mem.delete(entry.file);
+      this.#mem.set(entry.file, mem);
       return { mem };
     }
     let file: Deno.FsFile;
@@ -279,7 +320,7 @@ export class CacheStore {
         this.remove(entry.id);
         return null;
       }
-      this.#keepInMemory(entry.id, bytes);
+      this.#keepInMemory(entry.file, bytes);
       return { mem: bytes };
     }
     return { file };
@@ -289,9 +330,10 @@ export class CacheStore {
     return size <= Math.min(MEM_OBJECT_MAX, this.#options.memBytes / 8);
   }
 
-  #keepInMemory(id: number, bytes: Uint8Array): void {
+  /** Bodies in memory are keyed by their file: a new body for the same entry is a new file. */
+  #keepInMemory(file: string, bytes: Uint8Array): void {
     if (!this.#memFits(bytes.length)) return;
-    this.#mem.set(id, bytes);
+    this.#mem.set(file, bytes);
     this.#memUsed += bytes.length;
     for (const [old, b] of this.#mem) {
       if (this.#memUsed <= this.#options.memBytes) break;
@@ -300,10 +342,10 @@ export class CacheStore {
     }
   }
 
-  #dropFromMemory(id: number): void {
-    const b = this.#mem.get(id);
+  #dropFromMemory(file: string): void {
+    const b = this.#mem.get(file);
     if (b) {
-      this.#mem.delete(id);
+      this.#mem.delete(file);
       this.#memUsed -= b.length;
     }
   }
@@ -353,14 +395,15 @@ export class CacheStore {
       Date.now(),
     ) as { id: number };
     if (old) {
-      this.#dropFromMemory(old.id);
+      this.#dropFromMemory(old.file);
       this.#unlink(old.file);
       this.#bytes -= old.size;
     } else {
       this.#entries++;
     }
     this.#bytes += size;
-    if (mem) this.#keepInMemory(row.id, mem);
+    if (mem) this.#keepInMemory(file, mem);
+    this.#announce(head.key);
     this.#evict();
     return { ...head, id: row.id, file, size };
   }
@@ -372,6 +415,7 @@ export class CacheStore {
    */
   update(entry: Entry): void {
     this.#hot.delete(entry.key);
+    this.#announce(entry.key);
     this.#update.run(
       JSON.stringify(entry.fields),
       entry.initialAge,
@@ -389,9 +433,10 @@ export class CacheStore {
    */
   remove(id: number): void {
     const r = this.#deleteId.get(id) as { key: string; file: string; size: number } | undefined;
-    this.#dropFromMemory(id);
     if (!r) return;
+    this.#dropFromMemory(r.file);
     this.#hot.delete(r.key);
+    this.#announce(r.key);
     this.#bytes -= r.size;
     this.#entries--;
     this.#unlink(r.file);
@@ -430,6 +475,8 @@ export class CacheStore {
 
   /** Evicts the least recently used entries until the bodies fit the size limit. */
   #evict(): void {
+    // Shared with other threads: the total is theirs too, read again at most once a second.
+    if (this.#channel && Date.now() - this.#countedAt > 1000) this.#recount();
     this.#writeTouches();
     while (this.#bytes > this.#options.maxBytes) {
       const rows = this.#oldest.all() as unknown as { id: number }[];
@@ -465,6 +512,7 @@ export class CacheStore {
     this.#writeTouches();
     this.#closed = true;
     clearInterval(this.#timer);
+    this.#channel?.close();
     this.#db.close();
   }
 }

@@ -276,11 +276,6 @@ export async function loadCredentials(
 export function workerCount(config: Config, program: URL): number {
   const workers = config.workers === "auto" ? navigator.hardwareConcurrency : config.workers;
   if (workers === 1) return 1;
-  if (config.cache) {
-    throw new StartupError(
-      `--cache: works with one thread for now; leave out --workers (or give --workers 1)`,
-    );
-  }
   // Without --unstable-net, Deno.listen({ reusePort }) ends the process (exit 70) rather than
   // throwing, so ask first: the unstable net APIs exist only with the flag.
   if (typeof (Deno as { listenDatagram?: unknown }).listenDatagram !== "function") {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { Cache } from "../cache/cache.ts";
 import type { Config } from "./config.ts";
 import type { ExchangeObserver, ExchangeRecord } from "../exchange.ts";
 import type { ProxyServer } from "../server.ts";
@@ -154,6 +155,7 @@ export function serveWorker(): void {
   let reopenLog: (() => void) | undefined;
   let info: ((line: string) => void) | undefined;
   let stopping = false;
+  let cache: Cache | undefined;
   let summary = new Summary();
   let gaugeTimer: ReturnType<typeof setInterval> | undefined;
   scope.onmessage = async (e) => {
@@ -187,11 +189,23 @@ export function serveWorker(): void {
           }
           return moved;
         };
+        // The store the main thread opened (and cleared of what a crash left), shared.
+        cache = config.cache
+          ? new Cache({
+            dir: config.cacheDir,
+            maxBytes: config.cacheSize,
+            memBytes: config.cacheMem,
+            diag: (line) => info?.(line),
+            shared: true,
+            recover: false,
+          })
+          : undefined;
         const instance = startInstance(config, {
           index: msg.index,
           count: msg.count,
           watchers: live ? [report] : [],
           auth,
+          ...(cache ? { cache } : {}),
         });
         server = instance.server;
         summary = instance.summary;
@@ -233,6 +247,7 @@ export function serveWorker(): void {
       stopping = true;
       clearInterval(gaugeTimer);
       await server?.shutdown(msg.graceMs);
+      await cache?.close();
       closeLog?.();
       scope.postMessage({ kind: "stopped", raw: summary.raw() });
       scope.close();

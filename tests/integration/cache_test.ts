@@ -920,3 +920,56 @@ Deno.test("cache: at most 64 background validations run at once; past that the s
     release.resolve();
   }
 });
+
+Deno.test("cache: with --workers 2 both threads share the store, and an invalidation in one reaches what the other holds in memory", async () => {
+  let version = 1;
+  await using origin = countingOrigin((req) => {
+    if (req.method === "POST") {
+      version++;
+      return new Response(null, { status: 204 });
+    }
+    return new Response(`v${version}`, { headers: { "cache-control": "max-age=600" } });
+  });
+  const dir = await Deno.makeTempDir({ prefix: "http-proxy-cache-workers-" });
+  try {
+    await using cli = await startCli(
+      [
+        "--listen",
+        "127.0.0.1:0",
+        "--workers",
+        "2",
+        "--log-format",
+        "json",
+        "--cache",
+        "--cache-dir",
+        dir,
+      ],
+      { denoFlags: ["--unstable-net", "--allow-read", "--allow-write"] },
+    );
+    assert.match(cli.stderr.text, /\(2 workers\)/);
+    const port = Number(cli.addrs[0]!.split(":").pop());
+    const target = url(origin.port, "/shared");
+    const lines = () =>
+      cli.stdout.text.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    // Each request is a new connection: the kernel spreads them over both threads.
+    const round = async (expect: string) => {
+      const before = lines().length;
+      for (let i = 0; i < 24; i++) {
+        assert.equal((await ask(port, target)).body, expect);
+        await sleep(10);
+      }
+      for (let i = 0; i < 200 && lines().length < before + 24; i++) await sleep(25);
+      const ids = lines().slice(before).map((l) => l.id as number);
+      assert.ok(ids.some((id) => id % 2 === 1) && ids.some((id) => id % 2 === 0), "both threads");
+    };
+    await round("v1");
+    const gets = () => origin.seen.filter((s) => s.method === "GET").length;
+    assert.ok(gets() <= 2, `${gets()} upstream GETs: at most one per thread`);
+    const posted = await ask(port, target, {}, "POST", "x");
+    assert.equal(posted.status, 204);
+    await sleep(100);
+    await round("v2");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
