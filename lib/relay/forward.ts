@@ -108,6 +108,9 @@ export async function forward(
   // The client is watched only once an exchange has taken a while (see watchClient).
   let watchSoon: Deadline | undefined;
   const requestTime = Date.now();
+  // A body being stored that is neither committed nor handed to its fetch yet: abandoned if the
+  // exchange ends early, so no tmp file stays and no collapsed client waits on it forever.
+  let unsettled: BodyWriter | undefined;
   try {
     let upstreamBroke = false;
     let watching = false;
@@ -194,6 +197,7 @@ export async function forward(
     const writer = look && look.kind !== "bypass"
       ? startStoring(ex, ctx, head, response, look, validating, timing, extra)
       : undefined;
+    unsettled = writer;
     lead?.(writer ?? null);
     const answer = planResponse(response, head, { ...state, extra });
     ex.record.status = response.status;
@@ -217,14 +221,17 @@ export async function forward(
     // this client reads it from there like every other client of it (see fill.ts).
     const file = !small && writer?.expected !== undefined ? writer.openReader() : null;
     if (small) {
+      // Complete in hand: stored whatever becomes of this client.
+      if (writer) cache!.commit(writer, small);
+      unsettled = undefined;
       await toClient(ex, joinBytes(answer.head, small), ctx);
       ex.record.bytesDown = small.length;
-      if (writer) cache!.commit(writer, small);
     } else if (file && writer) {
       using reading = file;
       const leave = writer.join();
       ex.upstream = undefined; // the fetch owns it now
       fillStore(ctx, up, body, writer, answer.reusable);
+      unsettled = undefined;
       try {
         await toClient(ex, answer.head, ctx);
         await followBody(ex, ctx, reading, writer, answer.out === "chunked");
@@ -234,13 +241,9 @@ export async function forward(
       return answer.keep;
     } else {
       await toClient(ex, answer.head, ctx);
-      try {
-        await receiveBody(ex, body, answer.out, up.reader, config, writer);
-      } catch (err) {
-        writer?.abort();
-        throw err;
-      }
+      await receiveBody(ex, body, answer.out, up.reader, config, writer);
       if (writer) cache!.commit(writer);
+      unsettled = undefined;
     }
     // Bytes already past the response were sent unasked: that connection is never trusted again.
     if (answer.reusable && up.reader.buffered === 0) {
@@ -251,6 +254,7 @@ export async function forward(
     return answer.keep;
   } finally {
     watchSoon?.cancel();
+    unsettled?.abort("the exchange ended before the body did");
     lead?.(null);
   }
 }
