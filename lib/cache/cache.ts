@@ -2,22 +2,21 @@
  * The shared cache (`--cache`): what the relay asks before and after a plain-HTTP exchange.
  * `lookup` picks the stored response a request may use (by key and Vary) and says how
  * (`rules.ts`); `keep` starts keeping a response the rules allow; `invalidate` forgets what an
- * unsafe method changed (RFC 9111 §4.4); `purge` is the admin's. It counts hits, misses and the
- * bytes served from storage. Sockets are the relay's (`relay/cached.ts`); files and the index
- * are the store's (`store.ts`).
+ * unsafe method changed (RFC 9111 §4.4); `purge` is the admin's; `lead` and `following` share a
+ * response in flight (collapsed forwarding); `track` keeps its background work. The metrics and
+ * the summary count the results from the log records. Sockets are the relay's
+ * (`relay/cached.ts`); files and the index are the store's (`store.ts`).
  *
  * @module
  */
 
-import { addVia } from "../http1/headers.ts";
+import { addVia, fieldValue } from "../http1/headers.ts";
 import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
 import type { Route } from "../exchange.ts";
 import { type BodyWriter, CacheStore, type Entry, type StoreOptions } from "./store.ts";
 import {
   cacheControl,
   cacheKey,
-  type CacheResult,
-  fieldValue,
   freshen,
   initialAge,
   notStorable,
@@ -43,14 +42,6 @@ export type Lookup =
   | { kind: "miss"; key: string; fwd: "uri-miss" | "vary-miss" }
   /** A stored response, and how it may be used. */
   | { kind: "stored"; key: string; entry: Entry; use: Use };
-
-/** Counters for the metrics and the summary. */
-export interface CacheCounts {
-  /** Exchanges by cache result. */
-  results: Map<CacheResult, number>;
-  /** Body bytes sent to clients from storage. */
-  bytesFromCache: number;
-}
 
 /** Background work (validations, fetches, commits) under way at most before validations wait. */
 export const MAX_BACKGROUND = 64;

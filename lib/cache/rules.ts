@@ -10,7 +10,7 @@
  */
 
 import type { Field } from "../http1/parse.ts";
-import { endToEnd, listValues } from "../http1/headers.ts";
+import { endToEnd, fieldValue, listValues } from "../http1/headers.ts";
 
 /** Cache-Control directives as a map: lower-case name → argument (`""` when it had none). */
 export type Directives = Map<string, string>;
@@ -104,14 +104,6 @@ export function parseHttpDate(text: string | undefined): number | undefined {
  */
 export function httpDate(ms: number): string {
   return new Date(ms).toUTCString();
-}
-
-/** The first value of a field (case-insensitive name), whole, or undefined. */
-export function fieldValue(fields: readonly Field[], name: string): string | undefined {
-  for (const [n, v] of fields) {
-    if (n.length === name.length && n.toLowerCase() === name) return v;
-  }
-  return undefined;
 }
 
 /** Whether a field is present. */
@@ -405,13 +397,13 @@ export function validators(stored: readonly Field[]): Field[] {
 }
 
 /** Request fields that make a request conditional (RFC 9110 §13.1). */
-const CONDITIONALS = [
+const CONDITIONALS = new Set([
   "if-match",
   "if-none-match",
   "if-modified-since",
   "if-unmodified-since",
   "if-range",
-];
+]);
 
 /**
  * Whether a request carries conditionals of its own.
@@ -420,7 +412,20 @@ const CONDITIONALS = [
  * @returns True when it does.
  */
 export function isConditional(fields: readonly Field[]): boolean {
-  return fields.some(([n]) => CONDITIONALS.includes(n.toLowerCase()));
+  return fields.some(([n]) => CONDITIONALS.has(n.toLowerCase()));
+}
+
+/**
+ * Whether a request field is the client's own condition or Range: what makes an answer other
+ * than the stored response as it is, keeps a request from sharing another's response, and is
+ * left out of a validation the cache makes for itself.
+ *
+ * @param name The field name.
+ * @returns True for a conditional field or Range.
+ */
+export function isConditionOrRange(name: string): boolean {
+  const n = name.toLowerCase();
+  return n === "range" || CONDITIONALS.has(n);
 }
 
 /**

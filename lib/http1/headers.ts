@@ -45,6 +45,20 @@ export function listValues(fields: readonly Field[], name: string): string[] {
 }
 
 /**
+ * Returns the first value of field `name` (case-insensitive), whole.
+ *
+ * @param fields The fields.
+ * @param name Lower-case field name.
+ * @returns The value, or undefined when the field is absent.
+ */
+export function fieldValue(fields: readonly Field[], name: string): string | undefined {
+  for (const [n, v] of fields) {
+    if (n.length === name.length && n.toLowerCase() === name) return v;
+  }
+  return undefined;
+}
+
+/**
  * Tells whether a list field (Connection, Proxy-Connection) holds `token`.
  *
  * @param fields The fields.

@@ -17,16 +17,20 @@ import { Cache, type Lookup } from "../cache/cache.ts";
 import type { RequestSettings } from "../http1/plan.ts";
 import { revalidate } from "./revalidate.ts";
 import { joinBytes } from "../http1/body.ts";
-import { clientWantsKeepAlive, connectionFields, encodeHead } from "../http1/headers.ts";
+import {
+  clientWantsKeepAlive,
+  connectionFields,
+  encodeHead,
+  fieldValue,
+} from "../http1/headers.ts";
 import type { Field, RequestHead } from "../http1/parse.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import {
   type CacheResult,
   cacheStatus,
   currentAge,
-  fieldValue,
   ifRangeHolds,
-  isConditional,
+  isConditionOrRange,
   notModified,
   notModifiedFields,
   parseRange,
@@ -111,12 +115,8 @@ export async function consult(
 
 /** A GET that may share another's response: no conditionals of its own, no Range. */
 function plainGet(head: RequestHead): boolean {
-  return head.method === "GET" && !isConditional(head.fields) &&
-    !head.fields.some(([n]) => n.length === 5 && n.toLowerCase() === "range");
+  return head.method === "GET" && !head.fields.some(([n]) => isConditionOrRange(n));
 }
-
-/** Request fields that make an answer from storage other than the stored response. */
-const CONDITIONAL_OR_RANGE = /^(if-none-match|if-modified-since|if-range|range)$/i;
 
 /** The status line and stored fields of an entry, as bytes (without the blank line). */
 const STORED_HEADS = new WeakMap<readonly Field[], Uint8Array>();
@@ -185,7 +185,7 @@ export async function serveStored(
   let start = 0;
   let length = entry.size;
   let sendBody = withBody;
-  const special = status === 200 && head.fields.some(([n]) => CONDITIONAL_OR_RANGE.test(n));
+  const special = status === 200 && head.fields.some(([n]) => isConditionOrRange(n));
   if (special && notModified(head.fields, entry.fields)) {
     status = 304;
     reason = "Not Modified";

@@ -30,6 +30,7 @@ import {
   connectionFields,
   encodeHead,
   endToEnd,
+  fieldValue,
   type Framing,
   listValues,
   responseFraming,
@@ -203,10 +204,8 @@ export async function forward(
     ex.record.status = response.status;
     ex.record.reason = response.reason;
     ex.record.responseFields = response.fields;
-    const type = response.fields.find(([n]) =>
-      n.length === 12 && n.toLowerCase() === "content-type"
-    );
-    if (type) ex.record.contentType = type[1];
+    const type = fieldValue(response.fields, "content-type");
+    if (type !== undefined) ex.record.contentType = type;
     ex.responseStarted = true;
     // A small body already read with the head goes to the client in the same write.
     const { framing: body } = answer;

@@ -13,15 +13,11 @@ import type { Exchange, Route } from "../exchange.ts";
 import { responseFraming } from "../http1/headers.ts";
 import type { RequestHead } from "../http1/parse.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
-import { validators } from "../cache/rules.ts";
+import { isConditionOrRange, validators } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import { closeQuietly } from "../upstream/dial.ts";
 import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
 import { fillStore } from "./fill.ts";
-
-/** The client's conditionals and range are its own: the background request drops them. */
-const CLIENT_ONLY =
-  /^(if-match|if-none-match|if-modified-since|if-unmodified-since|if-range|range)$/i;
 
 /**
  * Validates a stored response in the background. Never throws.
@@ -65,7 +61,8 @@ export async function revalidate(
     head: false,
   } as unknown as Exchange; // the transport never touches the client side
   try {
-    const fields = head.fields.filter(([n]) => !CLIENT_ONLY.test(n));
+    // The client's conditionals and Range are its own: the background request drops them.
+    const fields = head.fields.filter(([n]) => !isConditionOrRange(n));
     const request: RequestHead = { ...head, method: "GET", fields };
     const plan = planRequest(
       { ...request, fields: [...fields, ...validators(entry.fields)] },
