@@ -22,6 +22,8 @@ import {
   notStorable,
   type NotStored,
   storedFields,
+  type Timing,
+  urlKey,
   usable,
   type Use,
   varyNames,
@@ -108,7 +110,7 @@ export class Cache {
     key: string,
     request: RequestHead,
     response: ResponseHead,
-    timing: { requestTime: number; responseTime: number },
+    timing: Timing,
     length: number | undefined,
     viaName: string,
   ): BodyWriter | NotStored | "too-large" {
@@ -144,7 +146,7 @@ export class Cache {
   refresh(
     entry: Entry,
     response: ResponseHead,
-    timing: { requestTime: number; responseTime: number },
+    timing: Timing,
     viaName: string,
   ): Entry {
     const fields = freshen(entry.fields, response.fields);
@@ -174,7 +176,7 @@ export class Cache {
   headed(
     entry: Entry,
     response: ResponseHead,
-    timing: { requestTime: number; responseTime: number },
+    timing: Timing,
     viaName: string,
   ): void {
     if (response.status !== 200) return;
@@ -219,20 +221,17 @@ export class Cache {
     if (SAFE.has(method) || status < 200 || status >= 400) return;
     const key = cacheKey(route.host, route.port, route.path);
     this.store.removeKey(key);
-    const origin = cacheKey(route.host, route.port, "");
+    const origin = cacheKey(route.host, route.port, "/");
     for (const name of ["location", "content-location"]) {
       const value = fieldValue(fields, name);
       if (value === undefined) continue;
-      let url: URL;
+      let other: string | undefined;
       try {
-        url = new URL(value, key);
+        other = urlKey(new URL(value, key));
       } catch {
-        continue;
+        continue; // not a URL
       }
-      const same = url.protocol === "http:" &&
-        cacheKey(url.hostname.replace(/^\[|\]$/g, "").toLowerCase(), Number(url.port || 80), "") ===
-          origin;
-      if (same) this.store.removeKey(cacheKey(route.host, route.port, url.pathname + url.search));
+      if (other?.startsWith(origin)) this.store.removeKey(other);
     }
   }
 
@@ -244,14 +243,8 @@ export class Cache {
    */
   purge(url?: string): number {
     if (url === undefined) return this.store.clear();
-    const u = new URL(url);
-    return this.store.removeKey(
-      cacheKey(
-        u.hostname.replace(/^\[|\]$/g, "").toLowerCase(),
-        Number(u.port || 80),
-        u.pathname + u.search,
-      ),
-    );
+    const key = urlKey(new URL(url));
+    return key === undefined ? 0 : this.store.removeKey(key);
   }
 
   /**

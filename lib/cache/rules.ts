@@ -65,15 +65,7 @@ export function parseHttpDate(text: string | undefined): number | undefined {
   let m = /^[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT$/.exec(t);
   let day: string, mon: string, year: number, hh: string, mm: string, ss: string;
   if (m) {
-    [, day, mon, , hh, mm, ss] = m as unknown as string[] as [
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-      string,
-    ];
+    day = m[1]!, mon = m[2]!, hh = m[4]!, mm = m[5]!, ss = m[6]!;
     year = Number(m[3]);
   } else if (
     (m = /^[A-Za-z]+, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}):(\d{2}):(\d{2}) GMT$/.exec(t))
@@ -309,14 +301,21 @@ export function usable(stored: Stored, request: readonly Field[], now: number): 
   if (ttl > 0 && ttl >= minFresh && (reqMaxAge === undefined || age <= reqMaxAge)) {
     return { kind: "fresh", age, ttl };
   }
-  const strict = res.has("must-revalidate") || res.has("proxy-revalidate") ||
-    res.has("s-maxage");
-  if (ttl <= 0 && req.has("max-stale") && !strict) {
+  if (ttl <= 0 && req.has("max-stale") && !neverStale(res)) {
     // `max-stale` without a value accepts any staleness.
     const maxStale = req.get("max-stale") === "" ? Infinity : deltaSeconds(req.get("max-stale"));
     if (maxStale !== undefined && -ttl <= maxStale) return { kind: "stale-ok", age, ttl };
   }
   return { kind: "validate", age, ttl, why: "stale" };
+}
+
+/**
+ * Whether a response's directives forbid serving it stale for any reason (`max-stale`,
+ * `stale-if-error`, `stale-while-revalidate`): `must-revalidate`, `proxy-revalidate`, or
+ * `s-maxage`, which implies `proxy-revalidate` for a shared cache (RFC 9111 §5.2.2.10).
+ */
+function neverStale(res: Directives): boolean {
+  return res.has("must-revalidate") || res.has("proxy-revalidate") || res.has("s-maxage");
 }
 
 /** What a stored response's fields say about it, worked out once per field list. */
@@ -352,10 +351,8 @@ function derived(stored: Stored): { lifetime: number; res: Directives } {
  * @returns True when the stale response may answer.
  */
 export function staleIfError(stored: Stored, request: readonly Field[], staleFor: number): boolean {
-  const res = cacheControl(stored.fields);
-  if (res.has("must-revalidate") || res.has("proxy-revalidate") || res.has("s-maxage")) {
-    return false;
-  }
+  const { res } = derived(stored);
+  if (neverStale(res)) return false;
   const limit = Math.max(
     deltaSeconds(res.get("stale-if-error")) ?? -1,
     deltaSeconds(cacheControl(request).get("stale-if-error")) ?? -1,
@@ -372,10 +369,8 @@ export function staleIfError(stored: Stored, request: readonly Field[], staleFor
  * @returns True when it may answer now.
  */
 export function staleWhileRevalidate(stored: Stored, staleFor: number): boolean {
-  const res = cacheControl(stored.fields);
-  if (res.has("must-revalidate") || res.has("proxy-revalidate") || res.has("s-maxage")) {
-    return false;
-  }
+  const { res } = derived(stored);
+  if (neverStale(res)) return false;
   const limit = deltaSeconds(res.get("stale-while-revalidate"));
   return limit !== undefined && staleFor <= limit;
 }
@@ -586,9 +581,7 @@ export type CacheResult =
   | "REFRESH_MODIFIED"
   | "REFRESH_FAIL_OLD"
   | "STALE_HIT"
-  | "CF_HIT"
-  | "BYPASS"
-  | "OFFLINE_MISS";
+  | "CF_HIT";
 
 /** Results whose body came from the store: bytes the origin did not send again. */
 export const FROM_STORE: ReadonlySet<string> = new Set<CacheResult>([
@@ -611,7 +604,7 @@ export function cacheStatus(
   name: string,
   parts: {
     hit?: boolean;
-    fwd?: "uri-miss" | "vary-miss" | "miss" | "request" | "stale" | "bypass" | "method";
+    fwd?: "uri-miss" | "vary-miss" | "request" | "stale" | "method";
     fwdStatus?: number;
     stored?: boolean;
     collapsed?: boolean;
@@ -643,4 +636,16 @@ export function cacheStatus(
 export function cacheKey(host: string, port: number, path: string): string {
   const h = host.includes(":") ? `[${host}]` : host;
   return `http://${h}${port === 80 ? "" : `:${port}`}${path}`;
+}
+
+/**
+ * The cache key of an absolute `http:` URL (a Location, an admin's purge).
+ *
+ * @param url The URL.
+ * @returns The key, or undefined for another scheme.
+ */
+export function urlKey(url: URL): string | undefined {
+  if (url.protocol !== "http:") return undefined;
+  const host = url.hostname.replace(/^\[|\]$/g, "");
+  return cacheKey(host, Number(url.port || 80), url.pathname + url.search);
 }

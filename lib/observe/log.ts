@@ -305,7 +305,7 @@ export function formatCsv(ex: ExchangeRecord): string {
  * TCP_MISS (forwarded), TCP_TUNNEL (CONNECT), TCP_DENIED (refused by policy or auth),
  * TAG_NONE (failed before any upstream), and with `--cache` the cache's result: TCP_HIT,
  * TCP_STALE_HIT, TCP_REFRESH_UNMODIFIED, TCP_REFRESH_MODIFIED, TCP_REFRESH_FAIL_OLD,
- * TCP_OFFLINE_MISS… Bytes are the response body bytes.
+ * TCP_CF_HIT (collapsed onto another's fetch). Bytes are the response body bytes.
  *
  * @param ex The exchange.
  * @returns The line.

@@ -43,6 +43,7 @@ import {
   freshnessLifetime,
   isConditional,
   staleIfError,
+  type Timing,
   validators,
 } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
@@ -301,7 +302,7 @@ function startStoring(
   response: ResponseHead,
   look: Exclude<Lookup, { kind: "bypass" }>,
   validating: Entry | undefined,
-  timing: { requestTime: number; responseTime: number },
+  timing: Timing,
   extra: Field[],
 ): BodyWriter | undefined {
   const cache = ctx.cache!;
@@ -358,7 +359,7 @@ async function refreshed(
   trip: {
     up: Upstream;
     response: ResponseHead;
-    timing: { requestTime: number; responseTime: number };
+    timing: Timing;
     reusable: boolean;
   },
   entry: Entry,
