@@ -111,7 +111,24 @@ class Stall {
 const PIECE = 256 * 1024;
 const encoder = new TextEncoder();
 const CRLF = encoder.encode("\r\n");
-const LAST_CHUNK = encoder.encode("0\r\n\r\n");
+/** The last chunk of a chunked body, without trailers. */
+export const LAST_CHUNK = encoder.encode("0\r\n\r\n");
+
+/**
+ * Frames one piece of payload as a chunk (RFC 9112 §7.1): its size in hex, CRLF, the bytes,
+ * CRLF.
+ *
+ * @param piece The payload bytes (not empty: an empty chunk is the last one).
+ * @returns The chunk.
+ */
+export function chunk(piece: Uint8Array): Uint8Array {
+  const size = encoder.encode(piece.length.toString(16) + "\r\n");
+  const framed = new Uint8Array(size.length + piece.length + 2);
+  framed.set(size);
+  framed.set(piece, size.length);
+  framed.set(CRLF, size.length + piece.length);
+  return framed;
+}
 
 /**
  * Writes every byte of `bytes` to `sink`.
@@ -186,13 +203,7 @@ class Taker {
 
 /** Writes one piece of payload, framed as a chunk when `out` is chunked. */
 function emit(sink: Sink, piece: Uint8Array, out: OutFraming, stall: Stall): Promise<void> {
-  if (out === "raw") return put(sink, piece, stall);
-  const size = encoder.encode(piece.length.toString(16) + "\r\n");
-  const framed = new Uint8Array(size.length + piece.length + 2);
-  framed.set(size);
-  framed.set(piece, size.length);
-  framed.set(CRLF, size.length + piece.length);
-  return put(sink, framed, stall);
+  return put(sink, out === "raw" ? piece : chunk(piece), stall);
 }
 
 /** Emits a piece, and gives it to the tee (if any) at the same time. */

@@ -16,7 +16,7 @@ import type { Exchange, Route } from "../exchange.ts";
 import { Cache, type Lookup } from "../cache/cache.ts";
 import type { RequestSettings } from "../http1/plan.ts";
 import { revalidate } from "./revalidate.ts";
-import { joinBytes } from "../http1/body.ts";
+import { chunk, joinBytes, LAST_CHUNK } from "../http1/body.ts";
 import {
   clientWantsKeepAlive,
   connectionFields,
@@ -141,6 +141,25 @@ function encodeFields(fields: readonly Field[]): Uint8Array {
   return encodeHead("", fields).subarray(2);
 }
 
+/**
+ * Records the answer the cache is about to send (status, fields, result, the stored type): from
+ * here on a failure can only close the connection.
+ */
+function answering(
+  ex: Exchange,
+  answer: { status: number; reason: string; fields: Field[] },
+  result: CacheResult,
+  stored: readonly Field[],
+): void {
+  ex.record.status = answer.status;
+  ex.record.reason = answer.reason;
+  ex.record.responseFields = answer.fields;
+  ex.record.cache = result;
+  const type = fieldValue(stored, "content-type");
+  if (type !== undefined) ex.record.contentType = type;
+  ex.responseStarted = true;
+}
+
 /** Bodies are read from their file in pieces this large. */
 const FILE_PIECE = 256 * 1024;
 
@@ -231,13 +250,7 @@ export async function serveStored(
   const headBytes = fields === entry.fields && status === entry.status
     ? joinBytes(storedHead(entry), encodeFields(extra))
     : encodeHead(`HTTP/1.1 ${status} ${reason}`, [...fields, ...extra]);
-  ex.record.status = status;
-  ex.record.reason = reason;
-  ex.record.responseFields = [...fields, ...extra];
-  ex.record.cache = how.result;
-  const type = fieldValue(entry.fields, "content-type");
-  if (type !== undefined) ex.record.contentType = type;
-  ex.responseStarted = true;
+  answering(ex, { status, reason, fields: [...fields, ...extra] }, how.result, entry.fields);
   if (!sendBody || !body || length === 0) {
     body?.file?.close();
     await toClient(ex, headBytes, ctx);
@@ -297,9 +310,6 @@ async function streamFile(
   }
 }
 
-/** The last chunk of a chunked body, without trailers. */
-const LAST_CHUNK = new TextEncoder().encode("0\r\n\r\n");
-
 /**
  * Answers a GET with a response another request is fetching (collapsed forwarding): its head
  * at once, then its body as it reaches the cache's file, so every waiting client gets the bytes
@@ -339,13 +349,7 @@ export async function serveFollowing(
   const keep = clientWantsKeepAlive(head) && !ctx.signal.aborted &&
     (known !== undefined || chunked);
   fields.push(...connectionFields(keep, head.minor));
-  ex.record.status = stored.status;
-  ex.record.reason = stored.reason;
-  ex.record.responseFields = fields;
-  ex.record.cache = "CF_HIT";
-  const type = fieldValue(stored.fields, "content-type");
-  if (type !== undefined) ex.record.contentType = type;
-  ex.responseStarted = true;
+  answering(ex, { status: stored.status, reason: stored.reason, fields }, "CF_HIT", stored.fields);
   const leave = writer.join();
   try {
     await toClient(ex, encodeHead(`HTTP/1.1 ${stored.status} ${stored.reason}`, fields), ctx);
@@ -384,13 +388,7 @@ export async function followBody(
         throw new Aborted("the cache's file ended early", "http_response_incomplete");
       }
       const piece = buf.subarray(0, n);
-      await toClient(
-        ex,
-        chunked
-          ? joinBytes(joinBytes(new TextEncoder().encode(`${n.toString(16)}\r\n`), piece), CRLF)
-          : piece,
-        ctx,
-      );
+      await toClient(ex, chunked ? chunk(piece) : piece, ctx);
       pos += n;
       ex.record.bytesDown += n;
       continue;
@@ -406,5 +404,3 @@ export async function followBody(
   }
   if (chunked) await toClient(ex, LAST_CHUNK, ctx);
 }
-
-const CRLF = new TextEncoder().encode("\r\n");
