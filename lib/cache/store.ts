@@ -182,7 +182,7 @@ export class CacheStore {
     this.#byKey = this.#db.prepare(
       "SELECT * FROM entries WHERE key = ? ORDER BY response_time DESC",
     );
-    this.#byKeyAll = this.#db.prepare("SELECT id, file, size FROM entries WHERE key = ?");
+    this.#byKeyAll = this.#db.prepare("SELECT id FROM entries WHERE key = ?");
     this.#byVariant = this.#db.prepare(
       "SELECT id, file, size FROM entries WHERE key = ? AND variant = ?",
     );
@@ -249,8 +249,13 @@ export class CacheStore {
     this.#countedAt = Date.now();
   }
 
-  /** Tells the other threads that a key changed. */
-  #announce(key: string): void {
+  /**
+   * A key's rows changed in the index (called after the write): its parsed rows here go, and
+   * the other threads are told to drop theirs. Telling them before the write could let one read
+   * the old row again and keep it.
+   */
+  #changed(key: string): void {
+    this.#hot.delete(key);
     this.#channel?.postMessage(key);
   }
 
@@ -376,7 +381,6 @@ export class CacheStore {
   /** Called by a writer whose body is complete, renamed and flushed: the row goes in. */
   commitRow(head: EntryHead, file: string, size: number, mem: Uint8Array | undefined): Entry {
     // The same key and variant stored before is replaced, and its body file deleted.
-    this.#hot.delete(head.key);
     const old = this.#byVariant.get(head.key, head.variant) as
       | { id: number; file: string; size: number }
       | undefined;
@@ -403,7 +407,7 @@ export class CacheStore {
     }
     this.#bytes += size;
     if (mem) this.#keepInMemory(file, mem);
-    this.#announce(head.key);
+    this.#changed(head.key);
     this.#evict();
     return { ...head, id: row.id, file, size };
   }
@@ -414,8 +418,6 @@ export class CacheStore {
    * @param entry The entry, with its new fields and timing.
    */
   update(entry: Entry): void {
-    this.#hot.delete(entry.key);
-    this.#announce(entry.key);
     this.#update.run(
       JSON.stringify(entry.fields),
       entry.initialAge,
@@ -424,6 +426,7 @@ export class CacheStore {
       Date.now(),
       entry.id,
     );
+    this.#changed(entry.key);
   }
 
   /**
@@ -435,8 +438,7 @@ export class CacheStore {
     const r = this.#deleteId.get(id) as { key: string; file: string; size: number } | undefined;
     if (!r) return;
     this.#dropFromMemory(r.file);
-    this.#hot.delete(r.key);
-    this.#announce(r.key);
+    this.#changed(r.key);
     this.#bytes -= r.size;
     this.#entries--;
     this.#unlink(r.file);
