@@ -52,7 +52,7 @@ import { fillStore } from "./fill.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
-import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
+import { type ExchangeContext, giveBack, roundTrip } from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -245,12 +245,7 @@ export async function forward(
       if (writer) cache!.commit(writer);
       unsettled = undefined;
     }
-    // Bytes already past the response were sent unasked: that connection is never trusted again.
-    if (answer.reusable && up.reader.buffered === 0) {
-      ex.upstream = undefined; // the pool (or this client's hold) owns it now
-      if (ctx.held) ctx.held.hold(up);
-      else ctx.pool!.release(up);
-    }
+    giveBack(ex, ctx, up, answer.reusable);
     return answer.keep;
   } finally {
     watchSoon?.cancel();
@@ -367,11 +362,7 @@ async function refreshed(
   const { up, response, timing } = trip;
   const updated = ctx.cache!.refresh(entry, response, timing, ctx.config.viaName);
   // A 304 has no body: its connection goes back at once.
-  if (trip.reusable && up.reader.buffered === 0) {
-    ex.upstream = undefined;
-    if (ctx.held) ctx.held.hold(up);
-    else ctx.pool!.release(up);
-  }
+  giveBack(ex, ctx, up, trip.reusable);
   const age = currentAge(updated.initialAge, updated.responseTime, Date.now());
   const served = await serveStored(ex, ctx, head, updated, {
     result: "REFRESH_UNMODIFIED",

@@ -16,7 +16,7 @@ import { planRequest, planResponse, type RequestSettings } from "../http1/plan.t
 import { isConditionOrRange, validators } from "../cache/rules.ts";
 import type { BodyWriter, Entry } from "../cache/store.ts";
 import { closeQuietly } from "../upstream/dial.ts";
-import { type ExchangeContext, roundTrip } from "../upstream/transport.ts";
+import { type ExchangeContext, giveBack, roundTrip } from "../upstream/transport.ts";
 import { fillStore } from "./fill.ts";
 
 /**
@@ -109,10 +109,7 @@ export async function revalidate(
     } else {
       return; // the origin failed: the stale response stays for the next try
     }
-    if (answer.reusable && up.reader.buffered === 0) {
-      ex.upstream = undefined;
-      ctx.pool?.release(up);
-    }
+    giveBack(ex, bg, up, answer.reusable);
   } catch {
     // the origin could not be asked: the stored response stays as it was
   } finally {

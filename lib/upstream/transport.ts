@@ -346,3 +346,25 @@ async function readResponseHead(
     });
   }
 }
+
+/**
+ * Hands an upstream connection whose response was read to its end back for reuse: to this
+ * client's hold, or to the pool. Bytes already past the response were sent unasked: such a
+ * connection is never trusted again, and stays on the exchange for the caller to close.
+ *
+ * @param ex The exchange (its upstream is cleared when the connection goes back).
+ * @param ctx Settings: the client's hold, the pool.
+ * @param up The connection.
+ * @param reusable Whether the response plan allows reuse.
+ */
+export function giveBack(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  up: Upstream,
+  reusable: boolean,
+): void {
+  if (!reusable || up.reader.buffered !== 0) return;
+  ex.upstream = undefined; // the pool (or this client's hold) owns it now
+  if (ctx.held) ctx.held.hold(up);
+  else ctx.pool!.release(up);
+}
