@@ -213,10 +213,12 @@ export function startAdmin(
     const cache = options.cache;
     if (!cache) return json({ error: "the cache is off: start the proxy with --cache" }, 404);
     if (method === "GET") {
-      const counts = metrics.cacheCounts();
+      const counts = options.summary.cacheCounts();
       return json({
         ...cache.store.stats,
-        ...counts,
+        hits: counts.hits,
+        lookups: counts.lookups,
+        servedBytes: counts.servedBytes,
         hitRatio: counts.lookups === 0 ? null : counts.hits / counts.lookups,
       });
     }

@@ -229,22 +229,6 @@ export class Metrics implements ExchangeObserver {
   }
 
   /**
-   * The cache's counts so far: hits (every result served from the store), cacheable requests,
-   * and the body bytes sent from the store.
-   *
-   * @returns The counts.
-   */
-  cacheCounts(): { hits: number; lookups: number; servedBytes: number } {
-    let hits = 0;
-    let lookups = 0;
-    for (const [result, n] of this.#cacheResults) {
-      lookups += n;
-      if (FROM_STORE.has(result)) hits += n;
-    }
-    return { hits, lookups, servedBytes: this.#cacheBytes };
-  }
-
-  /**
    * Renders the Prometheus text exposition format (version 0.0.4).
    *
    * @param gauges Live gauges.

@@ -350,6 +350,15 @@ export class Summary implements ExchangeObserver {
   }
 
   /**
+   * The cache's counts so far (`--cache`).
+   *
+   * @returns Requests with a cache result, those answered from the store, and their bytes.
+   */
+  cacheCounts(): CacheAcc {
+    return { ...this.#cache };
+  }
+
+  /**
    * Counts one finished exchange.
    *
    * @param ex The exchange, as logged.
@@ -446,7 +455,7 @@ export class Summary implements ExchangeObserver {
       hosts: this.hosts(),
       clients: this.clients(),
       users: this.users(),
-      ...(this.#cache.lookups > 0 ? { cache: { ...this.#cache } } : {}),
+      ...(this.#cache.lookups > 0 ? { cache: this.cacheCounts() } : {}),
     };
   }
 
