@@ -218,8 +218,9 @@ export async function forward(
       ? up.reader.takeBuffered(body.length)
       : null;
     // A body being stored, of a length the store takes: fetched into the store on its own, and
-    // this client reads it from there like every other client of it (see fill.ts).
-    const file = !small && writer?.expected !== undefined ? writer.openReader() : null;
+    // this client reads it from there like every other client of it (see fill.ts). (A response
+    // without a body, a 204, has nothing to fetch: it is committed below.)
+    const file = !small && writer && body.kind === "length" ? writer.openReader() : null;
     if (small) {
       // Complete in hand: stored whatever becomes of this client.
       if (writer) cache!.commit(writer, small);

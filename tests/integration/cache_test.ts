@@ -6,7 +6,7 @@ import { Cache, MAX_BACKGROUND } from "../../lib/cache/cache.ts";
 import { httpDate } from "../../lib/cache/rules.ts";
 import { DatabaseSync } from "node:sqlite";
 import { runCli, startCli, startCliWithAdmin } from "../_fixtures/cli.ts";
-import { concat, readAll, sleep, startProxy } from "../_fixtures/servers.ts";
+import { concat, readAll, readUntil, sleep, startProxy } from "../_fixtures/servers.ts";
 
 /** One parsed response. */
 interface Reply {
@@ -972,4 +972,23 @@ Deno.test("cache: with --workers 2 both threads share the store, and an invalida
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cache: a 204 with freshness is stored and its first client is answered at once (no body to wait for)", async () => {
+  await using origin = countingOrigin(() =>
+    new Response(null, { status: 204, headers: { "cache-control": "max-age=60" } })
+  );
+  await using c = await cachingProxy();
+  // Kept alive: a client waiting on a body that never comes would see no answer here.
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: c.proxy.port });
+  const request = `GET ${url(origin.port)} HTTP/1.1\r\nHost: x\r\n\r\n`;
+  await conn.write(new TextEncoder().encode(request));
+  const first = await readUntil(conn, (t) => t.includes("\r\n\r\n"), 2000);
+  assert.match(first, /^HTTP\/1\.1 204 /);
+  await c.proxy.waitForLine(/ TCP_MISS\/204 0 GET /);
+  await sleep(50);
+  const again = await ask(c.proxy.port, url(origin.port));
+  assert.equal(again.status, 204);
+  assert.match(again.headers.get("cache-status")!, /hit/);
+  assert.equal(origin.count, 1);
 });
