@@ -29,14 +29,15 @@ const NOWHERE: Sink = { write: (bytes) => Promise.resolve(bytes.length) };
  *
  * @param ctx Settings; `ctx.cache` is set.
  * @param up The upstream connection, its response head read.
- * @param framing The body's framing (a length or chunked).
+ * @param framing The body's framing: a length, or chunked (a response without a body has
+ *   nothing to fetch).
  * @param writer Where the body goes.
  * @param reusable Whether the connection may serve another request after the body.
  */
 export function fillStore(
   ctx: ExchangeContext,
   up: Upstream,
-  framing: Framing,
+  framing: Extract<Framing, { kind: "length" | "chunked" }>,
   writer: BodyWriter,
   reusable: boolean,
 ): void {

@@ -220,22 +220,24 @@ export async function forward(
     // A body being stored, of a length the store takes: fetched into the store on its own, and
     // this client reads it from there like every other client of it (see fill.ts). (A response
     // without a body, a 204, has nothing to fetch: it is committed below.)
-    const file = !small && writer && body.kind === "length" ? writer.openReader() : null;
+    const fetched = !small && writer && body.kind === "length"
+      ? { writer, framing: body, file: writer.openReader() }
+      : undefined;
     if (small) {
       // Complete in hand: stored whatever becomes of this client.
       if (writer) cache!.commit(writer, small);
       unsettled = undefined;
       await toClient(ex, joinBytes(answer.head, small), ctx);
       ex.record.bytesDown = small.length;
-    } else if (file && writer) {
-      using reading = file;
-      const leave = writer.join();
+    } else if (fetched?.file) {
+      using reading = fetched.file;
+      const leave = fetched.writer.join();
       ex.upstream = undefined; // the fetch owns it now
-      fillStore(ctx, up, body, writer, answer.reusable);
+      fillStore(ctx, up, fetched.framing, fetched.writer, answer.reusable);
       unsettled = undefined;
       try {
         await toClient(ex, answer.head, ctx);
-        await followBody(ex, ctx, reading, writer, answer.out === "chunked");
+        await followBody(ex, ctx, reading, fetched.writer, answer.out === "chunked");
       } finally {
         leave();
       }

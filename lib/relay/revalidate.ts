@@ -89,22 +89,24 @@ export async function revalidate(
       cache.refresh(entry, response, timing, ctx.config.viaName);
     } else if (response.status < 500) {
       const framing = responseFraming(response, "GET");
-      const kept = framing.kind === "length" || framing.kind === "chunked"
+      // Only a body to fetch is kept here: one of a length, or chunked.
+      const body = framing.kind === "length" || framing.kind === "chunked" ? framing : undefined;
+      const kept = body
         ? cache.keep(
           entry.key,
           request,
           response,
           timing,
-          framing.kind === "length" ? framing.length : undefined,
+          body.kind === "length" ? body.length : undefined,
           ctx.config.viaName,
         )
         : "framing";
-      if (typeof kept !== "object") {
+      if (!body || typeof kept !== "object") {
         cache.store.remove(entry.id);
         return;
       }
       ex.upstream = undefined; // the fetch owns it now
-      fillStore(bg, up, framing, kept, answer.reusable);
+      fillStore(bg, up, body, kept, answer.reusable);
       return;
     } else {
       return; // the origin failed: the stale response stays for the next try
