@@ -704,12 +704,14 @@ export class BodyWriter {
   }
 
   /**
-   * Abandons the body and deletes its file.
+   * Abandons the body and deletes its file, while it is being written. A complete body (being
+   * committed, or committed) is kept: a late abort (the proxy stopping, an exchange ending) must
+   * not delete the file its commit is renaming.
    *
    * @param why What happened, for the readers' log lines.
    */
   abort(why?: string): void {
-    if (this.#state === "failed") return;
+    if (this.#state !== "writing") return;
     this.#state = "failed";
     this.failure = why;
     this.#mem = undefined;
