@@ -114,3 +114,26 @@ Deno.test("drain() hands over the bytes read past a head", async () => {
   assert.deepEqual(r.drain(), new Uint8Array([0x16, 3, 1]));
   assert.deepEqual(r.drain(), new Uint8Array(0));
 });
+
+Deno.test("each read gets the whole free buffer once what was held is consumed", async () => {
+  // Keep-alive heads of 65 bytes, one a read: without the reset to the buffer's front, every
+  // read was offered 65 bytes less than the one before, and a response then came in two reads.
+  const head = "GET http://127.0.0.1:18700/1k HTTP/1.1\r\nHost: 127.0.0.1:18700\r\n\r\n";
+  const src = pieces(Array(40).fill(head));
+  const offered: number[] = [];
+  const read = src.read;
+  src.read = (buf) => (offered.push(buf.length), read(buf));
+  const r = new BufferedReader(src);
+  for (let i = 0; i < 40; i++) assert.equal(dec.decode((await r.readHead(opts))!), head);
+  assert.deepEqual(new Set(offered), new Set([2048]));
+  // Held bytes are moved to the front when the room after them gets short.
+  const tail = pieces(["x".repeat(1500), "y".repeat(600)]);
+  const sizes: number[] = [];
+  const tailRead = tail.read;
+  tail.read = (buf) => (sizes.push(buf.length), tailRead(buf));
+  const t = new BufferedReader(tail);
+  assert.equal((await t.read(1400))!.length, 1400); // 100 bytes held at 1400..1500
+  assert.equal(await t.fillTo(700, 1000), true);
+  assert.deepEqual(sizes, [2048, 1948]);
+  assert.equal(new TextDecoder().decode(t.takeBuffered(700)!), "x".repeat(100) + "y".repeat(600));
+});
