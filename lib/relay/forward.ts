@@ -26,14 +26,17 @@ import {
 import type { BufferedReader } from "../http1/head.ts";
 import {
   addVia,
+  borrowOut,
   clientWantsKeepAlive,
   connectionFields,
   encodeHead,
   endToEnd,
   fieldValue,
   type Framing,
+  headBytes,
   listValues,
   responseFraming,
+  returnOut,
 } from "../http1/headers.ts";
 import type { Field, RequestHead, ResponseHead } from "../http1/parse.ts";
 import type { Lookup } from "../cache/cache.ts";
@@ -107,6 +110,9 @@ export async function forward(
     ex.record.bytesUp = smallBody.length;
     ex.requestConsumed = true;
   }
+  // The request head (with a small body) is written from a lent buffer, and then the response
+  // head (with a small body) from the same one: the request's write is done by then.
+  const out = borrowOut();
   // The client is watched only once an exchange has taken a while (see watchClient).
   let watchSoon: Deadline | undefined;
   const requestTime = Date.now();
@@ -119,7 +125,7 @@ export async function forward(
     let trip: { up: Upstream; response: ResponseHead };
     try {
       trip = await roundTrip(ex, ctx, route, {
-        bytes: smallBody ? joinBytes(requestHead, smallBody) : requestHead,
+        bytes: headBytes(requestHead, smallBody, out),
         retryable,
         upgrade: upgrade !== undefined,
         async sent(up) {
@@ -227,7 +233,8 @@ export async function forward(
       // Complete in hand: stored whatever becomes of this client.
       if (writer) cache!.commit(writer, small);
       unsettled = undefined;
-      await toClient(ex, joinBytes(answer.head, small), ctx);
+      await toClient(ex, headBytes(answer.head, small, out), ctx);
+      returnOut(out);
       ex.record.bytesDown = small.length;
     } else if (fetched?.file) {
       using reading = fetched.file;
@@ -236,14 +243,16 @@ export async function forward(
       fillStore(ctx, up, fetched.framing, fetched.writer, answer.reusable);
       unsettled = undefined;
       try {
-        await toClient(ex, answer.head, ctx);
+        await toClient(ex, headBytes(answer.head, null, out), ctx);
+        returnOut(out);
         await followBody(ex, ctx, reading, fetched.writer, answer.out === "chunked");
       } finally {
         leave();
       }
       return answer.keep;
     } else {
-      await toClient(ex, answer.head, ctx);
+      await toClient(ex, headBytes(answer.head, null, out), ctx);
+      returnOut(out);
       await receiveBody(ex, body, answer.out, up.reader, config, writer);
       if (writer) cache!.commit(writer);
       unsettled = undefined;

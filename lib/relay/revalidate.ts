@@ -10,7 +10,7 @@
  */
 
 import type { Exchange, Route } from "../exchange.ts";
-import { responseFraming } from "../http1/headers.ts";
+import { headBytes, responseFraming } from "../http1/headers.ts";
 import type { RequestHead } from "../http1/parse.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import { isConditionOrRange, validators } from "../cache/rules.ts";
@@ -71,7 +71,7 @@ export async function revalidate(
     if (plan.kind === "answer") return;
     const requestTime = Date.now();
     const { up, response } = await roundTrip(ex, bg, route, {
-      bytes: plan.head,
+      bytes: headBytes(plan.head),
       retryable: true,
       upgrade: false,
       async sent() {},
