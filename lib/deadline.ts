@@ -31,6 +31,7 @@ export class Deadline {
   #error: () => Error;
   #reject: ((err: Error) => void) | undefined;
   #promise: Promise<never> | undefined;
+  #onExpire: (() => void) | undefined;
   #expired = false;
 
   /**
@@ -65,6 +66,16 @@ export class Deadline {
   }
 
   /**
+   * Calls `fn` when the deadline passes, instead of a rejection to catch: no promise is made,
+   * for a deadline most requests cancel long before it passes.
+   *
+   * @param fn Called once, from the ticker.
+   */
+  onExpire(fn: () => void): void {
+    this.#onExpire = fn;
+  }
+
+  /**
    * Moves the deadline to `ms` from now (if it has not expired).
    *
    * @param ms Time allowed from now.
@@ -87,6 +98,7 @@ export class Deadline {
     if (this.#expired) return;
     this.#expired = true;
     this.#reject?.(this.#error());
+    this.#onExpire?.();
   }
 
   /** Stops it; it will never fire. */

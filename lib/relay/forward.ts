@@ -121,25 +121,24 @@ export async function forward(
   let unsettled: BodyWriter | undefined;
   try {
     let upstreamBroke = false;
-    let watching = false;
     let trip: { up: Upstream; response: ResponseHead };
     try {
       trip = await roundTrip(ex, ctx, route, {
         bytes: headBytes(requestHead, smallBody, out),
         retryable,
         upgrade: upgrade !== undefined,
-        async sent(up) {
-          if (sendContinue) await toClient(ex, CONTINUE, ctx);
-          if (framing.kind !== "none" && !smallBody) {
-            upstreamBroke = await sendBody(ex, framing, config, up.conn);
+        sent(up) {
+          // Nothing to wait for on most requests: no promise then (see TripRequest.sent).
+          if (sendContinue || (framing.kind !== "none" && !smallBody)) {
+            return (async () => {
+              if (sendContinue) await toClient(ex, CONTINUE, ctx);
+              if (framing.kind !== "none" && !smallBody) {
+                upstreamBroke = await sendBody(ex, framing, config, up.conn);
+              }
+              watchSoon ??= watchLater(ex);
+            })();
           }
-          if (!watching && ex.requestConsumed && ex.reader.buffered === 0) {
-            watching = true;
-            watchSoon = new Deadline(WATCH_AFTER_MS, () => new Error("slow exchange"));
-            watchSoon.promise.catch(() => {
-              if (ex.reader.buffered === 0) watchClient(ex);
-            });
-          }
+          watchSoon ??= watchLater(ex);
         },
         async interim(response) {
           // RFC 9110 §15.2: forward interim responses to HTTP/1.1 clients; 100 is ours to send.
@@ -220,7 +219,8 @@ export async function forward(
     // does. The body is waited for a moment so both still go in one write: one send fewer per
     // request, a third of the proxy's sends on small keep-alive requests.)
     const small = body.kind === "length" && body.length <= SMALL_BODY &&
-        await up.reader.fillTo(body.length, SMALL_WAIT_MS).catch(() => false)
+        (up.reader.buffered >= body.length ||
+          await up.reader.fillTo(body.length, SMALL_WAIT_MS).catch(() => false))
       ? up.reader.takeBuffered(body.length)
       : null;
     // A body being stored, of a length the store takes: fetched into the store on its own, and
@@ -479,6 +479,21 @@ async function answerHere(
  * and a client that leaves is still noticed within about half a second.
  */
 const WATCH_AFTER_MS = 400;
+
+/**
+ * Starts watching the client once the exchange has taken {@linkcode WATCH_AFTER_MS} (see
+ * {@linkcode watchClient}), if the whole request is in and nothing more of the client's is held.
+ *
+ * @returns The deadline to cancel when the exchange ends, or undefined when not watched.
+ */
+function watchLater(ex: Exchange): Deadline | undefined {
+  if (!ex.requestConsumed || ex.reader.buffered !== 0) return undefined;
+  const soon = new Deadline(WATCH_AFTER_MS, () => new Error("slow exchange"));
+  soon.onExpire(() => {
+    if (ex.reader.buffered === 0) watchClient(ex);
+  });
+  return soon;
+}
 
 /**
  * Watches the client while its response is awaited and relayed: if it closes or resets, the

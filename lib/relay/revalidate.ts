@@ -74,7 +74,7 @@ export async function revalidate(
       bytes: headBytes(plan.head),
       retryable: true,
       upgrade: false,
-      async sent() {},
+      sent() {},
       async interim() {},
     });
     const timing = { requestTime, responseTime: Date.now() };

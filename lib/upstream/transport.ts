@@ -184,8 +184,11 @@ export interface TripRequest {
   bytes: Uint8Array;
   /** Whether it may be sent again on a new connection. */
   retryable: boolean;
-  /** Called once the head is sent: the relay sends the body here. */
-  sent(up: Upstream): Promise<void>;
+  /**
+   * Called once the head is sent: the relay sends the body here. Returns nothing when there is
+   * nothing to wait for (most requests), so no promise is made for them.
+   */
+  sent(up: Upstream): Promise<void> | void;
   /** Called with each interim (1xx) response. */
   interim(response: ResponseHead): Promise<void>;
   /** The request asks to upgrade: a 101 is then a final response. */
@@ -231,7 +234,8 @@ export async function roundTrip(
           cause: err,
         });
       }
-      await request.sent(up);
+      const sending = request.sent(up);
+      if (sending) await sending;
       const response = await readFinalResponse(
         ex,
         up,
