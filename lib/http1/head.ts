@@ -281,9 +281,8 @@ export class BufferedReader {
   async readLine(maxBytes: number): Promise<Uint8Array | null> {
     let scan = this.#start;
     for (;;) {
-      const i = this.#buf.subarray(scan, this.#end).indexOf(LF);
-      if (i >= 0) {
-        const lf = scan + i;
+      const lf = indexOfLf(this.#buf, scan, this.#end);
+      if (lf >= 0) {
         if (lf === this.#start || this.#buf[lf - 1] !== CR) {
           throw new SyntaxError("line ends in a bare LF");
         }
@@ -366,12 +365,21 @@ export class BufferedReader {
 function findHeadEnd(buf: Uint8Array, from: number, to: number): number {
   let i = from;
   for (;;) {
-    const j = buf.subarray(i, to).indexOf(LF);
-    if (j < 0) return -1;
-    const lf = i + j;
+    const lf = indexOfLf(buf, i, to);
+    if (lf < 0) return -1;
     if (lf + 1 < to && buf[lf + 1] === LF) return lf + 2;
     if (lf + 2 < to && buf[lf + 1] === CR && buf[lf + 2] === LF) return lf + 3;
     if (lf + 2 >= to && lf + 1 < to && buf[lf + 1] === CR) return -1; // wait for the next byte
     i = lf + 1;
   }
+}
+
+/**
+ * The index of the first LF in `buf[from, to)`, or -1. A loop, not `indexOf`: on a subarray it
+ * made an object a line, and from a position it would scan past `to`, through a grown buffer's
+ * stale bytes, at every read of a slow head.
+ */
+function indexOfLf(buf: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (buf[i] === LF) return i;
+  return -1;
 }

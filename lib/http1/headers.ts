@@ -290,46 +290,62 @@ export function responseFraming(head: ResponseHead, method: string): Framing {
  * @returns The head bytes.
  */
 export function encodeHead(startLine: string, fields: readonly Field[]): Uint8Array {
-  return headBytes(headText(startLine, fields));
+  return headBytes({ line: startLine, fields });
+}
+
+/** A head to write: its start line (without CRLF) and its fields. */
+export interface Head {
+  /** Request line or status line. */
+  line: string;
+  /** The fields, in order. */
+  fields: readonly Field[];
 }
 
 /**
- * A head as text, one char a byte: the start line, the fields, and the blank line.
+ * Writes a head, followed by a small body so both go in one write, one byte a char
+ * (ISO-8859-1, so obs-text goes out as it came in): into `into` when they fit (a buffer from
+ * {@linkcode borrowOut}: no new array), else into a new array. The chars are copied straight
+ * into the bytes: building the head as one string first made a string for every piece, and
+ * encoding it copied it all once more.
  *
- * @param startLine Request line or status line, without CRLF.
- * @param fields The fields.
- * @returns The head text, to encode with {@linkcode headBytes}.
- */
-export function headText(startLine: string, fields: readonly Field[]): string {
-  let text = startLine + "\r\n";
-  for (const [n, v] of fields) text += n + ": " + v + "\r\n";
-  return text + "\r\n";
-}
-
-/**
- * Encodes a head's text (ISO-8859-1, so obs-text goes out as it came in) followed by a small
- * body, so both go in one write: into `into` when they fit (a buffer from
- * {@linkcode borrowOut}: no new array), else into a new array.
- *
- * @param text The head text (see {@linkcode headText}).
+ * @param head The start line and the fields.
  * @param body Bytes to follow it.
  * @param into A buffer to write into, when big enough.
  * @returns The bytes: a view of `into`, or a new array.
  */
-export function headBytes(text: string, body?: Uint8Array | null, into?: Uint8Array): Uint8Array {
-  const size = text.length + (body?.length ?? 0);
-  const out = into && into.length >= size ? into.subarray(0, size) : new Uint8Array(size);
-  // UTF-8 and ISO-8859-1 agree on ASCII, and the native encoder is the fastest way in; it writes
-  // fewer bytes than chars only when a char is past ASCII, and then the head is written again.
-  const { read, written } = encoder.encodeInto(text, out);
-  if (read !== text.length || written !== text.length) {
-    for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
+export function headBytes(head: Head, body?: Uint8Array | null, into?: Uint8Array): Uint8Array {
+  const { line, fields } = head;
+  let size = line.length + 4; // its CRLF, and the blank line's
+  for (const [n, v] of fields) size += n.length + v.length + 4; // ": " and CRLF
+  const total = size + (body?.length ?? 0);
+  const out = into && into.length >= total ? into.subarray(0, total) : new Uint8Array(total);
+  let at = put(out, 0, line);
+  out[at++] = CR;
+  out[at++] = LF;
+  for (const [n, v] of fields) {
+    at = put(out, at, n);
+    out[at++] = COLON;
+    out[at++] = SP;
+    at = put(out, at, v);
+    out[at++] = CR;
+    out[at++] = LF;
   }
-  if (body) out.set(body, text.length);
+  out[at++] = CR;
+  out[at++] = LF;
+  if (body) out.set(body, at);
   return out;
 }
 
-const encoder = new TextEncoder();
+const CR = 13;
+const LF = 10;
+const COLON = 58;
+const SP = 32;
+
+/** Copies a string's chars into `out` from `at`, one byte each; returns where it ended. */
+function put(out: Uint8Array, at: number, text: string): number {
+  for (let i = 0; i < text.length; i++) out[at + i] = text.charCodeAt(i);
+  return at + text.length;
+}
 
 /** Spare output buffers (see {@linkcode borrowOut}), at most {@linkcode MAX_SPARES}. */
 const spares: Uint8Array[] = [];

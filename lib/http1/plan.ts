@@ -16,7 +16,7 @@ import {
   foldContentLength,
   type Framing,
   hasToken,
-  headText,
+  type Head,
   listValues,
   responseFraming,
 } from "./headers.ts";
@@ -34,8 +34,8 @@ export type RequestPlan =
   | {
     /** Send it upstream. */
     kind: "forward";
-    /** The request head to send, origin-form, as text (encode it with `headBytes`). */
-    head: string;
+    /** The request head to send, origin-form (written with `headBytes`). */
+    head: Head;
     /** Answer the client's `Expect: 100-continue` once the upstream is reached. */
     sendContinue: boolean;
     /** Whether it may be sent again on a new connection (no body, idempotent). */
@@ -128,7 +128,7 @@ export function planRequest(head: RequestHead, settings: RequestSettings): Reque
   return {
     kind: "forward",
     upgrade,
-    head: headText(`${head.method} ${settings.path} HTTP/1.1`, fields),
+    head: { line: `${head.method} ${settings.path} HTTP/1.1`, fields },
     // The proxy answers 100-continue itself once the upstream is reached, so a client never
     // waits on an origin that ignores Expect (curl would stall a second).
     sendContinue: expect.length > 0 && head.minor === 1 && framing.kind !== "none",
@@ -171,8 +171,8 @@ function maxForwards(head: RequestHead): number | undefined {
 
 /** What goes back to the client for an upstream's response. */
 export interface ResponsePlan {
-  /** The response head for the client, as text (encode it with `headBytes`). */
-  head: string;
+  /** The response head for the client (written with `headBytes`). */
+  head: Head;
   /** How the upstream's body is delimited. */
   framing: Framing;
   /** How it is written to the client: as it came, or re-chunked. */
@@ -243,7 +243,7 @@ export function planResponse(
   }
   fields.push(...connectionFields(keep, request.minor));
   return {
-    head: headText(`HTTP/1.1 ${response.status} ${response.reason}`, fields),
+    head: { line: `HTTP/1.1 ${response.status} ${response.reason}`, fields },
     framing,
     out,
     keep,

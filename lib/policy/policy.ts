@@ -263,37 +263,47 @@ export function checkDestination(
   const ip = parsedIp(address ?? host);
   // The address, and the IPv4 one it carries in a transition form (NAT64, 6to4, Teredo, …):
   // a deny rule or a default about IPv4 holds for both.
-  const ips = ip ? [ip, ...embeddedIpv4(ip)] : [];
-  const deny = (why: string): never => {
-    const shown = address === undefined || address === host ? host : `${host} (${address})`;
-    throw new Forbidden(`destination ${shown} is denied ${why}`);
-  };
-  const denied = rules.denyDest.find((r) => matches(r, host, ips, port));
-  if (denied) deny(`by --deny-dest ${denied.text}`);
+  const ips = ip ? withCarried(ip) : NONE;
+  // (Every request passes here: the common path makes no closure and no array.)
+  const denied = rules.denyDest.length > 0
+    ? rules.denyDest.find((r) => matches(r, host, ips, port))
+    : undefined;
+  if (denied) deny(host, address, `by --deny-dest ${denied.text}`);
   const named = parsedIp(host) === undefined;
   const listed = named ? rules.denyList?.match(host) : undefined;
-  if (listed !== undefined) deny(`by --deny-dest-file (listed: ${listed})`);
+  if (listed !== undefined) deny(host, address, `by --deny-dest-file (listed: ${listed})`);
   // Only the address itself can be opened by a range, not what it carries. A list entry allows
   // as an --allow-dest name does.
   const allowedByList = named && rules.allowList?.match(host) !== undefined;
-  const allowed = rules.allowDest.find((r) => matches(r, host, ip ? [ip] : [], port)) ??
-    (allowedByList ? LISTED : undefined);
+  const allowed =
+    (rules.allowDest.length > 0
+      ? rules.allowDest.find((r) => matches(r, host, ip ? [ip] : [], port))
+      : undefined) ??
+      (allowedByList ? LISTED : undefined);
   const allowing = rules.allowDest.length > 0 || rules.allowList !== undefined;
   if (address === undefined && ip === undefined) {
     // Before DNS only names and ports can be judged. When no --allow-dest rule could allow
     // this name (none names it, and none is a range its addresses could fall in), it is
     // refused now, so no rule-less name is ever looked up.
     const ranges = rules.allowDest.some((r) => r.kind === "range");
-    if (allowing && !allowed && !ranges) deny(NOT_ALLOWED);
+    if (allowing && !allowed && !ranges) deny(host, address, NOT_ALLOWED);
     return;
   }
   const own = ip && local?.own.find(ip, port);
-  if (own) deny(`(it is ${own === "admin" ? "this proxy's admin listener" : "this proxy itself"})`);
+  if (own) {
+    deny(
+      host,
+      address,
+      `(it is ${own === "admin" ? "this proxy's admin listener" : "this proxy itself"})`,
+    );
+  }
   // Only an address range may open a hole in the defaults: a name is whatever its DNS says.
   if (allowed?.kind === "range") return;
   if (ip && local?.host.has(ip)) {
     if (!local.loopbackClient) {
       deny(
+        host,
+        address,
         "(the proxy host's own addresses are reachable only by clients on it; see --allow-dest)",
       );
     }
@@ -301,22 +311,62 @@ export function checkDestination(
     const literal = parsedIp(host) !== undefined;
     if (!literal && !isLocalhostName(host) && allowed === undefined) {
       deny(
+        host,
+        address,
         "(a name that resolves to this host could be DNS rebinding; use localhost or the " +
           "address, or name it in --allow-dest)",
       );
     }
   }
-  const carried = (r: Cidr) => ips.find((a) => inRange(r, a));
-  const via = (a: Ip | undefined) => (a === ip || a === undefined ? "" : ", carried in it");
-  const metadata = LINK_LOCAL.find(carried);
+  const metadata = carrying(LINK_LOCAL, ips);
   if (metadata) {
     deny(
-      `(link-local and cloud metadata addresses are denied by default${via(carried(metadata))})`,
+      host,
+      address,
+      `(link-local and cloud metadata addresses are denied by default${via(ip, metadata.carried)})`,
     );
   }
-  const preset = rules.blockPrivate ? PRIVATE.find(carried) : undefined;
-  if (preset) deny(`by --block-private (${preset.text}${via(carried(preset))})`);
-  if (allowing && !allowed) deny(NOT_ALLOWED);
+  const preset = rules.blockPrivate ? carrying(PRIVATE, ips) : undefined;
+  if (preset) {
+    deny(host, address, `by --block-private (${preset.range.text}${via(ip, preset.carried)})`);
+  }
+  if (allowing && !allowed) deny(host, address, NOT_ALLOWED);
+}
+
+const NONE: readonly Ip[] = [];
+
+/** An address with the IPv4 ones it carries, by address (the cache hands out the same one). */
+const carriedOf = new WeakMap<Ip, readonly Ip[]>();
+
+function withCarried(ip: Ip): readonly Ip[] {
+  let ips = carriedOf.get(ip);
+  if (ips === undefined) {
+    ips = [ip, ...embeddedIpv4(ip)];
+    carriedOf.set(ip, ips);
+  }
+  return ips;
+}
+
+/** The first range that holds one of `ips`, and which one it holds. */
+function carrying(
+  ranges: readonly Cidr[],
+  ips: readonly Ip[],
+): { range: Cidr; carried: Ip } | undefined {
+  for (const range of ranges) {
+    for (const ip of ips) if (inRange(range, ip)) return { range, carried: ip };
+  }
+  return undefined;
+}
+
+/** ", carried in it" when the address that matched is one the requested address carries. */
+function via(ip: Ip | undefined, matched: Ip): string {
+  return matched === ip ? "" : ", carried in it";
+}
+
+/** Refuses a destination, naming the rule. */
+function deny(host: string, address: string | undefined, why: string): never {
+  const shown = address === undefined || address === host ? host : `${host} (${address})`;
+  throw new Forbidden(`destination ${shown} is denied ${why}`);
 }
 
 /** What an --allow-dest-file entry allows as: a name rule (it opens no hole in the defaults). */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import type { Framing } from "../../lib/http1/headers.ts";
-import type { RequestHead, ResponseHead } from "../../lib/http1/parse.ts";
+import { type Framing, type Head, headBytes } from "../../lib/http1/headers.ts";
+import { latin1, type RequestHead, type ResponseHead } from "../../lib/http1/parse.ts";
 import { type ForwardedMode, planRequest, planResponse } from "../../lib/http1/plan.ts";
 
 const req = (
@@ -23,7 +23,7 @@ const settings = (
   forwarded,
   clientIp,
 });
-const text = (head: string) => head;
+const text = (head: Head) => latin1(headBytes(head));
 
 Deno.test("planRequest() builds the origin-form head and refuses what it must, without I/O", async (t) => {
   await t.step("hop-by-hop and Host dropped, Host from the target, Via added, CL folded", () => {
