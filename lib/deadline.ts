@@ -31,7 +31,7 @@ export class Deadline {
   #error: () => Error;
   #reject: ((err: Error) => void) | undefined;
   #promise: Promise<never> | undefined;
-  #onExpire: (() => void) | undefined;
+  #onExpire: ((err: Error) => void) | undefined;
   #expired = false;
 
   /**
@@ -67,11 +67,11 @@ export class Deadline {
 
   /**
    * Calls `fn` when the deadline passes, instead of a rejection to catch: no promise is made,
-   * for a deadline most requests cancel long before it passes.
+   * for a deadline most requests cancel long before it passes. A later call replaces `fn`.
    *
-   * @param fn Called once, from the ticker.
+   * @param fn Called once, from the ticker, with the deadline's error.
    */
-  onExpire(fn: () => void): void {
+  onExpire(fn: (err: Error) => void): void {
     this.#onExpire = fn;
   }
 
@@ -97,8 +97,11 @@ export class Deadline {
     live.delete(this);
     if (this.#expired) return;
     this.#expired = true;
-    this.#reject?.(this.#error());
-    this.#onExpire?.();
+    if (this.#reject || this.#onExpire) {
+      const err = this.#error();
+      this.#reject?.(err);
+      this.#onExpire?.(err);
+    }
   }
 
   /** Stops it; it will never fire. */

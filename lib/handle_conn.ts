@@ -20,7 +20,7 @@ import {
   reasonPhrase,
   RequestTimeout,
 } from "./errors.ts";
-import type { Exchange, Route } from "./exchange.ts";
+import type { Exchange, ExchangeRecord, Route } from "./exchange.ts";
 import { forward } from "./relay/forward.ts";
 import { type ExchangeContext, openUpstream } from "./upstream/transport.ts";
 import { writeAll } from "./http1/body.ts";
@@ -254,20 +254,26 @@ function newExchange(
   reader: BufferedReader,
   begin: { wall: number; mono: number },
 ): Exchange {
+  const remote = conn.remoteAddr;
+  const record: ExchangeRecord = {
+    id: (ctx.nextId ?? nextId)(),
+    start: begin.wall,
+    clientIp: remote.hostname,
+    clientPort: remote.port,
+    method: "-",
+    target: "-",
+    bytesUp: 0,
+    bytesDown: 0,
+    tunnel: false,
+    opened: false,
+  };
+  // (Set after, not spread in: a conditional spread copied an object on every request.)
+  if (ctx.listener) {
+    record.listener = ctx.listener.addr;
+    record.tls = ctx.listener.tls;
+  }
   return {
-    record: {
-      id: (ctx.nextId ?? nextId)(),
-      start: begin.wall,
-      clientIp: conn.remoteAddr.hostname,
-      clientPort: conn.remoteAddr.port,
-      ...(ctx.listener ? { listener: ctx.listener.addr, tls: ctx.listener.tls } : {}),
-      method: "-",
-      target: "-",
-      bytesUp: 0,
-      bytesDown: 0,
-      tunnel: false,
-      opened: false,
-    },
+    record,
     t0: begin.mono,
     client: conn,
     reader,

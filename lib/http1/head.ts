@@ -48,6 +48,7 @@ export interface ReadHeadOptions {
 }
 
 const FALSE = Promise.resolve(false);
+const ignore = () => {};
 const LF = 10;
 const CR = 13;
 /**
@@ -120,21 +121,29 @@ export class BufferedReader {
         this.#buf = grown;
       }
     }
-    const pending = this.#src.read(this.#buf.subarray(this.#end)).then((n) => {
-      this.#pending = undefined;
-      if (n === null) {
-        this.#eof = true;
-        return false;
-      }
-      this.#end += n;
-      return true;
-    }, (err) => {
-      this.#pending = undefined;
-      throw err;
-    });
+    // (The whole buffer when reading at its front, as most reads now do: no view to make.)
+    const into = this.#end === 0 ? this.#buf : this.#buf.subarray(this.#end);
+    const pending = this.#src.read(into).then(this.#read, this.#failed);
     this.#pending = pending;
     return pending;
   }
+
+  /** Applies a read's result (made once per reader, not a closure per read). */
+  #read = (n: number | null): boolean => {
+    this.#pending = undefined;
+    if (n === null) {
+      this.#eof = true;
+      return false;
+    }
+    this.#end += n;
+    return true;
+  };
+
+  /** Applies a read's failure. */
+  #failed = (err: unknown): never => {
+    this.#pending = undefined;
+    throw err;
+  };
 
   /** Moves the held bytes to the front of the buffer. */
   #compact(): void {
@@ -148,18 +157,30 @@ export class BufferedReader {
    *
    * @returns false at end of stream.
    */
-  #fill(limit: number, deadline?: Promise<never>): Promise<boolean> {
+  #fill(limit: number, deadline?: Deadline): Promise<boolean> {
     // Not async: on the hot path every async frame costs (profiled), so promises pass through.
     if (this.#eof) return FALSE;
     if (this.#dead) return Promise.reject(new Error("reader used after a timed-out read"));
     const read = this.#pending ?? this.#begin(limit);
     if (!deadline) return read;
-    return Promise.race([read, deadline]).catch((err) => {
+    if (deadline.expired) {
       this.#dead = true;
-      read.catch(() => {
-        // the socket is closed by the caller after a timeout; this read then fails
+      read.catch(ignore);
+      return deadline.promise;
+    }
+    // One promise that the read settles or the deadline rejects: cheaper than racing the read
+    // against a promise of the deadline's (three promises and their reactions each wait).
+    return new Promise<boolean>((resolve, reject) => {
+      deadline.onExpire((err) => {
+        if (this.#pending !== read) return; // it completed: its result stands
+        this.#dead = true;
+        read.catch(ignore); // the caller closes the socket after a timeout; the read then fails
+        reject(err);
       });
-      throw err;
+      read.then(resolve, (err) => {
+        this.#dead = true;
+        reject(err);
+      });
     });
   }
 
@@ -230,7 +251,7 @@ export class BufferedReader {
           armedForHead ? options.timeoutMs : options.idleMs!,
           () => new HeadReadError("timeout", false),
         );
-        if (!(await this.#fill(cap, deadline.promise))) {
+        if (!(await this.#fill(cap, deadline))) {
           if (this.#end - this.#start === 0) return null;
           throw new HeadReadError("eof", true);
         }

@@ -55,6 +55,12 @@ export function listValues(fields: readonly Field[], name: string): string[] {
   const out: string[] = [];
   for (const [n, v] of fields) {
     if (n.length === name.length && lowerName(n) === name) {
+      if (!v.includes(",")) {
+        // One member (most values): no split.
+        const t = v.trim();
+        if (t !== "") out.push(t);
+        continue;
+      }
       for (const part of v.split(",")) {
         const t = part.trim();
         if (t !== "") out.push(t);

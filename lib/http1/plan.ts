@@ -231,7 +231,7 @@ export function planResponse(
     !state.stopping;
   const fields = foldContentLength(endToEnd(response.fields));
   addVia(fields, response.minor, state.viaName);
-  if (state.extra) fields.push(...state.extra);
+  if (state.extra && state.extra.length > 0) fields.push(...state.extra);
   let out: "raw" | "chunked" = "raw";
   if (framing.kind === "chunked" || framing.kind === "close") {
     if (request.minor === 1) {

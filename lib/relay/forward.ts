@@ -59,6 +59,7 @@ import { type ExchangeContext, giveBack, roundTrip } from "../upstream/transport
 import { basic } from "../upstream/parent.ts";
 import { tunnel } from "./tunnel.ts";
 
+const NO_FIELDS: readonly Field[] = [];
 const CONTINUE = new TextEncoder().encode("HTTP/1.1 100 Continue\r\n\r\n");
 /** Bodies up to this size that arrived with their head are written together with it. */
 const SMALL_BODY = 16 * 1024;
@@ -96,7 +97,7 @@ export async function forward(
   const validating = look?.kind === "stored" && head.method === "GET" && !isConditional(head.fields)
     ? look.entry
     : undefined;
-  const conditions = validating ? validators(validating.fields) : [];
+  const conditions = validating ? validators(validating.fields) : NO_FIELDS;
   const sent = conditions.length > 0 ? { ...head, fields: [...head.fields, ...conditions] } : head;
   const plan = planRequest(sent, settings);
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
@@ -178,6 +179,8 @@ export async function forward(
       stopping: ctx.signal.aborted,
       pooled: ctx.pool !== undefined,
       viaName: config.viaName,
+      // Fields this proxy adds (Cache-Status), filled in by startStoring below.
+      extra: [] as Field[],
     };
     const timing = { requestTime, responseTime: Date.now() };
     cache?.invalidate(head.method, response.status, route, response.fields);
@@ -200,13 +203,13 @@ export async function forward(
         if (served !== null) return false;
       }
     }
-    const extra: Field[] = [];
+    const { extra } = state;
     const writer = look && look.kind !== "bypass"
       ? startStoring(ex, ctx, head, response, look, validating, timing, extra)
       : undefined;
     unsettled = writer;
     lead?.(writer ?? null);
-    const answer = planResponse(response, head, { ...state, extra });
+    const answer = planResponse(response, head, state);
     ex.record.status = response.status;
     ex.record.reason = response.reason;
     ex.record.responseFields = response.fields;
@@ -282,10 +285,9 @@ export function requestSettings(
 ): RequestSettings {
   const { config } = ctx;
   const parentAuth = route.parent && config.parentAuth;
-  return {
+  const settings: RequestSettings = {
     authority: route.authority,
     path: route.parent ? `http://${route.authority}${route.path}` : route.path,
-    ...(parentAuth ? { proxyAuthorization: `Basic ${basic(parentAuth)}` } : {}),
     framing: route.framing,
     viaName: config.viaName,
     allowTrace: config.allowTrace,
@@ -293,6 +295,9 @@ export function requestSettings(
     forwarded: config.forwarded,
     clientIp,
   };
+  // (Set after, not spread in: a spread copied the object on every request.)
+  if (parentAuth) settings.proxyAuthorization = `Basic ${basic(parentAuth)}`;
+  return settings;
 }
 
 /**
