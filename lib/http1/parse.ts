@@ -82,8 +82,7 @@ function trimOws(line: string, from: number): string {
  * the place of a regular expression over the whole head and a split by another: a 240-byte
  * response head went from 1.6 to 0.5 µs.)
  */
-function splitLines(bytes: Uint8Array): { lines: string[]; clean: boolean } {
-  const text = latin1(bytes);
+function splitLines(text: string): { lines: string[]; clean: boolean } {
   const lines: string[] = [];
   const n = text.length;
   let start = 0;
@@ -115,6 +114,78 @@ function checkedLines(text: string): string[] {
   }
   return lines;
 }
+
+/** A head read straight from its bytes by {@linkcode quickHead}. */
+interface QuickHead {
+  /** The start line. */
+  line: string;
+  /** The fields. */
+  fields: Field[];
+}
+
+/**
+ * Reads a head straight from its bytes, in one pass: the start line and each field's name and
+ * value are sliced from the text where the bytes say, with no string a line and no second scan
+ * of a value (a 240-byte response head: about half the time and a third less garbage than by
+ * lines). It only takes the common, clean case: at anything unusual (a control byte, a bare
+ * CR, folding, a line without a colon, a name that is not a token, too many fields) it gives
+ * up, and the line-by-line path reads the head again and names what is wrong.
+ *
+ * @returns The head, or undefined to take the line-by-line path.
+ */
+function quickHead(bytes: Uint8Array, text: string, maxFields: number): QuickHead | undefined {
+  const n = bytes.length;
+  // The start line: no control byte but its CR before the LF.
+  let i = 0;
+  for (; i < n; i++) {
+    const b = bytes[i]!;
+    if (b < 32 || b === 127) break;
+  }
+  let lineEnd = i;
+  if (bytes[i] === CR && bytes[i + 1] === LF) i += 2;
+  else if (bytes[i] === LF) i += 1;
+  else return undefined;
+  const line = text.slice(0, lineEnd);
+  const fields: Field[] = [];
+  for (;;) {
+    const start = i;
+    if (bytes[i] === CR && bytes[i + 1] === LF) return i + 2 === n ? { line, fields } : undefined;
+    if (bytes[i] === LF) return i + 1 === n ? { line, fields } : undefined;
+    // The name: token bytes up to the colon (a space, a control byte or no colon: the slow path).
+    for (; i < n; i++) {
+      const b = bytes[i]!;
+      if (b === COLON || b <= 32 || b === 127) break;
+    }
+    if (bytes[i] !== COLON || i === start || fields.length >= maxFields) return undefined;
+    const colon = i;
+    // The value: from the first byte that is not OWS to the line end, no control but HTAB.
+    i++;
+    while (bytes[i] === SP || bytes[i] === HTAB) i++;
+    const from = i;
+    for (; i < n; i++) {
+      const b = bytes[i]!;
+      if (b < 32 ? b !== HTAB : b === 127) break;
+    }
+    lineEnd = i;
+    if (bytes[i] === CR && bytes[i + 1] === LF) i += 2;
+    else if (bytes[i] === LF) i += 1;
+    else return undefined;
+    let to = lineEnd;
+    while (to > from && (bytes[to - 1] === SP || bytes[to - 1] === HTAB)) to--;
+    const name = text.slice(start, colon);
+    if (!knownNames.has(name)) {
+      if (!TOKEN.test(name)) return undefined;
+      if (knownNames.size < 512) knownNames.add(name);
+    }
+    fields.push([name, text.slice(from, to)]);
+  }
+}
+
+const CR = 13;
+const LF = 10;
+const SP = 32;
+const HTAB = 9;
+const COLON = 58;
 
 /**
  * Parses header field lines (RFC 9112 §5).
@@ -169,8 +240,10 @@ export function parseFields(
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): RequestHead {
-  const { lines, clean } = splitLines(bytes);
-  const line = lines[0] ?? "";
+  const text = latin1(bytes);
+  const quick = quickHead(bytes, text, maxFields);
+  const { lines, clean } = quick ? { lines: undefined, clean: true } : splitLines(text);
+  const line = quick ? quick.line : lines![0] ?? "";
   const parts = line.split(" ");
   if (parts.length !== 3) throw new SyntaxError(`malformed request line: ${printable(line)}`);
   const [method, target, version] = parts as [string, string, string];
@@ -182,7 +255,8 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
   if (minor === undefined) {
     throw new SyntaxError(`unsupported HTTP version: ${printable(version)}`);
   }
-  return { method, target, minor, fields: parseFields(lines.slice(1), maxFields, clean) };
+  const fields = quick ? quick.fields : parseFields(lines!.slice(1), maxFields, clean);
+  return { method, target, minor, fields };
 }
 
 /**
@@ -193,8 +267,10 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseResponseHead(bytes: Uint8Array): ResponseHead {
-  const { lines, clean } = splitLines(bytes);
-  const line = lines[0] ?? "";
+  const text = latin1(bytes);
+  const quick = quickHead(bytes, text, Infinity);
+  const { lines, clean } = quick ? { lines: undefined, clean: true } : splitLines(text);
+  const line = quick ? quick.line : lines![0] ?? "";
   const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
   if (!m) throw new SyntaxError(`malformed status line: ${printable(line)}`);
   const minor = parseVersion(m[1]!);
@@ -205,7 +281,7 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
     minor,
     status,
     reason: m[3] ?? "",
-    fields: parseFields(lines.slice(1), Infinity, clean),
+    fields: quick ? quick.fields : parseFields(lines!.slice(1), Infinity, clean),
   };
 }
 

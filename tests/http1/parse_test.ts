@@ -239,3 +239,31 @@ Deno.test("requestFraming() and responseFraming() follow RFC 9112 §6.3", async 
     );
   });
 });
+
+Deno.test("parse reads a clean head's values trimmed and whole: OWS, empty values, obs-text, a colon in a value, maxFields exactly", () => {
+  const head = parseRequestHead(
+    bytes(
+      "GET http://h/ HTTP/1.1\r\nA:\t x y \t\r\nB:\r\nC: caf\xe9\r\nD: a:b:c\r\nE-F:v\r\n\r\n",
+    ),
+    5,
+  );
+  assert.deepEqual(head.fields, [["A", "x y"], ["B", ""], ["C", "caf\xe9"], ["D", "a:b:c"], [
+    "E-F",
+    "v",
+  ]]);
+  assert.throws(
+    () => parseRequestHead(bytes("GET http://h/ HTTP/1.1\r\nA: 1\r\nB: 2\r\n\r\n"), 1),
+    RangeError,
+  );
+  const res = parseResponseHead(bytes("HTTP/1.1 204 No Content\nX-Y: z\n\n"));
+  assert.deepEqual([res.status, res.reason, res.fields], [204, "No Content", [["X-Y", "z"]]]);
+  // A space before the colon, a control byte in a value: still the errors that name them.
+  assert.throws(
+    () => parseRequestHead(bytes("GET http://h/ HTTP/1.1\r\nA : 1\r\n\r\n")),
+    /whitespace before colon in header "A"/,
+  );
+  assert.throws(
+    () => parseRequestHead(bytes("GET http://h/ HTTP/1.1\r\nA: 1\x01\r\n\r\n")),
+    /control character in header A/,
+  );
+});
