@@ -147,7 +147,7 @@ async function serve(
     closeQuietly(current?.upstream);
     held?.close();
   };
-  clientWrite.promise.catch(() => state.abort?.());
+  clientWrite.onExpire(() => state.abort?.()); // (no promise a connection)
   try {
     conn.setNoDelay(true);
   } catch {
