@@ -115,12 +115,36 @@ function checkedLines(text: string): string[] {
   return lines;
 }
 
-/** A head read straight from its bytes by {@linkcode quickHead}. */
-interface QuickHead {
+/** A head split into its start line and the rest, by {@linkcode splitHead}. */
+interface SplitHead {
   /** The start line. */
   line: string;
-  /** The fields. */
-  fields: Field[];
+  /** The fields, when read straight from the bytes by {@linkcode quickHead}. */
+  fields: Field[] | undefined;
+  /** Otherwise the field lines, for {@linkcode parseFields}. */
+  rest: readonly string[];
+  /** Whether no field line holds a control byte. */
+  clean: boolean;
+}
+
+const NO_LINES: readonly string[] = [];
+
+/**
+ * Splits a head into its start line and its fields: straight from the bytes when the head is
+ * clean and common (nearly all), else into lines. The field lines are parsed after the start
+ * line is checked ({@linkcode headFields}), so the start line's errors come first.
+ */
+function splitHead(bytes: Uint8Array, maxFields: number): SplitHead {
+  const text = latin1(bytes);
+  const quick = quickHead(bytes, text, maxFields);
+  if (quick) return quick;
+  const { lines, clean } = splitLines(text);
+  return { line: lines[0] ?? "", fields: undefined, rest: lines.slice(1), clean };
+}
+
+/** The fields of a split head: those read already, or its field lines parsed. */
+function headFields(head: SplitHead, maxFields: number): Field[] {
+  return head.fields ?? parseFields(head.rest, maxFields, head.clean);
 }
 
 /**
@@ -133,7 +157,7 @@ interface QuickHead {
  *
  * @returns The head, or undefined to take the line-by-line path.
  */
-function quickHead(bytes: Uint8Array, text: string, maxFields: number): QuickHead | undefined {
+function quickHead(bytes: Uint8Array, text: string, maxFields: number): SplitHead | undefined {
   const n = bytes.length;
   // The start line: no control byte but its CR before the LF.
   let i = 0;
@@ -147,10 +171,11 @@ function quickHead(bytes: Uint8Array, text: string, maxFields: number): QuickHea
   else return undefined;
   const line = text.slice(0, lineEnd);
   const fields: Field[] = [];
+  const done: SplitHead = { line, fields, rest: NO_LINES, clean: true };
   for (;;) {
     const start = i;
-    if (bytes[i] === CR && bytes[i + 1] === LF) return i + 2 === n ? { line, fields } : undefined;
-    if (bytes[i] === LF) return i + 1 === n ? { line, fields } : undefined;
+    if (bytes[i] === CR && bytes[i + 1] === LF) return i + 2 === n ? done : undefined;
+    if (bytes[i] === LF) return i + 1 === n ? done : undefined;
     // The name: token bytes up to the colon (a space, a control byte or no colon: the slow path).
     for (; i < n; i++) {
       const b = bytes[i]!;
@@ -240,10 +265,8 @@ export function parseFields(
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): RequestHead {
-  const text = latin1(bytes);
-  const quick = quickHead(bytes, text, maxFields);
-  const { lines, clean } = quick ? { lines: undefined, clean: true } : splitLines(text);
-  const line = quick ? quick.line : lines![0] ?? "";
+  const head = splitHead(bytes, maxFields);
+  const { line } = head;
   const parts = line.split(" ");
   if (parts.length !== 3) throw new SyntaxError(`malformed request line: ${printable(line)}`);
   const [method, target, version] = parts as [string, string, string];
@@ -255,8 +278,7 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
   if (minor === undefined) {
     throw new SyntaxError(`unsupported HTTP version: ${printable(version)}`);
   }
-  const fields = quick ? quick.fields : parseFields(lines!.slice(1), maxFields, clean);
-  return { method, target, minor, fields };
+  return { method, target, minor, fields: headFields(head, maxFields) };
 }
 
 /**
@@ -267,10 +289,8 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
  * @throws {SyntaxError} naming what is malformed.
  */
 export function parseResponseHead(bytes: Uint8Array): ResponseHead {
-  const text = latin1(bytes);
-  const quick = quickHead(bytes, text, Infinity);
-  const { lines, clean } = quick ? { lines: undefined, clean: true } : splitLines(text);
-  const line = quick ? quick.line : lines![0] ?? "";
+  const head = splitHead(bytes, Infinity);
+  const { line } = head;
   const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
   if (!m) throw new SyntaxError(`malformed status line: ${printable(line)}`);
   const minor = parseVersion(m[1]!);
@@ -281,7 +301,7 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
     minor,
     status,
     reason: m[3] ?? "",
-    fields: quick ? quick.fields : parseFields(lines!.slice(1), Infinity, clean),
+    fields: headFields(head, Infinity),
   };
 }
 
