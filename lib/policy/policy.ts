@@ -308,8 +308,7 @@ export function checkDestination(
       );
     }
     // A name that resolves here may be DNS rebinding: a page's own name now pointing at us.
-    const literal = parsedIp(host) !== undefined;
-    if (!literal && !isLocalhostName(host) && allowed === undefined) {
+    if (named && !isLocalhostName(host) && allowed === undefined) {
       deny(
         host,
         address,
