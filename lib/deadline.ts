@@ -9,15 +9,24 @@
  * @module
  */
 
+import { type Listed, Roster } from "./roster.ts";
+
 /** How often live deadlines are checked, in ms; also the most a deadline fires late. */
 export const TICK_MS = 50;
 
-const live = new Set<Deadline>();
+/** The live deadlines: a roster, not a Set (see lib/roster.ts for what a Set cost here). */
+const live = new Roster<Deadline>();
 let ticker: ReturnType<typeof setInterval> | undefined;
 
 function tick(): void {
   const now = performance.now();
-  for (const d of live) if (d.at <= now) d.expire();
+  live.forEach((d) => {
+    if (d.at <= now) d.expire();
+  });
+  stopWhenIdle();
+}
+
+function stopWhenIdle(): void {
   if (live.size === 0 && ticker !== undefined) {
     clearInterval(ticker);
     ticker = undefined;
@@ -25,9 +34,11 @@ function tick(): void {
 }
 
 /** A point in time after which `promise` rejects with the given error. */
-export class Deadline {
+export class Deadline implements Listed {
   /** performance.now() value at which it expires. */
   at: number;
+  /** Its place among the live deadlines (the roster's). */
+  slot = -1;
   #error: () => Error;
   #reject: ((err: Error) => void) | undefined;
   #promise: Promise<never> | undefined;
@@ -107,9 +118,9 @@ export class Deadline {
   /** Stops it; it will never fire. */
   cancel(): void {
     live.delete(this);
-    if (live.size === 0 && ticker !== undefined) {
-      clearInterval(ticker);
-      ticker = undefined;
-    }
+    // It will never call them, so it does not keep what they hold (an exchange, a read).
+    this.#onExpire = undefined;
+    this.#reject = undefined;
+    stopWhenIdle();
   }
 }
