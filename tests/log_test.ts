@@ -10,6 +10,7 @@ import {
   formatSquid,
   formatTextClose,
   formatTextOpen,
+  LogFile,
 } from "../lib/observe/log.ts";
 
 function record(over: Partial<ExchangeRecord> = {}): ExchangeRecord {
@@ -225,4 +226,21 @@ Deno.test("createLogger() writes the csv header first, unless told the file alre
   const more: string[] = [];
   createLogger({ format: "csv", sink: (l) => more.push(l), csvHeader: false }).closed(record());
   assert.equal(more.length, 1);
+});
+
+Deno.test("LogFile writes every line once, in order, across flushes, with UTF-8 and a line bigger than its buffer", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".log" });
+  try {
+    const file = new LogFile(path);
+    const lines: string[] = [];
+    // 700 lines of about 200 bytes fill the 64 KiB buffer twice; one of 100,000 chars goes
+    // straight out between them; non-ASCII takes up to 3 bytes a char.
+    for (let i = 0; i < 700; i++) lines.push(`${i} ${"x".repeat(190)} é€`);
+    lines.splice(350, 0, "big " + "y".repeat(100_000));
+    for (const line of lines) file.write(line);
+    file.close();
+    assert.equal(await Deno.readTextFile(path), lines.join("\n") + "\n");
+  } finally {
+    await Deno.remove(path);
+  }
 });
