@@ -20,6 +20,7 @@ import { DialGate } from "./upstream/gate.ts";
 import { connectFrom } from "./upstream/bound.ts";
 import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
+import { type Listed, Roster } from "./roster.ts";
 
 /** A listen address could not be bound; the message is one line. */
 export class ListenError extends StartupError {
@@ -95,13 +96,21 @@ export interface ServerOptions {
   cache?: Cache;
 }
 
+/** An open client connection, its state and the handler serving it. */
+interface Client extends Listed {
+  conn: Deno.TcpConn;
+  state: ConnState;
+  /** Set right after the handler starts. */
+  handler: Promise<void> | undefined;
+}
+
 /** A running proxy over one or more listeners. */
 export class ProxyServer {
   #listeners: Listener[];
   #options: ServerOptions;
   #abort = new AbortController();
-  #conns = new Map<Deno.TcpConn, ConnState>();
-  #handlers = new Set<Promise<void>>();
+  /** The open client connections: a roster, not a Map (see lib/roster.ts for why). */
+  #conns = new Roster<Client>();
   #loops: Map<Listener, Promise<void>>;
   #closed: Promise<void> | undefined;
   #pool: UpstreamPool | undefined;
@@ -193,7 +202,8 @@ export class ProxyServer {
       const ip = conn.remoteAddr.hostname;
       const refusal = this.#limits.admit(ip);
       const state: ConnState = refusal ? { idle: false, refusal } : { idle: true };
-      this.#conns.set(conn, state);
+      const client: Client = { conn, state, handler: undefined, slot: -1 };
+      this.#conns.add(client);
       this.#reclaim.opened(this.#conns.size);
       const live = this.#live;
       // --outgoing-address: a fixed local address, or the one this client connected to.
@@ -217,15 +227,14 @@ export class ProxyServer {
       }, state).catch((err) => {
         this.#options.logger.info(`connection handler failed: ${err?.stack ?? err}`);
       }).finally(() => {
-        this.#conns.delete(conn);
+        this.#conns.delete(client);
         this.#reclaim.closed(this.#conns.size);
-        this.#handlers.delete(handler);
         if (refusal) return; // a refused connection never took a slot
         // A TLS handshake left stuck keeps its slot while its socket lives (see ConnState).
         if (state.stuck) void state.stuck.then(() => this.#limits.release(ip));
         else this.#limits.release(ip);
       });
-      this.#handlers.add(handler);
+      client.handler = handler;
     }
   }
 
@@ -253,7 +262,7 @@ export class ProxyServer {
     }
     this.#limits.set(config.maxConnections, config.maxConnectionsPerIp);
     // Connections already open read their context per request: the next one sees these.
-    for (const state of this.#conns.values()) {
+    for (const { state } of this.#conns.values()) {
       if (!state.ctx) continue;
       state.ctx.config = config;
       state.ctx.auth = live.auth;
@@ -309,21 +318,26 @@ export class ProxyServer {
     this.#abort.abort();
     for (const l of this.#listeners) closeQuietly(l);
     await Promise.all(this.#loops.values());
-    for (const [conn, state] of this.#conns) if (state.idle) closeQuietly(conn);
+    for (const { conn, state } of this.#conns.values()) if (state.idle) closeQuietly(conn);
     let timer: ReturnType<typeof setTimeout> | undefined;
     const grace = new Promise<void>((r) => {
       timer = setTimeout(r, graceMs);
       this.#endGrace = r;
     });
-    await Promise.race([Promise.all(this.#handlers), grace]);
+    await Promise.race([this.#handlersDone(), grace]);
     clearTimeout(timer);
-    for (const [conn, state] of this.#conns) {
+    for (const { conn, state } of this.#conns.values()) {
       if (state.abort) state.abort();
       else closeQuietly(conn);
     }
-    await Promise.all(this.#handlers);
+    await this.#handlersDone();
     this.#reclaim.close();
     this.#pool?.closeAll();
+  }
+
+  /** When every open connection's handler has ended. */
+  #handlersDone(): Promise<unknown> {
+    return Promise.all(this.#conns.values().map((c) => c.handler));
   }
 
   /** Shuts down with no grace period (for `await using`). */

@@ -11,6 +11,7 @@
 import { Deadline } from "../deadline.ts";
 import { closeQuietly } from "./dial.ts";
 import type { BufferedReader } from "../http1/head.ts";
+import { type Listed, Roster } from "../roster.ts";
 
 /** An upstream connection with its reader (bytes already read from it live there). */
 export interface Upstream {
@@ -24,8 +25,10 @@ export interface Upstream {
   reused: boolean;
 }
 
-interface Idle {
+interface Idle extends Listed {
   upstream: Upstream;
+  /** Its place in release order, for the one idle longest. */
+  seq: number;
   /** When it has been idle too long (the shared coarse ticker: no timer per release). */
   expiry: Deadline;
 }
@@ -48,8 +51,12 @@ export const MAX_IDLE_TOTAL = 1024;
 /** The pool; see the module doc. */
 export class UpstreamPool {
   #idle = new Map<string, Idle[]>();
-  /** Every idle entry, oldest first (a Set keeps insertion order). */
-  #all = new Set<Idle>();
+  /**
+   * Every idle entry: a roster, not a Set (a Set that churns this often kept the entries it had
+   * alive through young collections; see lib/roster.ts).
+   */
+  #all = new Roster<Idle>();
+  #released = 0;
   #max: number;
   #idleTimeoutMs: number;
 
@@ -96,9 +103,11 @@ export class UpstreamPool {
     let list = this.#idle.get(upstream.key);
     if (!list) this.#idle.set(upstream.key, list = []);
     if (list.length >= this.#max) this.#drop(list[0]!);
-    else if (this.#all.size >= MAX_IDLE_TOTAL) this.#drop(this.#all.values().next().value!);
+    else if (this.#all.size >= MAX_IDLE_TOTAL) this.#drop(this.#oldest());
     const entry: Idle = {
       upstream,
+      seq: this.#released++,
+      slot: -1,
       expiry: new Deadline(this.#idleTimeoutMs, () => new Error("idle too long")),
     };
     entry.expiry.promise.catch(() => this.#drop(entry));
@@ -106,6 +115,15 @@ export class UpstreamPool {
     this.#all.add(entry);
     // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
     upstream.reader.watch(() => this.#drop(entry));
+  }
+
+  /** The entry idle longest (a scan: only a full pool, at most MAX_IDLE_TOTAL, needs it). */
+  #oldest(): Idle {
+    let oldest: Idle | undefined;
+    this.#all.forEach((e) => {
+      if (!oldest || e.seq < oldest.seq) oldest = e;
+    });
+    return oldest!;
   }
 
   #drop(entry: Idle): void {
