@@ -111,6 +111,12 @@ export interface Exchange {
   head: boolean;
   /** Set when the client closed (or reset) while its response was awaited or relayed. */
   clientGone?: boolean;
+  /**
+   * Gives back this exchange's slot among the requests in flight to its destination
+   * (`--max-active-per-host`), once it has one; called when the exchange ends or its connection
+   * becomes a tunnel (calling it again does nothing).
+   */
+  active?: (() => void) | undefined;
 }
 
 /** Where a request goes, once its target was parsed and passed the policy. */

@@ -281,6 +281,7 @@ function newExchange(
     requestConsumed: false,
     minor: 1,
     head: false,
+    active: undefined,
   };
 }
 
@@ -378,6 +379,7 @@ async function exchange(
     return keep;
   } finally {
     closeQuietly(ex.upstream);
+    ex.active?.();
     ex.record.totalMs = performance.now() - ex.t0;
     ctx.logger.closed(ex.record);
   }

@@ -16,7 +16,7 @@ import type { Logger } from "./exchange.ts";
 import { ConnectionLimits, RateLimiter } from "./policy/limits.ts";
 import { UpstreamPool } from "./upstream/pool.ts";
 import { Reclaimer } from "./reclaim.ts";
-import { DialGate } from "./upstream/gate.ts";
+import { HostGate } from "./upstream/gate.ts";
 import { connectFrom } from "./upstream/bound.ts";
 import { HostAddresses, OwnListeners } from "./policy/host_addresses.ts";
 import type { LocalView } from "./policy/policy.ts";
@@ -119,7 +119,9 @@ export class ProxyServer {
   #endGrace: () => void = () => {};
   #local: LocalView;
   /** Dial slots per destination, shared by every connection (--max-dials-per-host). */
-  #dials = new DialGate();
+  #dials = new HostGate();
+  /** Slots for requests in flight per destination, likewise (--max-active-per-host). */
+  #active = new HostGate();
   /** Collects garbage after a crowd of connections has gone (see lib/reclaim.ts). */
   #reclaim = new Reclaimer();
   /**
@@ -220,6 +222,7 @@ export class ProxyServer {
         local: this.#local,
         ...(this.#pool ? { pool: this.#pool } : {}),
         dials: this.#dials,
+        active: this.#active,
         ...(this.#options.cache ? { cache: this.#options.cache } : {}),
         ...(connect ? { connect } : {}),
         ...(source === undefined ? {} : { sourceAddress: source }),

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { DialGate, MAX_WAITING } from "../lib/upstream/gate.ts";
+import { HostGate, MAX_WAITING } from "../lib/upstream/gate.ts";
 
-Deno.test("DialGate lets `limit` in at once, hands each freed slot to the first waiter, and forgets idle keys", async () => {
-  const gate = new DialGate();
+Deno.test("HostGate lets `limit` in at once, hands each freed slot to the first waiter, and forgets idle keys", async () => {
+  const gate = new HostGate();
   const a = await gate.enter("h:80", 2, 1000);
   const b = await gate.enter("h:80", 2, 1000);
   assert.ok(typeof a === "object" && typeof b === "object");
@@ -28,8 +28,8 @@ Deno.test("DialGate lets `limit` in at once, hands each freed slot to the first 
   assert.equal(gate.size, 0);
 });
 
-Deno.test("DialGate: a wait that times out leaves the queue, and its slot is not lost", async () => {
-  const gate = new DialGate();
+Deno.test("HostGate: a wait that times out leaves the queue, and its slot is not lost", async () => {
+  const gate = new HostGate();
   const a = await gate.enter("h:80", 1, 1000);
   assert.ok(typeof a === "object");
   assert.equal(await gate.enter("h:80", 1, 60), "timeout");
@@ -40,8 +40,8 @@ Deno.test("DialGate: a wait that times out leaves the queue, and its slot is not
   again.release();
 });
 
-Deno.test("DialGate: past MAX_WAITING waiters the next is refused at once; limit 0 is no limit", async () => {
-  const gate = new DialGate();
+Deno.test("HostGate: past MAX_WAITING waiters the next is refused at once; limit 0 is no limit", async () => {
+  const gate = new HostGate();
   const a = await gate.enter("h:80", 1, 1000);
   assert.ok(typeof a === "object");
   const waiting = Array.from({ length: MAX_WAITING }, () => gate.enter("h:80", 1, 200));

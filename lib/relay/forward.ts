@@ -426,6 +426,8 @@ async function switchProtocols(
   // Bytes the upstream sent right after its 101 (its first frames) go first.
   const early = up.reader.drain();
   await toClient(ex, joinBytes(encodeHead(`HTTP/1.1 101 ${response.reason}`, fields), early), ctx);
+  // A tunnel may last for hours: it is not a request in flight (--max-active-per-host).
+  ex.active?.();
   const result = await tunnel(ex.client, up.conn, ex.reader.drain(), {
     live: ex.record,
     idleTimeoutMs: ctx.config.tunnelIdleTimeoutMs,

@@ -117,5 +117,6 @@ export async function revalidate(
   } finally {
     lead(null);
     closeQuietly(ex.upstream);
+    ex.active?.();
   }
 }

@@ -23,7 +23,7 @@ import type { RateLimiter } from "../policy/limits.ts";
 import { checkDestination, type LocalView } from "../policy/policy.ts";
 import type { ParentProxy } from "./parent.ts";
 import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
-import { type DialGate, MAX_WAITING } from "./gate.ts";
+import { type HostGate, MAX_WAITING } from "./gate.ts";
 
 /** Shared settings of every exchange. */
 export interface ExchangeContext {
@@ -42,7 +42,9 @@ export interface ExchangeContext {
   /** Idle upstream connections for reuse; without one, each request gets a new connection. */
   pool?: UpstreamPool;
   /** Dial slots per destination (`--max-dials-per-host`), shared by every connection. */
-  dials?: DialGate;
+  dials?: HostGate;
+  /** Slots for requests in flight per destination (`--max-active-per-host`), likewise. */
+  active?: HostGate;
   /** The shared cache (`--cache`), when on. */
   cache?: Cache;
   /** This client connection's hold on its last upstream connection (comes with `pool`). */
@@ -178,6 +180,42 @@ async function fresh(
   }
 }
 
+/**
+ * Takes this exchange's slot among the requests in flight to `key` (`--max-active-per-host`),
+ * at once when one is free (no promise), else in turn. Whoever ends the exchange calls
+ * `ex.active` (handle_conn.ts at its end, the relay when the connection becomes a tunnel).
+ *
+ * @throws {ProxyError} 503 when too many wait already, 504 when none frees up in time.
+ */
+async function takeActive(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  route: Route,
+  key: string,
+): Promise<void> {
+  const { maxActivePerHost, connectTimeoutMs } = ctx.config;
+  const now = ctx.active!.tryEnter(key, maxActivePerHost);
+  if (now) {
+    ex.active = now;
+    return;
+  }
+  const slot = await ctx.active!.enter(key, maxActivePerHost, connectTimeoutMs);
+  if (slot === "full") {
+    throw new ProxyError(
+      503,
+      `too many requests waiting for a connection to ${route.authority} (${MAX_WAITING})`,
+      { kind: "connection_limit_reached" },
+    );
+  }
+  if (slot === "timeout") {
+    throw new GatewayTimeout(
+      `Cannot connect to ${route.authority}: no connection free within ${connectTimeoutMs} ms ` +
+        `(--max-active-per-host ${maxActivePerHost})`,
+    );
+  }
+  ex.active = slot.release;
+}
+
 /** What {@linkcode roundTrip} sends, and the relay's part in it. */
 export interface TripRequest {
   /** The request head (and a small body that came with it), as one write. */
@@ -223,6 +261,7 @@ export async function roundTrip(
       : ctx.local?.loopbackClient === false
       ? `${host}:${port} (remote clients)`
       : `${host}:${port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
+  if (ctx.active && !ex.active) await takeActive(ex, ctx, route, key);
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
     try {

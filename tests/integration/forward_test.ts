@@ -537,6 +537,27 @@ Deno.test("a WebSocket upgrade in absolute-form is passed on, and after the 101 
   assert.equal(line.bytes_down, 15); // "hi" (4) and "echo ping" (11)
 });
 
+Deno.test("an upgraded connection gives back its --max-active-per-host slot: another request to the same origin goes through while it lasts", async () => {
+  await using origin = startHttpOrigin((req) => {
+    if (req.headers.get("upgrade") !== "websocket") return new Response("plain");
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => socket.send("hi");
+    return response;
+  });
+  await using proxy = startProxy({ maxActivePerHost: 1, connectTimeoutMs: 2000 });
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  await conn.write(new TextEncoder().encode(
+    `GET http://127.0.0.1:${origin.port}/chat HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n` +
+      "Upgrade: websocket\r\nConnection: Upgrade\r\n" +
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+  ));
+  assert.match(await readUntil(conn, (t) => t.includes("hi")), /^HTTP\/1\.1 101 /);
+  // The tunnel is open; with its slot still taken this would wait 2 s and be a 504.
+  const plain = await rawExchange(proxy.port, getRequest(origin.port));
+  assert.match(plain, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nplain$/);
+  conn.close();
+});
+
 Deno.test("without Connection: upgrade the Upgrade field stays hop-by-hop, and an unasked 101 is a 502", async () => {
   await using echo = echoHeadOrigin();
   await using proxy = startProxy();

@@ -198,3 +198,65 @@ Deno.test("--max-dials-per-host: a request that gets no dial slot within --conne
     `${first}\n${second}`,
   );
 });
+
+/** An origin that holds each response until told, counting the requests it holds at once. */
+function holdingOrigin() {
+  const held: (() => void)[] = [];
+  const state = { now: 0, most: 0, seen: 0 };
+  const origin = startOrigin(async (c) => {
+    for (;;) {
+      const head = await c.readHead();
+      if (head === null) return;
+      state.seen++;
+      state.most = Math.max(state.most, ++state.now);
+      await new Promise<void>((r) => held.push(r));
+      state.now--;
+      await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    }
+  });
+  return { origin, state, held };
+}
+
+Deno.test("--max-active-per-host: past the limit, requests wait in the proxy and go in turn as earlier ones end", async () => {
+  const { origin, state, held } = holdingOrigin();
+  await using _ = origin;
+  await using proxy = startProxy({ maxActivePerHost: 2 });
+  const answers = Promise.all(
+    Array.from({ length: 6 }, () => rawExchange(proxy.port, getRequest(origin.port))),
+  );
+  // Release the held responses one at a time; each frees a slot for the next request.
+  let released = 0;
+  while (released < 6) {
+    const next = held.shift();
+    if (!next) {
+      await sleep(10);
+      continue;
+    }
+    assert.ok(state.now <= 2, `${state.now} requests at the origin at once`);
+    next();
+    released++;
+  }
+  for (const a of await answers) assert.match(a, /^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\nok$/);
+  assert.equal(state.most, 2, "at most two requests in flight to the origin");
+  assert.equal(state.seen, 6);
+  assert.equal(proxy.lines.filter((l) => / 200 /.test(l)).length, 6);
+});
+
+Deno.test("--max-active-per-host: a request that gets no connection within --connect-timeout is a 504 that says why, and the slot holders finish", async () => {
+  const { origin, state, held } = holdingOrigin();
+  await using _ = origin;
+  await using proxy = startProxy({ maxActivePerHost: 1, connectTimeoutMs: 300 });
+  const first = rawExchange(proxy.port, getRequest(origin.port));
+  while (state.seen === 0) await sleep(5);
+  const second = await rawExchange(proxy.port, getRequest(origin.port));
+  assert.match(second, /^HTTP\/1\.1 504 /);
+  assert.match(second, /no connection free within 300 ms \(--max-active-per-host 1\)/);
+  held.shift()!();
+  assert.match(await first, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(state.seen, 1, "the second request never reached the origin");
+  // The slot came back: a third request goes through.
+  const third = rawExchange(proxy.port, getRequest(origin.port));
+  while (held.length === 0) await sleep(5);
+  held.shift()!();
+  assert.match(await third, /^HTTP\/1\.1 200 OK\r\n/);
+});
