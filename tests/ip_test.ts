@@ -11,6 +11,9 @@ Deno.test("parseIp() reads IPv4 and IPv6, and maps ::ffff:a.b.c.d to IPv4", () =
   assert.deepEqual(parseIp("::1")?.bytes, new Uint8Array([...Array(15).fill(0), 1]));
   assert.deepEqual(parseIp("fe80::1:2")?.bytes.slice(0, 2), new Uint8Array([0xfe, 0x80]));
   assert.equal(parseIp("2001:db8::")?.version, 6);
+  assert.deepEqual(parseIp("0.0.0.0")?.bytes, new Uint8Array([0, 0, 0, 0]));
+  assert.deepEqual(parseIp("255.255.255.255")?.bytes, new Uint8Array([255, 255, 255, 255]));
+  assert.deepEqual(parseIp("10.200.0.99")?.bytes, new Uint8Array([10, 200, 0, 99])); // parsed only
   for (
     const bad of [
       "",
@@ -24,6 +27,13 @@ Deno.test("parseIp() reads IPv4 and IPv6, and maps ::ffff:a.b.c.d to IPv4", () =
       "g::1",
       "localhost",
       "0x7f.1",
+      "1.2.3.4.",
+      ".1.2.3",
+      "1..3.4",
+      "00.1.2.3",
+      "1.2.3.1000",
+      "1.2.3.4 ",
+      "1.2.3.25a",
     ]
   ) {
     assert.equal(parseIp(bad), undefined, bad);
