@@ -532,9 +532,9 @@ const ROWS = [
     value: "N",
     shown: "64",
     help: "requests in flight at once to one host:port, each on an upstream connection of its " +
-      "own (CONNECT tunnels and upgraded connections do not count); more wait their turn, first " +
-      "come first served, within --connect-timeout (then 504), so a crowd of busy clients queues " +
-      "in the proxy rather than at the origin; 0: no limit",
+      "own (CONNECT tunnels, upgraded connections and requests through --parent do not count); " +
+      "more wait their turn, first come first served, within --connect-timeout (then 504), so a " +
+      "crowd of busy clients queues in the proxy rather than at the origin; 0: no limit",
     key: "maxActivePerHost",
     default: 64,
     parse: (v) => parseCount("max-active-per-host", v),

@@ -261,7 +261,8 @@ export async function roundTrip(
       : ctx.local?.loopbackClient === false
       ? `${host}:${port} (remote clients)`
       : `${host}:${port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
-  if (ctx.active && !ex.active) await takeActive(ex, ctx, route, key);
+  // Through a parent, requests for every origin share one key: they are not bounded together.
+  if (ctx.active && !ex.active && !route.parent) await takeActive(ex, ctx, route, key);
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
     try {

@@ -215,3 +215,20 @@ dns_nameservers 127.0.0.1
     }
   },
 });
+
+Deno.test("--max-active-per-host does not bound requests through a parent together: they are for many origins", async () => {
+  let now = 0;
+  let most = 0;
+  await using origin = startHttpOrigin(async () => {
+    most = Math.max(most, ++now);
+    await new Promise((r) => setTimeout(r, 200));
+    now--;
+    return new Response("ok");
+  });
+  await using parent = startProxy({ viaName: "parent-proxy" });
+  await using child = startProxy({ parent: parentAt(parent.port), maxActivePerHost: 1 });
+  const url = `http://127.0.0.1:${origin.port}/`;
+  const answers = await Promise.all([1, 2, 3].map(() => curl(["-sS", "-x", child.addr, url])));
+  for (const a of answers) assert.equal(a.stdout, "ok");
+  assert.equal(most, 3, "the three requests were at the origin at once");
+});
