@@ -10,7 +10,7 @@ Deno.test("collectGarbage runs a full collection: an object only a WeakRef holds
   // A WeakRef keeps its target for the rest of the job that made or read it.
   await sleep(0);
   const before = collections();
-  assert.equal(collectGarbage(), true);
+  assert.equal(await collectGarbage(), true);
   assert.equal(collections(), before + 1);
   assert.equal(ref.deref(), undefined);
 });

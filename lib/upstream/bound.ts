@@ -8,7 +8,7 @@
  * @module
  */
 
-import net from "node:net";
+import type net from "node:net";
 import type { ConnectFn } from "./dial.ts";
 import { parseIp } from "../policy/ip.ts";
 
@@ -19,14 +19,16 @@ import { parseIp } from "../policy/ip.ts";
  * @returns The function, for `dial`'s `connect` option.
  */
 export function connectFrom(localAddress: string): ConnectFn {
-  return (options) =>
-    new Promise<Deno.TcpConn>((resolve, reject) => {
+  return async (options) => {
+    // Loaded at the first such connection: an idle proxy without the flag never pays its 3 MiB.
+    const { connect } = netModule ?? (netModule = (await import("node:net")).default);
+    return new Promise<Deno.TcpConn>((resolve, reject) => {
       const signal = options.signal;
       if (signal?.aborted) {
         reject(signal.reason);
         return;
       }
-      const socket = net.connect({ host: options.hostname, port: options.port, localAddress });
+      const socket = connect({ host: options.hostname, port: options.port, localAddress });
       const onAbort = () => {
         socket.destroy();
         reject(signal!.reason);
@@ -42,7 +44,10 @@ export function connectFrom(localAddress: string): ConnectFn {
         reject(denoError(err, localAddress, options.hostname ?? ""));
       });
     });
+  };
 }
+
+let netModule: typeof net | undefined;
 
 /** Node's error as the Deno error class the dialer classifies (refused, unreachable, …). */
 function denoError(err: Error & { code?: string }, localAddress: string, to: string): Error {
