@@ -20,8 +20,9 @@ import { parseIp } from "../policy/ip.ts";
  */
 export function connectFrom(localAddress: string): ConnectFn {
   return async (options) => {
-    // Loaded at the first such connection: an idle proxy without the flag never pays its 3 MiB.
-    const { connect } = netModule ?? (netModule = (await import("node:net")).default);
+    // Loaded at the first such connection (the runtime keeps it): an idle proxy without the flag
+    // never pays its 3 MiB.
+    const { connect } = await import("node:net");
     return new Promise<Deno.TcpConn>((resolve, reject) => {
       const signal = options.signal;
       if (signal?.aborted) {
@@ -46,8 +47,6 @@ export function connectFrom(localAddress: string): ConnectFn {
     });
   };
 }
-
-let netModule: typeof net | undefined;
 
 /** Node's error as the Deno error class the dialer classifies (refused, unreachable, …). */
 function denoError(err: Error & { code?: string }, localAddress: string, to: string): Error {
