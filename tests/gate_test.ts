@@ -53,3 +53,30 @@ Deno.test("HostGate: past MAX_WAITING waiters the next is refused at once; limit
   for (const f of free) assert.ok(typeof f === "object");
   assert.equal(gate.size, 0);
 });
+
+Deno.test("HostGate: a waiter that times out in the middle of the queue leaves it; the ones around it keep their turns", async () => {
+  const gate = new HostGate();
+  const a = await gate.enter("h:80", 1, 1000);
+  assert.ok(typeof a === "object");
+  const order: string[] = [];
+  const b = gate.enter("h:80", 1, 1000).then((r) => (order.push("b"), r));
+  const c = gate.enter("h:80", 1, 60).then((r) => (order.push("c"), r));
+  const d = gate.enter("h:80", 1, 1000).then((r) => (order.push("d"), r));
+  assert.equal(await c, "timeout");
+  assert.deepEqual(order, ["c"], "the others still wait");
+  a.release();
+  const br = await b;
+  assert.ok(typeof br === "object");
+  assert.deepEqual(order, ["c", "b"]);
+  br.release();
+  const dr = await d;
+  assert.ok(typeof dr === "object");
+  assert.deepEqual(order, ["c", "b", "d"]);
+  dr.release();
+  assert.equal(gate.size, 0, "every slot came back");
+  // The queue is empty again: a new request takes a slot at once.
+  const e = gate.tryEnter("h:80", 1);
+  assert.ok(e);
+  e();
+  assert.equal(gate.size, 0);
+});
