@@ -55,7 +55,7 @@ import { fillStore } from "./fill.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
-import { type ExchangeContext, giveBack, roundTrip } from "../upstream/transport.ts";
+import { type ExchangeContext, giveBack, roundTrip, takeSlot } from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -102,25 +102,29 @@ export async function forward(
   const plan = planRequest(sent, settings);
   if (plan.kind === "answer") return await answerHere(ex, ctx, head, framing);
   const { head: requestHead, sendContinue, retryable, upgrade } = plan;
-  // A small body that already arrived with the head goes up in the same write. (Not with
-  // Expect: the client waits for our 100 Continue before sending it.)
-  const smallBody = framing.kind === "length" && framing.length <= SMALL_BODY && !sendContinue
-    ? ex.reader.takeBuffered(framing.length)
-    : null;
-  if (smallBody) {
-    ex.record.bytesUp = smallBody.length;
-    ex.requestConsumed = true;
-  }
-  // The request head (with a small body) is written from a lent buffer, and then the response
-  // head (with a small body) from the same one: the request's write is done by then.
-  const out = borrowOut();
   // The client is watched only once an exchange has taken a while (see watchClient).
   let watchSoon: Deadline | undefined;
-  const requestTime = Date.now();
   // A body being stored that is neither committed nor handed to its fetch yet: abandoned if the
   // exchange ends early, so no tmp file stays and no collapsed client waits on it forever.
   let unsettled: BodyWriter | undefined;
   try {
+    // Its turn among the requests in flight to this destination first: a request that waits
+    // for one holds as little as it can meanwhile (see takeSlot).
+    const slot = takeSlot(ex, ctx, route);
+    if (slot) await slot;
+    // A small body that already arrived with the head goes up in the same write. (Not with
+    // Expect: the client waits for our 100 Continue before sending it.)
+    const smallBody = framing.kind === "length" && framing.length <= SMALL_BODY && !sendContinue
+      ? ex.reader.takeBuffered(framing.length)
+      : null;
+    if (smallBody) {
+      ex.record.bytesUp = smallBody.length;
+      ex.requestConsumed = true;
+    }
+    // The request head (with a small body) is written from a lent buffer, and then the response
+    // head (with a small body) from the same one: the request's write is done by then.
+    const out = borrowOut();
+    const requestTime = Date.now();
     let upstreamBroke = false;
     let trip: { up: Upstream; response: ResponseHead };
     try {

@@ -181,24 +181,43 @@ async function fresh(
 }
 
 /**
- * Takes this exchange's slot among the requests in flight to `key` (`--max-active-per-host`),
- * at once when one is free (no promise), else in turn. Whoever ends the exchange calls
- * `ex.active` (handle_conn.ts at its end, the relay when the connection becomes a tunnel).
+ * Takes this exchange's slot among the requests in flight to its route
+ * (`--max-active-per-host`), if it has none yet. The relay calls it before it prepares the
+ * request (its head's bytes, a lent buffer): with a thousand clients queued for 64 slots, what a
+ * waiting request holds outlives V8's young collections and is promoted, so it should hold as
+ * little as it can while it waits. Whoever ends the exchange calls `ex.active` (handle_conn.ts at
+ * its end, the relay when the connection becomes a tunnel).
  *
- * @throws {ProxyError} 503 when too many wait already, 504 when none frees up in time.
+ * @param ex The exchange; `active` is set to the slot's release.
+ * @param ctx Settings and the gate.
+ * @param route Where to (through a parent, requests for every origin share one key: they are
+ *   not bounded together, and take no slot).
+ * @returns undefined when the slot was free (no promise), else the wait for it.
+ * @throws {ProxyError} 503 when too many wait already, 504 when none frees up in time (the
+ *   promise rejects).
  */
-async function takeActive(
+export function takeSlot(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  route: Route,
+): Promise<void> | undefined {
+  if (!ctx.active || ex.active || route.parent) return undefined;
+  const key = upstreamKey(ctx, route);
+  const now = ctx.active.tryEnter(key, ctx.config.maxActivePerHost);
+  if (now) {
+    ex.active = now;
+    return undefined;
+  }
+  return waitForSlot(ex, ctx, route, key);
+}
+
+async function waitForSlot(
   ex: Exchange,
   ctx: ExchangeContext,
   route: Route,
   key: string,
 ): Promise<void> {
   const { maxActivePerHost, connectTimeoutMs } = ctx.config;
-  const now = ctx.active!.tryEnter(key, maxActivePerHost);
-  if (now) {
-    ex.active = now;
-    return;
-  }
   const slot = await ctx.active!.enter(key, maxActivePerHost, connectTimeoutMs);
   if (slot === "full") {
     throw new ProxyError(
@@ -214,6 +233,20 @@ async function takeActive(
     );
   }
   ex.active = slot.release;
+}
+
+/**
+ * The pool's key for a route, and the gates'. A pooled connection passed the destination check
+ * for the client that opened it; the host's own addresses are allowed for clients on it only,
+ * so the others never share its pool. Every request through the parent may share a connection
+ * to it.
+ */
+function upstreamKey(ctx: ExchangeContext, route: Route): string {
+  return (route.parent
+    ? `parent ${route.parent.text}`
+    : ctx.local?.loopbackClient === false
+    ? `${route.host}:${route.port} (remote clients)`
+    : `${route.host}:${route.port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
 }
 
 /** What {@linkcode roundTrip} sends, and the relay's part in it. */
@@ -251,18 +284,9 @@ export async function roundTrip(
   route: Route,
   request: TripRequest,
 ): Promise<{ up: Upstream; response: ResponseHead }> {
-  const { host, port } = route;
-  // A pooled connection passed the destination check for the client that opened it; the host's
-  // own addresses are allowed for clients on it only, so the others never share its pool. Every
-  // request through the parent may share a connection to it.
-  const key =
-    (route.parent
-      ? `parent ${route.parent.text}`
-      : ctx.local?.loopbackClient === false
-      ? `${host}:${port} (remote clients)`
-      : `${host}:${port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
-  // Through a parent, requests for every origin share one key: they are not bounded together.
-  if (ctx.active && !ex.active && !route.parent) await takeActive(ex, ctx, route, key);
+  const key = upstreamKey(ctx, route);
+  const slot = takeSlot(ex, ctx, route); // (taken already when the relay called it first)
+  if (slot) await slot;
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
     try {
