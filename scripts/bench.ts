@@ -8,9 +8,10 @@
  * runs interleaved rounds of: wrk keep-alive requests/s with p50/p99 (50 connections), wrk with
  * `Connection: close`, wrk with 1000 connections, a 100 MiB download through `curl -x`, the same
  * through a CONNECT tunnel (`curl -p`), the latency added at one connection, and each proxy's
- * memory. For the two wrk rates it also reads each proxy's CPU time (its process tree, from
- * /proc) and prints requests/s per proxy core. It prints a table of medians and writes JSON under
- * bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
+ * memory. Within a round each figure is measured for every target back to back (this machine's
+ * speed drifts within minutes). For the two wrk rates it also reads each proxy's CPU time (its
+ * process tree, from /proc) and prints requests/s per proxy core. It prints a table of medians,
+ * with ratios as the median of each round's ratio, and writes JSON under bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
  * cannot be installed or started is left out and named.
  *
  * With `--cache` rows (`--only cache`): http-proxy with `--cache` and squid with its memory cache,
@@ -129,7 +130,13 @@ function treeRss(pid: number, field = "VmRSS"): number {
   try {
     for (const entry of Deno.readDirSync(`/proc/${pid}/task`)) {
       const kids = Deno.readTextFileSync(`/proc/${pid}/task/${entry.name}/children`).trim();
-      for (const kid of kids ? kids.split(" ") : []) total += treeRss(Number(kid), field);
+      for (const kid of kids ? kids.split(" ") : []) {
+        // A child that is gone, or holds no memory (a zombie has no VmRSS line), adds nothing
+        // rather than making the whole figure unknown: some runs read "-" for every memory
+        // figure of ATS, whose children come and go at start.
+        const rss = treeRss(Number(kid), field);
+        if (Number.isFinite(rss)) total += rss;
+      }
     }
   } catch {
     // the process is gone
@@ -570,6 +577,75 @@ function median(xs: number[]): number {
   return v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
 }
 
+/** Runs one figure's measurement against one target and adds its samples. */
+async function measure(
+  t: Target,
+  figure: string,
+  origin: string,
+  add: (figure: string, target: string, value: number) => void,
+): Promise<void> {
+  // CPU seconds the target's processes used during a run, as cores: requests/s per core.
+  const perCore = async (run: () => Promise<WrkResult>) => {
+    const cpu0 = t.pid ? treeCpu(t.pid) : NaN;
+    const t0 = performance.now();
+    const r = await run();
+    const cores = ((t.pid ? treeCpu(t.pid) : NaN) - cpu0) / ((performance.now() - t0) / 1000);
+    return { r, cores, rate: r.rps / cores };
+  };
+  // Each transfer is measured after one unmeasured warm-up transfer of the same kind: the
+  // first big transfer after other work runs before the JIT and GC settle (measured: 423
+  // then 1206 MB/s through a CONNECT tunnel), and a long-running proxy is in steady state.
+  const big = `http://${origin}/100m.bin`;
+  switch (figure) {
+    case "ka": {
+      const { r, cores, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION));
+      add("keep-alive 1 KiB req/s", t.name, r.rps);
+      add("keep-alive req/s per proxy core", t.name, rate);
+      add("keep-alive proxy cores used", t.name, cores);
+      add("keep-alive p50 ms", t.name, r.p50);
+      add("keep-alive p99 ms", t.name, r.p99);
+      add("keep-alive errors", t.name, r.errors + r.timeouts);
+      return;
+    }
+    case "close": {
+      const { r, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION, true));
+      add("Connection: close req/s", t.name, r.rps);
+      add("close req/s per proxy core", t.name, rate);
+      return;
+    }
+    case "c1000": {
+      let peak = 0;
+      const poll = setInterval(() => {
+        if (t.pid) peak = Math.max(peak, treeRss(t.pid));
+      }, 200);
+      const r = await wrk(t, "1k.bin", 1000, DURATION);
+      clearInterval(poll);
+      add("1000 conns req/s", t.name, r.rps);
+      add("1000 conns p50 ms", t.name, r.p50);
+      add("1000 conns p99 ms", t.name, r.p99);
+      add("1000 conns timeouts", t.name, r.timeouts);
+      add("1000 conns errors", t.name, r.errors);
+      add("RSS at 1000 conns MiB", t.name, peak);
+      return;
+    }
+    case "dl":
+      if (t.rawOnly) return;
+      await download(t.curl, big);
+      add("100 MiB download MB/s", t.name, await download(t.curl, big));
+      return;
+    case "tunnel":
+      if (t.rawOnly) return;
+      await download(t.tunnel, big);
+      add("100 MiB CONNECT MB/s", t.name, await download(t.tunnel, big));
+      return;
+    case "lat": {
+      const r = await wrk(t, "1k.bin", 1, Math.max(2, Math.min(DURATION, 3)), false, 1);
+      add("1-conn p50 ms", t.name, r.p50);
+      return;
+    }
+  }
+}
+
 async function main() {
   const dir = await Deno.makeTempDir({ prefix: "http-proxy-bench-" });
   benchDir = dir;
@@ -586,61 +662,15 @@ async function main() {
       // Rotate the order each round so no target always runs first or last.
       const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
       say(`round ${round}/${ROUNDS}`);
-      for (const t of order) {
-        // CPU seconds the target's processes used during a run, as cores: requests/s per core.
-        const perCore = async (run: () => Promise<WrkResult>) => {
-          const cpu0 = t.pid ? treeCpu(t.pid) : NaN;
-          const t0 = performance.now();
-          const r = await run();
-          const cores = ((t.pid ? treeCpu(t.pid) : NaN) - cpu0) / ((performance.now() - t0) / 1000);
-          return { r, cores, rate: r.rps / cores };
-        };
-        if (want("ka")) {
-          const { r, cores, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION));
-          add("keep-alive 1 KiB req/s", t.name, r.rps);
-          add("keep-alive req/s per proxy core", t.name, rate);
-          add("keep-alive proxy cores used", t.name, cores);
-          add("keep-alive p50 ms", t.name, r.p50);
-          add("keep-alive p99 ms", t.name, r.p99);
-          add("keep-alive errors", t.name, r.errors + r.timeouts);
-        }
-        if (want("close")) {
-          const { r, rate } = await perCore(() => wrk(t, "1k.bin", 50, DURATION, true));
-          add("Connection: close req/s", t.name, r.rps);
-          add("close req/s per proxy core", t.name, rate);
-        }
-        if (want("c1000")) {
-          let peak = 0;
-          const poll = setInterval(() => {
-            if (t.pid) peak = Math.max(peak, treeRss(t.pid));
-          }, 200);
-          const r = await wrk(t, "1k.bin", 1000, DURATION);
-          clearInterval(poll);
-          add("1000 conns req/s", t.name, r.rps);
-          add("1000 conns p50 ms", t.name, r.p50);
-          add("1000 conns p99 ms", t.name, r.p99);
-          add("1000 conns timeouts", t.name, r.timeouts);
-          add("1000 conns errors", t.name, r.errors);
-          add("RSS at 1000 conns MiB", t.name, peak);
-        }
-        // Each transfer is measured after one unmeasured warm-up transfer of the same kind: the
-        // first big transfer after other work runs before the JIT and GC settle (measured: 423
-        // then 1206 MB/s through a CONNECT tunnel), and a long-running proxy is in steady state.
-        const big = `http://${origin}/100m.bin`;
-        if (want("dl") && !t.rawOnly) {
-          await download(t.curl, big);
-          add("100 MiB download MB/s", t.name, await download(t.curl, big));
-        }
-        if (want("tunnel") && !t.rawOnly) {
-          await download(t.tunnel, big);
-          add("100 MiB CONNECT MB/s", t.name, await download(t.tunnel, big));
-        }
-        if (want("lat")) {
-          const r = await wrk(t, "1k.bin", 1, Math.max(2, Math.min(DURATION, 3)), false, 1);
-          add("1-conn p50 ms", t.name, r.p50);
-        }
-        if (t.pid) add("peak RSS MiB", t.name, treeRss(t.pid, "VmHWM"));
+      // Figure by figure, every target back to back: this machine's speed drifts by a quarter
+      // within minutes (the same build, fresh each time, did 11k and 19k keep-alive requests/s
+      // a few minutes apart), so a target is compared with the others measured within about a
+      // minute of it, not with runs made several minutes later.
+      for (const figure of ["ka", "close", "c1000", "dl", "tunnel", "lat"]) {
+        if (!want(figure)) continue;
+        for (const t of order) await measure(t, figure, origin, add);
       }
+      for (const t of order) if (t.pid) add("peak RSS MiB", t.name, treeRss(t.pid, "VmHWM"));
       if (want("cache")) await cacheRound(caching, origin, add);
     }
     report(samples, targets.map((t) => t.name), started);
@@ -724,14 +754,24 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
     "ours/tinyproxy",
     "TLS/plain",
   ];
+  // A ratio is the median of each round's ratio (the two measured within a minute of each
+  // other, see main), where both have a sample every round; else the ratio of the medians.
+  const ratio = (figure: string, a: string, b: string) => {
+    const xs = samples[figure]?.[a];
+    const ys = samples[figure]?.[b];
+    if (xs && ys && xs.length === ys.length && xs.length > 0) {
+      return median(xs.map((x, i) => x / ys[i]!));
+    }
+    return med[figure]![a]! / med[figure]![b]!;
+  };
   const rows = Object.entries(med).map(([figure, v]) => [
     figure,
     ...names.map((n) => fmt(v[n])),
-    fmt(v["http-proxy"]! / v["direct"]!),
-    fmt(v["http-proxy"]! / v["squid"]!),
-    fmt(v["http-proxy"]! / v["ATS"]!),
-    fmt(v["http-proxy"]! / v["tinyproxy"]!),
-    fmt(v["http-proxy TLS"]! / v["http-proxy"]!),
+    fmt(ratio(figure, "http-proxy", "direct")),
+    fmt(ratio(figure, "http-proxy", "squid")),
+    fmt(ratio(figure, "http-proxy", "ATS")),
+    fmt(ratio(figure, "http-proxy", "tinyproxy")),
+    fmt(ratio(figure, "http-proxy TLS", "http-proxy")),
   ]);
   const lines = [header, header.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`);
   printLine(
