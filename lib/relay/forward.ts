@@ -55,7 +55,13 @@ import { fillStore } from "./fill.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
-import { type ExchangeContext, giveBack, roundTrip, takeSlot } from "../upstream/transport.ts";
+import {
+  type ExchangeContext,
+  giveBack,
+  roundTrip,
+  takeSlot,
+  upstreamKey,
+} from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -110,7 +116,8 @@ export async function forward(
   try {
     // Its turn among the requests in flight to this destination first: a request that waits
     // for one holds as little as it can meanwhile (see takeSlot).
-    const slot = takeSlot(ex, ctx, route);
+    const key = upstreamKey(ctx, route);
+    const slot = takeSlot(ex, ctx, route, key);
     if (slot) await slot;
     // A small body that already arrived with the head goes up in the same write. (Not with
     // Expect: the client waits for our 100 Continue before sending it.)
@@ -131,6 +138,7 @@ export async function forward(
       trip = await roundTrip(ex, ctx, route, {
         bytes: headBytes(requestHead, smallBody, out),
         retryable,
+        key,
         upgrade: upgrade !== undefined,
         sent(up) {
           // Nothing to wait for on most requests: no promise then (see TripRequest.sent).

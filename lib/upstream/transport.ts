@@ -192,6 +192,7 @@ async function fresh(
  * @param ctx Settings and the gate.
  * @param route Where to (through a parent, requests for every origin share one key: they are
  *   not bounded together, and take no slot).
+ * @param key The route's key ({@linkcode upstreamKey}).
  * @returns undefined when the slot was free (no promise), else the wait for it.
  * @throws {ProxyError} 503 when too many wait already, 504 when none frees up in time (the
  *   promise rejects).
@@ -200,9 +201,9 @@ export function takeSlot(
   ex: Exchange,
   ctx: ExchangeContext,
   route: Route,
+  key: string,
 ): Promise<void> | undefined {
   if (!ctx.active || ex.active || route.parent) return undefined;
-  const key = upstreamKey(ctx, route);
   const now = ctx.active.tryEnter(key, ctx.config.maxActivePerHost);
   if (now) {
     ex.active = now;
@@ -240,8 +241,12 @@ async function waitForSlot(
  * for the client that opened it; the host's own addresses are allowed for clients on it only,
  * so the others never share its pool. Every request through the parent may share a connection
  * to it.
+ *
+ * @param ctx Settings: whether the client is on this host, the outgoing address.
+ * @param route Where to.
+ * @returns The key.
  */
-function upstreamKey(ctx: ExchangeContext, route: Route): string {
+export function upstreamKey(ctx: ExchangeContext, route: Route): string {
   return (route.parent
     ? `parent ${route.parent.text}`
     : ctx.local?.loopbackClient === false
@@ -264,6 +269,8 @@ export interface TripRequest {
   interim(response: ResponseHead): Promise<void>;
   /** The request asks to upgrade: a 101 is then a final response. */
   upgrade?: boolean;
+  /** The route's key, when the caller worked it out already. @default upstreamKey(ctx, route) */
+  key?: string;
 }
 
 /**
@@ -284,8 +291,8 @@ export async function roundTrip(
   route: Route,
   request: TripRequest,
 ): Promise<{ up: Upstream; response: ResponseHead }> {
-  const key = upstreamKey(ctx, route);
-  const slot = takeSlot(ex, ctx, route); // (taken already when the relay called it first)
+  const key = request.key ?? upstreamKey(ctx, route);
+  const slot = takeSlot(ex, ctx, route, key); // (taken already when the relay called it first)
   if (slot) await slot;
   let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
   for (;;) {
