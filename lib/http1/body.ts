@@ -109,8 +109,11 @@ class Stall {
 }
 
 const PIECE = 256 * 1024;
+/** A buffer that frames any piece as a chunk: the piece, its size line and CRLF. */
+const FRAME_SIZE = PIECE + 16;
+const CR = 13;
+const LF = 10;
 const encoder = new TextEncoder();
-const CRLF = encoder.encode("\r\n");
 /** The last chunk of a chunked body, without trailers. */
 export const LAST_CHUNK = encoder.encode("0\r\n\r\n");
 
@@ -119,14 +122,22 @@ export const LAST_CHUNK = encoder.encode("0\r\n\r\n");
  * CRLF.
  *
  * @param piece The payload bytes (not empty: an empty chunk is the last one).
- * @returns The chunk.
+ * @param into A buffer to frame it in, when big enough: a bulk copy reuses one, as a new array
+ *   a piece is garbage outside V8's heap, which it collects late (a 256 MiB chunked upload took
+ *   the proxy 90 MiB above idle).
+ * @returns The chunk: a view of `into`, or a new array.
  */
-export function chunk(piece: Uint8Array): Uint8Array {
-  const size = encoder.encode(piece.length.toString(16) + "\r\n");
-  const framed = new Uint8Array(size.length + piece.length + 2);
-  framed.set(size);
-  framed.set(piece, size.length);
-  framed.set(CRLF, size.length + piece.length);
+export function chunk(piece: Uint8Array, into?: Uint8Array): Uint8Array {
+  const size = piece.length.toString(16);
+  const total = size.length + 2 + piece.length + 2;
+  const framed = into && into.length >= total ? into.subarray(0, total) : new Uint8Array(total);
+  let i = 0;
+  for (; i < size.length; i++) framed[i] = size.charCodeAt(i);
+  framed[i++] = CR;
+  framed[i++] = LF;
+  framed.set(piece, i);
+  framed[total - 2] = CR;
+  framed[total - 1] = LF;
   return framed;
 }
 
@@ -179,6 +190,8 @@ const BULK_PIECE = 256 * 1024;
 class Taker {
   #src: BufferedReader;
   #scratch: Uint8Array | undefined;
+  /** Where a bulk copy frames its chunks (see chunk). */
+  #frame: Uint8Array | undefined;
   #moved = 0;
   /** The copy's stall timeouts. */
   readonly stall: Stall;
@@ -199,11 +212,20 @@ class Taker {
       throw new BodyError("read", "the sending side broke off", { cause: err });
     }
   }
+
+  /**
+   * Frames a piece as a chunk: past {@linkcode BULK_AFTER}, in a buffer of the copy's own, which
+   * the next piece reuses (each piece is written whole before the next is taken).
+   */
+  frame(piece: Uint8Array): Uint8Array {
+    if (this.#moved > BULK_AFTER) this.#frame ??= new Uint8Array(FRAME_SIZE);
+    return chunk(piece, this.#frame);
+  }
 }
 
 /** Writes one piece of payload, framed as a chunk when `out` is chunked. */
-function emit(sink: Sink, piece: Uint8Array, out: OutFraming, stall: Stall): Promise<void> {
-  return put(sink, out === "raw" ? piece : chunk(piece), stall);
+function emit(sink: Sink, piece: Uint8Array, out: OutFraming, taker: Taker): Promise<void> {
+  return put(sink, out === "raw" ? piece : taker.frame(piece), taker.stall);
 }
 
 /** Emits a piece, and gives it to the tee (if any) at the same time. */
@@ -211,10 +233,10 @@ function send(
   sink: Sink,
   piece: Uint8Array,
   out: OutFraming,
-  stall: Stall,
+  taker: Taker,
   tee: CopyOptions["tee"],
 ): Promise<unknown> {
-  const sent = emit(sink, piece, out, stall);
+  const sent = emit(sink, piece, out, taker);
   return tee ? Promise.all([sent, tee(piece)]) : sent;
 }
 
@@ -243,7 +265,7 @@ export async function copyLength(
       if (piece === null) {
         throw new BodyError("read", `ended after ${length - left} of ${length} bytes`);
       }
-      await send(sink, piece, out, taker.stall, options.tee);
+      await send(sink, piece, out, taker, options.tee);
       left -= piece.length;
       options.onBytes?.(piece.length);
     }
@@ -275,7 +297,7 @@ export async function copyUntilClose(
     for (;;) {
       const piece = await taker.take(PIECE);
       if (piece === null) break;
-      await send(sink, piece, out, taker.stall, options.tee);
+      await send(sink, piece, out, taker, options.tee);
       total += piece.length;
       options.onBytes?.(piece.length);
     }
@@ -387,7 +409,7 @@ async function chunked(
     while (left > 0) {
       const piece = await taker.take(Math.min(left, PIECE));
       if (piece === null) throw new BodyError("read", "ended inside a chunk");
-      await send(sink, piece, out, stall, options.tee);
+      await send(sink, piece, out, taker, options.tee);
       left -= piece.length;
       total += piece.length;
       options.onBytes?.(piece.length);

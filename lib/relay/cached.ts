@@ -380,6 +380,8 @@ export async function followBody(
   chunked: boolean,
 ): Promise<void> {
   const buf = new Uint8Array(FILE_PIECE);
+  // Each chunk framed in the same buffer: the write of one is done before the next is read.
+  const frame = chunked ? new Uint8Array(FILE_PIECE + 16) : undefined;
   let pos = 0;
   for (;;) {
     if (pos < writer.written) {
@@ -388,7 +390,7 @@ export async function followBody(
         throw new Aborted("the cache's file ended early", "http_response_incomplete");
       }
       const piece = buf.subarray(0, n);
-      await toClient(ex, chunked ? chunk(piece) : piece, ctx);
+      await toClient(ex, chunked ? chunk(piece, frame) : piece, ctx);
       pos += n;
       ex.record.bytesDown += n;
       continue;

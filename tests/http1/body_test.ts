@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { BodyError, copyChunked, copyLength, copyUntilClose } from "../../lib/http1/body.ts";
+import { BodyError, chunk, copyChunked, copyLength, copyUntilClose } from "../../lib/http1/body.ts";
 import { BufferedReader } from "../../lib/http1/head.ts";
 
 const enc = new TextEncoder();
@@ -130,4 +130,61 @@ Deno.test("a failing sink is a write-side BodyError", async () => {
     copyLength(source("abc"), broken, 3),
     (e) => e instanceof BodyError && e.side === "write",
   );
+});
+
+Deno.test("chunk() frames a piece in the buffer it is given when it fits, else in a new array", () => {
+  const piece = enc.encode("abc");
+  assert.equal(dec.decode(chunk(piece)), "3\r\nabc\r\n");
+  const into = new Uint8Array(16).fill(0x7e);
+  const framed = chunk(piece, into);
+  assert.equal(dec.decode(framed), "3\r\nabc\r\n");
+  assert.equal(framed.buffer, into.buffer, "a view of the given buffer");
+  const small = new Uint8Array(7);
+  const grown = chunk(piece, small);
+  assert.equal(dec.decode(grown), "3\r\nabc\r\n");
+  assert.notEqual(grown.buffer, small.buffer, "too small: a new array");
+  const big = new Uint8Array(256 * 1024).fill(0x61);
+  const framedBig = chunk(big, new Uint8Array(256 * 1024 + 16));
+  assert.equal(dec.decode(framedBig.subarray(0, 7)), "40000\r\n");
+  assert.equal(framedBig.length, 7 + big.length + 2);
+  assert.equal(dec.decode(framedBig.subarray(-2)), "\r\n");
+});
+
+Deno.test("a bulk copy re-framed as chunked frames every piece past the first 64 KiB in one reused buffer", async () => {
+  // 4 MiB in reads of up to 256 KiB, as a socket gives them.
+  const total = 4 * 1024 * 1024;
+  let off = 0;
+  const src = new BufferedReader({
+    read(buf: Uint8Array) {
+      if (off >= total) return Promise.resolve(null);
+      const n = Math.min(buf.length, total - off, 256 * 1024);
+      // Each 64 KiB of the body holds one letter, a..z in turn, so a piece out of place shows.
+      for (let i = 0; i < n;) {
+        const block = Math.floor((off + i) / 65536);
+        const end = Math.min(n, (block + 1) * 65536 - off);
+        buf.fill(0x61 + block % 26, i, end);
+        i = end;
+      }
+      off += n;
+      return Promise.resolve(n);
+    },
+  });
+  const buffers = new Set<ArrayBufferLike>();
+  let framed = "";
+  const out = {
+    write(p: Uint8Array) {
+      if (p.length > 64 * 1024) buffers.add(p.buffer);
+      framed += dec.decode(p);
+      return Promise.resolve(p.length);
+    },
+  };
+  assert.equal(await copyLength(src, out, total, { out: "chunked" }), total);
+  const { payload } = unchunk(framed);
+  assert.equal(payload.length, total);
+  for (let at = 0; at < total; at += 65536) {
+    assert.equal(payload.charCodeAt(at), 0x61 + (at / 65536) % 26, `byte ${at}`);
+    assert.equal(payload.charCodeAt(at + 65535), 0x61 + (at / 65536) % 26, `byte ${at + 65535}`);
+  }
+  // A new array a piece was garbage outside the heap: 90 MiB of it during a 256 MiB upload.
+  assert.equal(buffers.size, 1, `${buffers.size} buffers for the large chunks`);
 });

@@ -16,8 +16,10 @@ Deno.test("a 256 MiB download and a 256 MiB chunked upload pass with flat proxy 
   );
   const idle = Number(/idle RSS ([\d.]+) MiB/.exec(text)![1]);
   const peak = Number(/\(VmHWM\): ([\d.]+) MiB/.exec(text)![1]);
-  // Holding either body would add 256 MiB; streaming adds a few buffers.
-  assert.ok(peak - idle < 100, `peak ${peak} MiB vs idle ${idle} MiB`);
+  // Holding either body would add 256 MiB; streaming adds a few buffers and V8's young
+  // generation at its largest: 50 MiB measured. A new array for each chunk of the re-framed
+  // upload, garbage outside the heap that V8 collects late, took it to 92–107 MiB.
+  assert.ok(peak - idle < 75, `peak ${peak} MiB vs idle ${idle} MiB`);
 });
 
 Deno.test("idle, slowloris and abandoned-tunnel connections cost a bounded amount each, and tunnels end at --half-closed-timeout", async () => {
