@@ -83,23 +83,32 @@ class Stall {
     this.#writeMs = options.writeTimeoutMs;
   }
 
-  /** Races `work` against the side's timeout (or returns it as is when that side has none). */
+  /**
+   * `work`, failed by the side's timeout if it takes longer (or as is when that side has none).
+   * Not a race against the deadline's promise: that promise lives as long as the copy and never
+   * settles, so each race left a reaction on it for good, and a 1 GiB chunked upload (five
+   * guarded reads and writes a 64 KiB chunk) kept 39 MB of them and ran four times slower.
+   */
   guard<T>(side: "read" | "write", work: Promise<T>): Promise<T> {
     const ms = side === "read" ? this.#readMs : this.#writeMs;
     if (ms === undefined) return work;
     this.#side = side;
     this.#ms = ms;
-    this.#deadline ??= new Deadline(ms, () =>
+    const deadline = this.#deadline ??= new Deadline(ms, () =>
       new BodyError(
         this.#side,
         this.#side === "read" ? `no byte for ${this.#ms} ms` : `took no byte for ${this.#ms} ms`,
         { timeout: true },
       ));
-    this.#deadline.reset(ms);
     work.catch(() => {
       // abandoned after a timeout: the caller closes the socket, which fails it
     });
-    return Promise.race([work, this.#deadline.promise]);
+    if (deadline.expired) return Promise.race([work, deadline.promise]); // rejects at once
+    deadline.reset(ms);
+    return new Promise<T>((resolve, reject) => {
+      deadline.onExpire(reject); // replaces the previous guard's: one callback a copy
+      work.then(resolve, reject);
+    });
   }
 
   /** Stops the timer. */
