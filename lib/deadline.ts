@@ -63,7 +63,11 @@ export class Deadline implements Listed {
     return this.#expired;
   }
 
-  /** A promise that rejects when the deadline passes (made on first use; never resolves). */
+  /**
+   * A promise that rejects when the deadline passes (made on first use; never resolves). Race it
+   * once, not at every step of a loop: each race leaves a reaction on it until it settles, so a
+   * deadline that guards many waits rejects each one through {@linkcode onExpire} instead.
+   */
   get promise(): Promise<never> {
     if (!this.#promise) {
       this.#promise = this.#expired
