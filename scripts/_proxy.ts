@@ -7,6 +7,13 @@
 
 const root = new URL("../", import.meta.url).pathname;
 
+/**
+ * The `--v8-flags=…` of `deno task run` (the compiled executable has the same baked in): the
+ * measurement scripts run the proxy with the V8 settings it is deployed with.
+ */
+export const RUN_V8_FLAGS: string[] =
+  JSON.parse(Deno.readTextFileSync(`${root}deno.json`)).tasks.run.match(/--v8-flags=\S+/g) ?? [];
+
 /** A proxy subprocess. */
 export interface ProxyProcess {
   /** The process. */
@@ -35,6 +42,7 @@ export async function startProxyProcess(
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
+      ...RUN_V8_FLAGS,
       "--allow-net",
       ...denoFlags,
       `${root}main.ts`,

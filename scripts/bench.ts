@@ -2,16 +2,17 @@
  * `deno task bench`: http-proxy against squid (cache off), Apache Traffic Server (cache off, two
  * net threads), tinyproxy and proxy-chain (Node) in one run, all on 127.0.0.1, as ratios to a
  * direct connection to the origin, with a raw Deno byte relay (no HTTP parsing) as the runtime's
- * ceiling. Every proxy writes its access log, as deployed. It installs wrk, nginx, squid,
- * trafficserver, tinyproxy and curl from Debian if missing (and proxy-chain from npm into the
- * run's folder), starts nginx serving 1 KiB, 100 KiB and 100 MiB files plus the proxies, then
- * runs interleaved rounds of: wrk keep-alive requests/s with p50/p99 (50 connections), wrk with
- * `Connection: close`, wrk with 1000 connections, a 100 MiB download through `curl -x`, the same
- * through a CONNECT tunnel (`curl -p`), the latency added at one connection, and each proxy's
- * memory. Within a round each figure is measured for every target back to back (this machine's
- * speed drifts within minutes). For the two wrk rates it also reads each proxy's CPU time (its
- * process tree, from /proc) and prints requests/s per proxy core. It prints a table of medians,
- * with ratios as the median of each round's ratio, and writes JSON under bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
+ * ceiling. Every proxy writes its access log, as deployed (http-proxy with the V8 flags of `deno
+ * task run`). It installs wrk, nginx, squid, trafficserver, tinyproxy and curl from Debian if
+ * missing (and proxy-chain from npm into the run's folder), starts nginx serving 1 KiB, 100 KiB and
+ * 100 MiB files plus the proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
+ * p50/p99 (50 connections), wrk with `Connection: close`, wrk with 1000 connections, a 100 MiB
+ * download through `curl -x`, the same through a CONNECT tunnel (`curl -p`), the latency added at
+ * one connection, and each proxy's memory. Within a round each figure is measured for every target
+ * back to back (this machine's speed drifts within minutes). For the two wrk rates it also reads
+ * each proxy's CPU time (its process tree, from /proc) and prints requests/s per proxy core. It
+ * prints a table of medians, with ratios as the median of each round's ratio, and writes JSON under
+ * bench/results/. Every load is bounded in time; every process it starts is stopped. A peer that
  * cannot be installed or started is left out and named.
  *
  * With `--cache` rows (`--only cache`): http-proxy with `--cache` and squid with its memory cache,
@@ -25,6 +26,7 @@
 import { parseArgs } from "node:util";
 import { printLine } from "../lib/observe/log.ts";
 import { makeCertificates } from "../lib/cli/make_cert.ts";
+import { RUN_V8_FLAGS } from "./_proxy.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -282,6 +284,7 @@ PidFile "${dir}/tinyproxy.pid"
   const oursPort = freePort();
   const ours = spawn(Deno.execPath(), [
     "run",
+    ...RUN_V8_FLAGS,
     "--allow-net",
     `--allow-read=${dir}`,
     `--allow-write=${dir}`,
@@ -306,6 +309,7 @@ PidFile "${dir}/tinyproxy.pid"
   const oursCachePort = freePort();
   const oursCache = spawn(Deno.execPath(), [
     "run",
+    ...RUN_V8_FLAGS,
     "--allow-net",
     `--allow-read=${dir}`,
     `--allow-write=${dir}`,

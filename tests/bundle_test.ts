@@ -2,6 +2,24 @@ import assert from "node:assert/strict";
 import { ROOT, startCli } from "./_fixtures/cli.ts";
 import { curl, startHttpOrigin } from "./_fixtures/servers.ts";
 
+/** The `--v8-flags=…` that `deno task run` passes. */
+function runV8Flags(): string[] {
+  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
+  return tasks.run.match(/--v8-flags=\S+/g) ?? [];
+}
+
+Deno.test("deno task compile and every bundle command of the README use deno task run's V8 flags", () => {
+  const flags = runV8Flags();
+  assert.deepEqual(flags, ["--v8-flags=--heap-growing-percent=50"]); // see README: Performance
+  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
+  assert.deepEqual(tasks.compile.match(/--v8-flags=\S+/g), flags);
+  const readme = Deno.readTextFileSync(`${ROOT}README.md`);
+  // Every `deno run …` of the README that starts the bundle (some wrap over two lines).
+  const commands = [...readme.matchAll(/deno run ([^`]*?)http-proxy\.js/g)].map((m) => m[1]!);
+  assert.ok(commands.length >= 2, `found ${commands.length}`);
+  for (const c of commands) assert.deepEqual(c.match(/--v8-flags=\S+/g), flags, c);
+});
+
 Deno.test("deno task bundle writes one file that runs with --allow-net and proxies curl -x", async () => {
   const build = await new Deno.Command(Deno.execPath(), {
     args: ["task", "bundle"],
@@ -14,7 +32,11 @@ Deno.test("deno task bundle writes one file that runs with --allow-net and proxi
   const text = await Deno.readTextFile(bundle);
   assert.doesNotMatch(text, /^import .* from ["']\.\.?\//m, "the bundle imports no local file");
   await using origin = startHttpOrigin(() => new Response("from the bundle"));
-  await using cli = await startCli(["--listen", "127.0.0.1:0"], { script: bundle });
+  // With the README's command's flags (its V8 flag included, which a wrong one would make fail).
+  await using cli = await startCli(["--listen", "127.0.0.1:0"], {
+    script: bundle,
+    denoFlags: [...runV8Flags(), "--allow-sys"],
+  });
   const res = await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/b`]);
   assert.equal(res.stdout, "from the bundle");
   await cli.stdout.waitFor(/\] 200 OK 15 bytes \d+ ms #1\n/);
