@@ -1,15 +1,9 @@
 import assert from "node:assert/strict";
 import { ROOT, startCli } from "./_fixtures/cli.ts";
 import { curl, startHttpOrigin } from "./_fixtures/servers.ts";
-
-/** The `--v8-flags=…` that `deno task run` passes. */
-function runV8Flags(): string[] {
-  const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
-  return tasks.run.match(/--v8-flags=\S+/g) ?? [];
-}
+import { RUN_V8_FLAGS as flags } from "../scripts/_proxy.ts";
 
 Deno.test("deno task compile and every bundle command of the README use deno task run's V8 flags", () => {
-  const flags = runV8Flags();
   assert.deepEqual(flags, ["--v8-flags=--heap-growing-percent=50"]); // see README: Performance
   const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
   assert.deepEqual(tasks.compile.match(/--v8-flags=\S+/g), flags);
@@ -35,7 +29,7 @@ Deno.test("deno task bundle writes one file that runs with --allow-net and proxi
   // With the README's command's flags (its V8 flag included, which a wrong one would make fail).
   await using cli = await startCli(["--listen", "127.0.0.1:0"], {
     script: bundle,
-    denoFlags: [...runV8Flags(), "--allow-sys"],
+    denoFlags: [...flags, "--allow-sys"],
   });
   const res = await curl(["-x", cli.addrs[0]!, `http://127.0.0.1:${origin.port}/b`]);
   assert.equal(res.stdout, "from the bundle");
