@@ -99,10 +99,8 @@ class Stall {
         this.#side === "read" ? `no byte for ${this.#ms} ms` : `took no byte for ${this.#ms} ms`,
         { timeout: true },
       ));
-    work.catch(() => {
-      // abandoned after a timeout: the caller closes the socket, which fails it
-    });
     deadline.reset(ms);
+    // (A work abandoned after a timeout fails once the caller closes its socket: bound handles it.)
     return deadline.bound(work);
   }
 
