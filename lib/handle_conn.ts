@@ -1,7 +1,8 @@
 /**
  * One client connection, read top to bottom like a checklist: client check → head (size cap,
  * deadline) → parse → rate limit and auth → target and policy, once for CONNECT and plain HTTP
- * ({@linkcode target}) → tunnel or forward → answer → next request or close. This is the one
+ * ({@linkcode target}) → tunnel, or forward (its turn among the requests in flight to the
+ * destination first) → answer → next request or close. This is the one
  * catch site: a ProxyError is answered with its status if no response byte went out yet,
  * anything else is logged with its stack and answered 500, and every path closes the upstream
  * socket. Sockets are owned here and in `server.ts`, `relay/` and `upstream/` (see
@@ -21,7 +22,7 @@ import {
   RequestTimeout,
 } from "./errors.ts";
 import type { Exchange, ExchangeRecord, Route } from "./exchange.ts";
-import { forward } from "./relay/forward.ts";
+import { forward, turnFirst } from "./relay/forward.ts";
 import { type ExchangeContext, openUpstream } from "./upstream/transport.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
@@ -372,6 +373,9 @@ async function exchange(
       await connect(ex, ctx, route);
       return false;
     }
+    // Its turn among the requests in flight to the destination, before the relay starts.
+    const turn = turnFirst(ex, ctx, head, route);
+    if (turn) await turn;
     keep = await forward(ex, ctx, head, route);
     return keep;
   } catch (err) {

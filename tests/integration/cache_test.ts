@@ -44,7 +44,9 @@ function countingOrigin(handler: Handler) {
 }
 
 /** A proxy with a cache in a fresh folder, both gone (and the folder deleted) at dispose. */
-async function cachingProxy(options: { dir?: string; format?: "squid" | "json" | "text" } = {}) {
+async function cachingProxy(
+  options: { dir?: string; format?: "squid" | "json" | "text"; maxActivePerHost?: number } = {},
+) {
   const dir = options.dir ?? await Deno.makeTempDir({ prefix: "http-proxy-cache-test-" });
   const cache = new Cache({
     dir,
@@ -52,7 +54,16 @@ async function cachingProxy(options: { dir?: string; format?: "squid" | "json" |
     memBytes: 8 * 1024 ** 2,
     diag: () => {},
   });
-  const proxy = startProxy({ cache: true }, { cache, format: options.format ?? "squid" });
+  const proxy = startProxy(
+    {
+      cache: true,
+      ...(options.maxActivePerHost === undefined ? {} : {
+        maxActivePerHost: options.maxActivePerHost,
+        connectTimeoutMs: 300,
+      }),
+    },
+    { cache, format: options.format ?? "squid" },
+  );
   return {
     proxy,
     cache,
@@ -143,6 +154,30 @@ Deno.test("cache: a response with max-age is stored and the next request is a hi
   assert.equal(origin.count, 1);
   await c.proxy.waitForLine(/ TCP_HIT\/200 5 GET /);
   await c.proxy.waitForLine(/ TCP_MISS\/200 5 GET /);
+});
+
+Deno.test("cache: a hit is served while every --max-active-per-host slot to its origin is taken (it waits for none)", async () => {
+  let release = () => {};
+  const holding = new Promise<void>((r) => (release = r));
+  await using origin = countingOrigin(async (req) => {
+    if (new URL(req.url).pathname === "/slow") await holding;
+    return new Response("hello", { headers: { "cache-control": "max-age=60" } });
+  });
+  await using c = await cachingProxy({ maxActivePerHost: 1 });
+  assert.equal((await ask(c.proxy.port, url(origin.port))).body, "hello");
+  await sleep(50); // the body is committed just after the response
+  const slow = ask(c.proxy.port, url(origin.port, "/slow"));
+  while (origin.count < 2) await sleep(5); // /slow holds the one slot now
+  const started = performance.now();
+  const hit = await ask(c.proxy.port, url(origin.port));
+  const took = performance.now() - started;
+  release();
+  assert.equal(hit.status, 200);
+  assert.equal(hit.body, "hello");
+  assert.match(hit.headers.get("cache-status")!, /^http-proxy; hit; /);
+  assert.ok(took < 250, `the hit took ${Math.round(took)} ms: it waited for the slot`);
+  assert.equal((await slow).body, "hello");
+  assert.equal(origin.count, 2);
 });
 
 Deno.test("cache: no-store (response or request), private and Vary: * keep a response out (RFC 9111 §3, §5.2.1.5, §5.2.2.5, §5.2.2.7, §4.1)", async (t) => {

@@ -242,6 +242,27 @@ Deno.test("--max-active-per-host: past the limit, requests wait in the proxy and
   assert.equal(proxy.lines.filter((l) => / 200 /.test(l)).length, 6);
 });
 
+Deno.test("--max-active-per-host: OPTIONS with Max-Forwards: 0 is answered by the proxy at once, even with every slot to the origin taken", async () => {
+  const { origin, state, held } = holdingOrigin();
+  await using _ = origin;
+  await using proxy = startProxy({ maxActivePerHost: 1, connectTimeoutMs: 300 });
+  const first = rawExchange(proxy.port, getRequest(origin.port));
+  while (state.seen === 0) await sleep(5);
+  const started = performance.now();
+  const options = await rawExchange(
+    proxy.port,
+    `OPTIONS http://127.0.0.1:${origin.port}/ HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n` +
+      "Max-Forwards: 0\r\nConnection: close\r\n\r\n",
+  );
+  const took = performance.now() - started;
+  assert.match(options, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(options, /\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT\r\n/);
+  assert.ok(took < 250, `the answer took ${Math.round(took)} ms: it waited for the slot`);
+  held.shift()!();
+  assert.match(await first, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(state.seen, 1, "the OPTIONS never reached the origin");
+});
+
 Deno.test("--max-active-per-host: a request that gets no connection within --connect-timeout is a 504 that says why, and the slot holders finish", async () => {
   const { origin, state, held } = holdingOrigin();
   await using _ = origin;
