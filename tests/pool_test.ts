@@ -51,6 +51,37 @@ Deno.test("UpstreamPool drops the least recently used past maxIdlePerHost", () =
   pool.closeAll();
 });
 
+Deno.test("UpstreamPool with maxIdlePerHost 1 keeps the last released connection and closes each one before it", () => {
+  const pool = new UpstreamPool({ maxIdlePerHost: 1, idleTimeoutMs: 60_000 });
+  const [a, b, c] = [fake("h:80"), fake("h:80"), fake("h:80")];
+  pool.release(a.up);
+  pool.release(b.up);
+  pool.release(c.up);
+  assert.deepEqual([a, b, c].map((f) => f.conn.closed), [true, true, false]);
+  assert.equal(pool.idle, 1);
+  assert.equal(pool.take("h:80"), c.up);
+  assert.equal(pool.take("h:80"), undefined);
+  assert.equal(pool.idle, 0);
+  c.conn.close();
+});
+
+Deno.test("UpstreamPool at MAX_IDLE_TOTAL: when the oldest was its destination's only idle connection, the new one to it is still kept", () => {
+  const pool = new UpstreamPool({ idleTimeoutMs: 60_000 });
+  const first = fake("h:80");
+  pool.release(first.up);
+  const others = Array.from({ length: MAX_IDLE_TOTAL - 1 }, (_, i) => fake(`o${i}:80`));
+  for (const f of others) pool.release(f.up);
+  const next = fake("h:80");
+  pool.release(next.up);
+  assert.equal(first.conn.closed, true);
+  assert.equal(pool.idle, MAX_IDLE_TOTAL);
+  assert.equal(pool.take("h:80"), next.up);
+  next.conn.close();
+  pool.closeAll();
+  assert.ok(others.every((f) => f.conn.closed));
+  assert.equal(pool.idle, 0);
+});
+
 Deno.test("UpstreamPool drops a connection whose peer closes while idle", async () => {
   const pool = new UpstreamPool({ idleTimeoutMs: 60_000 });
   const a = fake("h:80");

@@ -100,10 +100,14 @@ export class UpstreamPool {
       closeQuietly(upstream.conn);
       return;
     }
+    // Room first: a drop that empties a destination's list takes the list out of the map, so
+    // the list is looked up again after it (pushed onto the one dropped, a connection was lost
+    // to the pool: never taken, never closed, and counted against MAX_IDLE_TOTAL for good).
+    const before = this.#idle.get(upstream.key);
+    if (before && before.length >= this.#max) this.#drop(before[0]!);
+    else if (this.#all.size >= MAX_IDLE_TOTAL) this.#drop(this.#oldest());
     let list = this.#idle.get(upstream.key);
     if (!list) this.#idle.set(upstream.key, list = []);
-    if (list.length >= this.#max) this.#drop(list[0]!);
-    else if (this.#all.size >= MAX_IDLE_TOTAL) this.#drop(this.#oldest());
     const entry: Idle = {
       upstream,
       seq: this.#released++,
