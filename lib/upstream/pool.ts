@@ -154,8 +154,9 @@ export class UpstreamPool {
  * client that asks the same host:port again gets the same upstream connection without a trip
  * through the shared pool, so N busy clients keep N upstream connections instead of churning
  * through the pool's idle cap. While held, a read stays in flight, so an upstream close drops it;
- * a held connection older than the idle timeout is not used. Asking another host, or the client
- * leaving, hands the held connection to the pool.
+ * a held connection older than the idle timeout is not used. Asking another host, the client
+ * leaving, or its request waiting for a `--max-active-per-host` slot (see transport.ts
+ * `waitForSlot`) hands the held connection to the pool.
  */
 export class HeldUpstream {
   #pool: UpstreamPool;

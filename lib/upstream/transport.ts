@@ -220,6 +220,11 @@ function waitForSlot(
   key: string,
 ): Promise<void> {
   const { maxActivePerHost, connectTimeoutMs } = ctx.config;
+  // A request that waits its turn has no use for its client's held upstream connection
+  // meanwhile: it goes to the pool, where the next request given a slot takes it (the most
+  // recently released first). A thousand clients waiting for 64 slots then leave the pool's
+  // few idle connections, not a thousand, each with a read in flight.
+  ctx.held?.release();
   return ctx.active!.enter(key, maxActivePerHost, connectTimeoutMs).then((slot) => {
     if (slot === "full") {
       throw new ProxyError(

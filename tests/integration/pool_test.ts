@@ -3,6 +3,7 @@ import {
   curl,
   getRequest,
   rawExchange,
+  readUntil,
   sleep,
   startOrigin,
   startProxy,
@@ -240,6 +241,60 @@ Deno.test("--max-active-per-host: past the limit, requests wait in the proxy and
   assert.equal(state.most, 2, "at most two requests in flight to the origin");
   assert.equal(state.seen, 6);
   assert.equal(proxy.lines.filter((l) => / 200 /.test(l)).length, 6);
+});
+
+Deno.test("--max-active-per-host: clients waiting for a slot hand their idle upstream connections to the pool, which keeps --max-idle-per-host of them", async () => {
+  // The origin answers at once, except /hold, which waits until told; it counts its open
+  // connections.
+  const state = { open: 0 };
+  const held: (() => void)[] = [];
+  await using origin = startOrigin(async (c) => {
+    state.open++;
+    try {
+      for (;;) {
+        const head = await c.readHead();
+        if (head === null) return;
+        if (head.startsWith("GET /hold ")) await new Promise<void>((r) => held.push(r));
+        await c.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      }
+    } finally {
+      state.open--;
+    }
+  });
+  await using proxy = startProxy({ maxActivePerHost: 1, maxIdlePerHost: 1 });
+  const request = (path: string) =>
+    new TextEncoder().encode(
+      `GET http://127.0.0.1:${origin.port}${path} HTTP/1.1\r\nHost: x\r\n\r\n`,
+    );
+  // Four keep-alive clients, one request each in turn: each keeps the upstream connection it
+  // used (none is idle in the pool when the next one asks, so each dials).
+  const clients: Deno.TcpConn[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+      clients.push(conn);
+      await conn.write(request("/"));
+      assert.match(await readUntil(conn, (t) => t.endsWith("ok")), /^HTTP\/1\.1 200 OK\r\n/);
+    }
+    assert.equal(state.open, 4);
+    // A fifth client takes the one slot with a request the origin holds.
+    const fifth = rawExchange(proxy.port, getRequest(origin.port, "/hold"));
+    while (held.length === 0) await sleep(5);
+    // The four ask again and wait for the slot: their connections go to the pool, which keeps
+    // one and closes the others.
+    for (const conn of clients) await conn.write(request("/"));
+    for (let waited = 0; state.open > 2 && waited < 2000; waited += 10) await sleep(10);
+    assert.equal(state.open, 2, "the held request's connection and one idle in the pool");
+    held.shift()!();
+    assert.match(await fifth, /^HTTP\/1\.1 200 OK\r\n/);
+    for (const conn of clients) {
+      assert.match(await readUntil(conn, (t) => t.endsWith("ok")), /^HTTP\/1\.1 200 OK\r\n/);
+    }
+  } finally {
+    for (const conn of clients) conn.close();
+    for (const release of held.splice(0)) release(); // (after a failure: the origin can end)
+  }
+  assert.equal(proxy.lines.filter((l) => / 200 /.test(l)).length, 9);
 });
 
 Deno.test("--max-active-per-host: OPTIONS with Max-Forwards: 0 is answered by the proxy at once, even with every slot to the origin taken", async () => {
