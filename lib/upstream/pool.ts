@@ -114,7 +114,7 @@ export class UpstreamPool {
       slot: -1,
       expiry: new Deadline(this.#idleTimeoutMs, () => new Error("idle too long")),
     };
-    entry.expiry.promise.catch(() => this.#drop(entry));
+    entry.expiry.onExpire(() => this.#drop(entry)); // (no promise: most entries are taken)
     list.push(entry);
     this.#all.add(entry);
     // Whatever completes this read while idle — EOF, bytes, an error — ends the connection.
