@@ -48,6 +48,8 @@ export interface ReadHeadOptions {
 }
 
 const FALSE = Promise.resolve(false);
+/** A head deadline's error (one function, not a closure a read). */
+const timedOut = () => new HeadReadError("timeout", false);
 const ignore = () => {};
 const LF = 10;
 const CR = 13;
@@ -247,10 +249,7 @@ export class BufferedReader {
         scan = Math.max(0, held - 3);
         const cap = Math.max(this.#buf.length, Math.min(maxBytes + 4, maxBytes * 2));
         // The deadline starts with the first read that has to wait.
-        deadline ??= new Deadline(
-          armedForHead ? options.timeoutMs : options.idleMs!,
-          () => new HeadReadError("timeout", false),
-        );
+        deadline ??= new Deadline(armedForHead ? options.timeoutMs : options.idleMs!, timedOut);
         if (!(await this.#fill(cap, deadline))) {
           if (this.#end - this.#start === 0) return null;
           throw new HeadReadError("eof", true);

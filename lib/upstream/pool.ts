@@ -48,6 +48,9 @@ export interface PoolOptions {
  */
 export const MAX_IDLE_TOTAL = 1024;
 
+/** An idle connection's expiry error (one function, not a closure a release). */
+const idleTooLong = () => new Error("idle too long");
+
 /** The pool; see the module doc. */
 export class UpstreamPool {
   #idle = new Map<string, Idle[]>();
@@ -112,7 +115,7 @@ export class UpstreamPool {
       upstream,
       seq: this.#released++,
       slot: -1,
-      expiry: new Deadline(this.#idleTimeoutMs, () => new Error("idle too long")),
+      expiry: new Deadline(this.#idleTimeoutMs, idleTooLong),
     };
     entry.expiry.onExpire(() => this.#drop(entry)); // (no promise: most entries are taken)
     list.push(entry);
