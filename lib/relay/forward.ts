@@ -81,9 +81,10 @@ const SMALL_WAIT_MS = 20;
  * without `--cache`, and for a method other than OPTIONS or TRACE (which may be answered here).
  * With a thousand clients queued for 64 slots, a waiting request is held for longer than V8's
  * young collections are apart, so what it holds is copied and then promoted: waiting here, it
- * holds no frame of the relay's and no plan yet. (`deno task bench`'s 1000 connections, against
- * taking the slot inside the relay: 2,700–2,800 bytes copied by the young collections a request
- * instead of 3,350–3,950.) Otherwise {@linkcode forward} takes it after the cache is consulted.
+ * holds no frame of the relay's and no plan yet. (wrk with 1000 connections, `--trace-gc-nvp`,
+ * against taking the slot inside the relay: 2,700–2,800 bytes copied by the young collections a
+ * request instead of 3,350–3,950.) Otherwise {@linkcode forward} takes it after the cache is
+ * consulted.
  *
  * @param ex The exchange; `active` is set once the slot is taken.
  * @param ctx Settings, the gate, the cache.

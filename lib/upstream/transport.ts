@@ -182,11 +182,12 @@ async function fresh(
 
 /**
  * Takes this exchange's slot among the requests in flight to its route
- * (`--max-active-per-host`), if it has none yet. The relay takes it before the relay starts
- * (`turnFirst`) or at least before it prepares the request (its head's bytes, a lent buffer):
- * with a thousand clients queued for 64 slots, what a waiting request holds outlives V8's young
- * collections and is promoted, so it should hold as little as it can while it waits. Whoever ends the exchange calls `ex.active` (handle_conn.ts at
- * its end, the relay when the connection becomes a tunnel).
+ * (`--max-active-per-host`), if it has none yet. It is taken before the relay starts
+ * (`turnFirst`), or else before the relay prepares the request (its head's bytes, a lent
+ * buffer): with a thousand clients queued for 64 slots, what a waiting request holds outlives
+ * V8's young collections and is promoted, so it should hold as little as it can while it waits.
+ * Whoever ends the exchange calls `ex.active` (handle_conn.ts at its end, the relay when the
+ * connection becomes a tunnel).
  *
  * @param ex The exchange; `active` is set to the slot's release.
  * @param ctx Settings and the gate.
