@@ -211,11 +211,14 @@ async function serveNext(
   let failure: ProxyError | undefined;
   const waitStart = now();
   try {
-    bytes = await reader.readHead({
-      maxBytes: config.maxHeaderBytes,
-      timeoutMs: config.headerTimeoutMs,
-      ...(first ? {} : { idleMs: config.idleTimeoutMs }),
-    });
+    // (One object either way: a conditional spread made two a request.)
+    bytes = await reader.readHead(
+      first ? { maxBytes: config.maxHeaderBytes, timeoutMs: config.headerTimeoutMs } : {
+        maxBytes: config.maxHeaderBytes,
+        timeoutMs: config.headerTimeoutMs,
+        idleMs: config.idleTimeoutMs,
+      },
+    );
   } catch (err) {
     if (!(err instanceof HeadReadError)) return false; // reset, or closed by shutdown
     if (err.reason === "eof") return false; // the client gave up mid-head: nobody to answer
@@ -354,7 +357,7 @@ async function exchange(
     }
     ex.record.method = head.method;
     ex.record.target = head.target;
-    ex.record.version = `HTTP/1.${head.minor}`;
+    ex.record.version = head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0"; // (no new string a request)
     ex.record.requestFields = head.fields;
     for (const [n, v] of head.fields) {
       if (n.length === 7 && n.toLowerCase() === "referer") ex.record.referer ??= v;

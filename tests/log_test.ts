@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { parse } from "csv-parse/sync";
 import type { ExchangeRecord } from "../lib/exchange.ts";
 import {
+  clock,
   createLogger,
   CSV_HEADER,
   formatClf,
@@ -243,4 +244,22 @@ Deno.test("LogFile writes every line once, in order, across flushes, with UTF-8 
   } finally {
     await Deno.remove(path);
   }
+});
+
+Deno.test("clock: HH:MM:SS, the same text within a second and the next one after it, UTC and local kept apart", () => {
+  const t = Date.UTC(2026, 11, 8, 13, 59, 59, 10);
+  const local = (ms: number) => {
+    const d = new Date(ms);
+    return [d.getHours(), d.getMinutes(), d.getSeconds()]
+      .map((n) => String(n).padStart(2, "0")).join(":");
+  };
+  assert.equal(clock(t, true), "13:59:59");
+  assert.equal(clock(t + 980, true), "13:59:59");
+  assert.equal(clock(t + 990, true), "14:00:00");
+  assert.equal(clock(t + 990, false), local(t + 990));
+  assert.equal(clock(t, false), local(t));
+  assert.equal(clock(t + 990, true), "14:00:00");
+  assert.equal(clock(t - 60_000, true), "13:58:59");
+  assert.equal(clock(t - 59_020, true), "13:58:59"); // 13:58:59.990
+  assert.equal(clock(t - 59_010, true), "13:59:00");
 });

@@ -97,11 +97,23 @@ function pad(n: number, width = 2): string {
  * @returns The clock time.
  */
 export function clock(epochMs: number, utc: boolean): string {
-  const d = new Date(epochMs);
-  return utc
+  // The text of the last second asked for is kept: a busy proxy logs thousands of lines a
+  // second, and each one made a Date and four strings (about 250 bytes of garbage a line).
+  const second = Math.floor(epochMs / 1000);
+  const last = utc ? lastUtc : lastLocal;
+  if (last.second === second) return last.text;
+  const d = new Date(second * 1000);
+  const text = utc
     ? `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())}`
     : `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  last.second = second;
+  last.text = text;
+  return text;
 }
+
+/** The last second each kind of {@linkcode clock} formatted, and its text. */
+const lastUtc = { second: NaN, text: "" };
+const lastLocal = { second: NaN, text: "" };
 
 function ms(value: number | undefined): number | null {
   return value === undefined ? null : Math.round(value * 10) / 10;
