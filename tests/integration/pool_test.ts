@@ -300,7 +300,7 @@ Deno.test("--max-active-per-host: clients waiting for a slot hand their idle ups
 Deno.test("--max-active-per-host: OPTIONS with Max-Forwards: 0 is answered by the proxy at once, even with every slot to the origin taken", async () => {
   const { origin, state, held } = holdingOrigin();
   await using _ = origin;
-  await using proxy = startProxy({ maxActivePerHost: 1, connectTimeoutMs: 300 });
+  await using proxy = startProxy({ maxActivePerHost: 1, connectTimeoutMs: 2000 });
   const first = rawExchange(proxy.port, getRequest(origin.port));
   while (state.seen === 0) await sleep(5);
   const started = performance.now();
@@ -312,7 +312,7 @@ Deno.test("--max-active-per-host: OPTIONS with Max-Forwards: 0 is answered by th
   const took = performance.now() - started;
   assert.match(options, /^HTTP\/1\.1 200 OK\r\n/);
   assert.match(options, /\r\nAllow: GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, CONNECT\r\n/);
-  assert.ok(took < 250, `the answer took ${Math.round(took)} ms: it waited for the slot`);
+  assert.ok(took < 1000, `the answer took ${Math.round(took)} ms: it waited for the slot`);
   held.shift()!();
   assert.match(await first, /^HTTP\/1\.1 200 OK\r\n/);
   assert.equal(state.seen, 1, "the OPTIONS never reached the origin");
