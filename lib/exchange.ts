@@ -135,6 +135,8 @@ export interface Route {
   framing: Framing;
   /** The parent proxy it goes through (`--parent`), or undefined for a direct connection. */
   parent?: ParentProxy;
+  /** Its key in the upstream pool and the gates (see upstream/transport.ts `upstreamKey`). */
+  key: string;
 }
 
 /**

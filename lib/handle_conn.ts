@@ -23,7 +23,7 @@ import {
 } from "./errors.ts";
 import type { Exchange, ExchangeRecord, Route } from "./exchange.ts";
 import { forward, turnFirst } from "./relay/forward.ts";
-import { type ExchangeContext, openUpstream } from "./upstream/transport.ts";
+import { type ExchangeContext, openUpstream, upstreamKey } from "./upstream/transport.ts";
 import { writeAll } from "./http1/body.ts";
 import { BufferedReader, HeadReadError } from "./http1/head.ts";
 import {
@@ -429,6 +429,7 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
   return {
     host,
     port: parsed.port,
+    key: upstreamKey(ctx, host, parsed.port, via),
     tunnel,
     authority: parsed.authority ?? "",
     path: parsed.path ?? "",

@@ -55,13 +55,7 @@ import { fillStore } from "./fill.ts";
 import { toClient } from "./to_client.ts";
 import { planRequest, planResponse, type RequestSettings } from "../http1/plan.ts";
 import type { Upstream } from "../upstream/pool.ts";
-import {
-  type ExchangeContext,
-  giveBack,
-  roundTrip,
-  takeSlot,
-  upstreamKey,
-} from "../upstream/transport.ts";
+import { type ExchangeContext, giveBack, roundTrip, takeSlot } from "../upstream/transport.ts";
 import { basic } from "../upstream/parent.ts";
 import { tunnel } from "./tunnel.ts";
 
@@ -99,7 +93,7 @@ export function turnFirst(
   route: Route,
 ): Promise<void> | undefined {
   if (ctx.cache || head.method === "OPTIONS" || head.method === "TRACE") return undefined;
-  return takeSlot(ex, ctx, route, upstreamKey(ctx, route));
+  return takeSlot(ex, ctx, route);
 }
 
 /**
@@ -143,8 +137,7 @@ export async function forward(
   try {
     // Its turn among the requests in flight to this destination first, if not taken already
     // (see turnFirst): a request that waits for one holds as little as it can meanwhile.
-    const key = upstreamKey(ctx, route);
-    const slot = takeSlot(ex, ctx, route, key);
+    const slot = takeSlot(ex, ctx, route);
     if (slot) await slot;
     // A small body that already arrived with the head goes up in the same write. (Not with
     // Expect: the client waits for our 100 Continue before sending it.)
@@ -165,7 +158,6 @@ export async function forward(
       trip = await roundTrip(ex, ctx, route, {
         bytes: headBytes(requestHead, smallBody, out),
         retryable,
-        key,
         upgrade: upgrade !== undefined,
         sent(up) {
           // Nothing to wait for on most requests: no promise then (see TripRequest.sent).

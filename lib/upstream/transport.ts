@@ -145,9 +145,9 @@ async function fresh(
   ex: Exchange,
   ctx: ExchangeContext,
   route: Route,
-  key: string,
   retry = false,
 ): Promise<Upstream> {
+  const { key } = route;
   const { maxDialsPerHost, connectTimeoutMs } = ctx.config;
   let release = () => {};
   if (ctx.dials && maxDialsPerHost > 0) {
@@ -191,9 +191,8 @@ async function fresh(
  *
  * @param ex The exchange; `active` is set to the slot's release.
  * @param ctx Settings and the gate.
- * @param route Where to (through a parent, requests for every origin share one key: they are
- *   not bounded together, and take no slot).
- * @param key The route's key ({@linkcode upstreamKey}).
+ * @param route Where to, with its key (through a parent, requests for every origin share one
+ *   key: they are not bounded together, and take no slot).
  * @returns undefined when the slot was free (no promise), else the wait for it.
  * @throws {ProxyError} 503 when too many wait already, 504 when none frees up in time (the
  *   promise rejects).
@@ -202,31 +201,25 @@ export function takeSlot(
   ex: Exchange,
   ctx: ExchangeContext,
   route: Route,
-  key: string,
 ): Promise<void> | undefined {
   if (!ctx.active || ex.active || route.parent) return undefined;
-  const now = ctx.active.tryEnter(key, ctx.config.maxActivePerHost);
+  const now = ctx.active.tryEnter(route.key, ctx.config.maxActivePerHost);
   if (now) {
     ex.active = now;
     return undefined;
   }
-  return waitForSlot(ex, ctx, route, key);
+  return waitForSlot(ex, ctx, route);
 }
 
 /** The wait of takeSlot: a `then`, not an async function, for the same reason as the gate's. */
-function waitForSlot(
-  ex: Exchange,
-  ctx: ExchangeContext,
-  route: Route,
-  key: string,
-): Promise<void> {
+function waitForSlot(ex: Exchange, ctx: ExchangeContext, route: Route): Promise<void> {
   const { maxActivePerHost, connectTimeoutMs } = ctx.config;
   // A request that waits its turn has no use for its client's held upstream connection
   // meanwhile: it goes to the pool, where the next request given a slot takes it (the most
   // recently released first). A thousand clients waiting for 64 slots then leave the pool's
   // few idle connections, not a thousand, each with a read in flight.
   ctx.held?.release();
-  return ctx.active!.enter(key, maxActivePerHost, connectTimeoutMs).then((slot) => {
+  return ctx.active!.enter(route.key, maxActivePerHost, connectTimeoutMs).then((slot) => {
     if (slot === "full") {
       throw new ProxyError(
         503,
@@ -245,21 +238,28 @@ function waitForSlot(
 }
 
 /**
- * The pool's key for a route, and the gates'. A pooled connection passed the destination check
- * for the client that opened it; the host's own addresses are allowed for clients on it only,
- * so the others never share its pool. Every request through the parent may share a connection
- * to it.
+ * The pool's key for a route, and the gates' (worked out once, with the route: its `key`). A
+ * pooled connection passed the destination check for the client that opened it; the host's own
+ * addresses are allowed for clients on it only, so the others never share its pool. Every
+ * request through the parent may share a connection to it.
  *
  * @param ctx Settings: whether the client is on this host, the outgoing address.
- * @param route Where to.
+ * @param host The target host, normalised.
+ * @param port The target port.
+ * @param parent The parent proxy the route goes through, if any.
  * @returns The key.
  */
-export function upstreamKey(ctx: ExchangeContext, route: Route): string {
-  return (route.parent
-    ? `parent ${route.parent.text}`
+export function upstreamKey(
+  ctx: ExchangeContext,
+  host: string,
+  port: number,
+  parent: ParentProxy | undefined,
+): string {
+  return (parent
+    ? `parent ${parent.text}`
     : ctx.local?.loopbackClient === false
-    ? `${route.host}:${route.port} (remote clients)`
-    : `${route.host}:${route.port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
+    ? `${host}:${port} (remote clients)`
+    : `${host}:${port}`) + (ctx.sourceAddress ? ` from ${ctx.sourceAddress}` : "");
 }
 
 /** What {@linkcode roundTrip} sends, and the relay's part in it. */
@@ -277,8 +277,6 @@ export interface TripRequest {
   interim(response: ResponseHead): Promise<void>;
   /** The request asks to upgrade: a 101 is then a final response. */
   upgrade?: boolean;
-  /** The route's key, when the caller worked it out already. @default upstreamKey(ctx, route) */
-  key?: string;
 }
 
 /**
@@ -299,10 +297,9 @@ export async function roundTrip(
   route: Route,
   request: TripRequest,
 ): Promise<{ up: Upstream; response: ResponseHead }> {
-  const key = request.key ?? upstreamKey(ctx, route);
-  const slot = takeSlot(ex, ctx, route, key); // (taken already when the relay called it first)
+  const slot = takeSlot(ex, ctx, route); // (taken already when the relay called it first)
   if (slot) await slot;
-  let up = reuse(ex, ctx, key) ?? await fresh(ex, ctx, route, key);
+  let up = reuse(ex, ctx, route.key) ?? await fresh(ex, ctx, route);
   for (;;) {
     try {
       try {
@@ -328,7 +325,7 @@ export async function roundTrip(
       if (!(err instanceof StaleConnection && up.reused && request.retryable)) throw err;
       closeQuietly(up.conn);
       ex.upstream = undefined;
-      up = await fresh(ex, ctx, route, key, true);
+      up = await fresh(ex, ctx, route, true);
     }
   }
 }
