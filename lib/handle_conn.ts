@@ -101,14 +101,20 @@ interface Connection {
   held: HeldUpstream | undefined;
   clientWrite: Deadline;
   tls: boolean;
+  /**
+   * The client's address, read from the socket once: each read of a Deno address object's
+   * fields was a megamorphic load (V8's `--log-ic`), and every request read it again.
+   */
+  client: { ip: string; port: number };
 }
 
 /** A connection's context: the server's, plus what belongs to this connection. */
 function connectionContext(conn: Deno.TcpConn, ctx: ExchangeContext): Connection {
   const held = ctx.pool ? new HeldUpstream(ctx.pool, ctx.config.upstreamIdleTimeoutMs) : undefined;
+  const remote = conn.remoteAddr;
+  const client = { ip: remote.hostname, port: remote.port };
   // The rules about this host itself depend on whether the client is on it.
-  const local = ctx.local &&
-    { ...ctx.local, loopbackClient: isLoopback(conn.remoteAddr.hostname) };
+  const local = ctx.local && { ...ctx.local, loopbackClient: isLoopback(client.ip) };
   // One write deadline for the connection's life, parked between writes (see toClient).
   const clientWrite = new Deadline(
     ctx.config.writeTimeoutMs,
@@ -116,7 +122,8 @@ function connectionContext(conn: Deno.TcpConn, ctx: ExchangeContext): Connection
   );
   clientWrite.park();
   const tls = typeof (conn as unknown as Deno.TlsConn).handshake === "function";
-  const listener = { addr: hostPort(conn.localAddr.hostname, conn.localAddr.port), tls };
+  const here = conn.localAddr;
+  const listener = { addr: hostPort(here.hostname, here.port), tls };
   // One object, made whole at once (adding properties later slowed every access to it); the
   // server keeps it to hand a reload's config and users to the next request.
   return {
@@ -130,12 +137,13 @@ function connectionContext(conn: Deno.TcpConn, ctx: ExchangeContext): Connection
     held,
     clientWrite,
     tls,
+    client,
   };
 }
 
 async function serve(
   conn: Deno.TcpConn,
-  { ctx, held, clientWrite, tls }: Connection,
+  { ctx, held, clientWrite, tls, client }: Connection,
   state: ConnState,
 ): Promise<void> {
   const reader = new BufferedReader(conn);
@@ -166,10 +174,10 @@ async function serve(
     // a byte is read.
     try {
       if (state.refusal) throw state.refusal;
-      checkClient(conn.remoteAddr.hostname, ctx.config);
+      checkClient(client.ip, ctx.config);
     } catch (err) {
       state.idle = false;
-      await exchange(newExchange(ctx, conn, reader, now()), ctx, null, err as ProxyError);
+      await exchange(newExchange(ctx, conn, client, reader, now()), ctx, null, err as ProxyError);
       await drainBriefly(conn, reader);
       return;
     }
@@ -180,7 +188,7 @@ async function serve(
     for (;;) {
       state.idle = true;
       if (ctx.signal.aborted) return;
-      if (!(await serveNext(conn, reader, ctx, state, first, setCurrent))) return;
+      if (!(await serveNext(conn, client, reader, ctx, state, first, setCurrent))) return;
       first = false;
     }
   } finally {
@@ -200,6 +208,7 @@ async function serve(
  */
 async function serveNext(
   conn: Deno.TcpConn,
+  client: { ip: string; port: number },
   reader: BufferedReader,
   ctx: ExchangeContext,
   state: ConnState,
@@ -230,7 +239,7 @@ async function serveNext(
   if (bytes === null && failure === undefined) return false; // clean close between requests
   state.idle = false;
   // A failed head is timed from when the wait began; a good one from its arrival.
-  const ex = newExchange(ctx, conn, reader, failure ? waitStart : now());
+  const ex = newExchange(ctx, conn, client, reader, failure ? waitStart : now());
   setCurrent(ex);
   const keep = await exchange(ex, ctx, bytes, failure);
   setCurrent(undefined);
@@ -255,15 +264,15 @@ function now(): { wall: number; mono: number } {
 function newExchange(
   ctx: ExchangeContext,
   conn: Deno.TcpConn,
+  client: { ip: string; port: number },
   reader: BufferedReader,
   begin: { wall: number; mono: number },
 ): Exchange {
-  const remote = conn.remoteAddr;
   const record: ExchangeRecord = {
     id: (ctx.nextId ?? nextId)(),
     start: begin.wall,
-    clientIp: remote.hostname,
-    clientPort: remote.port,
+    clientIp: client.ip,
+    clientPort: client.port,
     method: "-",
     target: "-",
     bytesUp: 0,

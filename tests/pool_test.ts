@@ -18,6 +18,7 @@ function fake(key: string) {
     reader: new BufferedReader(conn),
     key,
     reused: false,
+    peer: { ip: "127.0.0.1", port: 80 },
   } satisfies Upstream;
   return { up, conn, end: () => finish(null) };
 }

@@ -23,6 +23,12 @@ export interface Upstream {
   key: string;
   /** Whether this connection carried an earlier exchange. */
   reused: boolean;
+  /**
+   * The address it is connected to, read from the socket once: each read of a Deno address
+   * object's fields was a megamorphic load (V8's `--log-ic`), and this one was read every
+   * request the connection carried.
+   */
+  peer: { ip: string; port: number };
 }
 
 interface Idle extends Listed {

@@ -102,15 +102,25 @@ export async function openUpstream(
     // not a TCP socket (an injected test connection): nothing to tune
   }
   ex.record.connectMs = performance.now() - ex.t0;
-  opened(ex, ctx, conn, retry ? "retry" : "new");
+  opened(ex, ctx, peerOf(conn), retry ? "retry" : "new");
   return conn;
 }
 
-/** Records the upstream address actually used and writes the log's first line. */
-function opened(ex: Exchange, ctx: ExchangeContext, conn: Deno.TcpConn, how: UpstreamUse): void {
+/** The address a socket is connected to, as a plain object (see Upstream.peer). */
+function peerOf(conn: Deno.TcpConn): { ip: string; port: number } {
   const remote = conn.remoteAddr;
-  ex.record.upstreamIp = remote.hostname;
-  ex.record.upstreamPort = remote.port;
+  return { ip: remote.hostname, port: remote.port };
+}
+
+/** Records the upstream address actually used and writes the log's first line. */
+function opened(
+  ex: Exchange,
+  ctx: ExchangeContext,
+  peer: { ip: string; port: number },
+  how: UpstreamUse,
+): void {
+  ex.record.upstreamIp = peer.ip;
+  ex.record.upstreamPort = peer.port;
   ex.record.upstreamUse = how;
   ctx.logger.opened(ex.record);
 }
@@ -131,7 +141,7 @@ function reuse(ex: Exchange, ctx: ExchangeContext, key: string): Upstream | unde
   if (pooled) {
     ex.upstream = pooled.conn;
     ex.record.connectMs = performance.now() - ex.t0;
-    opened(ex, ctx, pooled.conn, "reused");
+    opened(ex, ctx, pooled.peer, "reused");
   }
   return pooled;
 }
@@ -174,7 +184,7 @@ async function fresh(
   }
   try {
     const conn = await openUpstream(ex, ctx, route.host, route.port, retry, route.parent);
-    return { conn, reader: new BufferedReader(conn), key, reused: false };
+    return { conn, reader: new BufferedReader(conn), key, reused: false, peer: peerOf(conn) };
   } finally {
     release();
   }

@@ -43,6 +43,9 @@ Deno.test("parseRequestHead() rejects each malformed head", async (t) => {
     ["empty line", "\r\n\r\n", /malformed request line/],
     ["missing version", "GET http://h/\r\n\r\n", /malformed request line/],
     ["tab separator", "GET\thttp://h/ HTTP/1.1\r\n\r\n", /malformed request line/],
+    ["two spaces", "GET  http://h/ HTTP/1.1\r\n\r\n", /malformed request line/],
+    ["space at the end", "GET http://h/ HTTP/1.1 \r\n\r\n", /malformed request line/],
+    ["four parts", "GET http://h/ x HTTP/1.1\r\n\r\n", /malformed request line/],
     ["lower-case version", "GET http://h/ http/1.1\r\n\r\n", /unsupported HTTP version/],
     ["HTTP/0.9 style", "GET http://h/ HTTP/0.9\r\n\r\n", /unsupported HTTP version/],
     ["method with slash", "G/T http://h/ HTTP/1.1\r\n\r\n", /malformed method/],
@@ -57,6 +60,32 @@ Deno.test("parseRequestHead() rejects each malformed head", async (t) => {
   ];
   for (const [name, text, re] of cases) {
     await t.step(name, () => assert.throws(() => parseRequestHead(bytes(text)), re));
+  }
+});
+
+Deno.test("parse keeps each name as sent, however many names of one length it has seen", () => {
+  // The parser keeps the first few names of each length to hand out again; the rest, and
+  // long names, are read from the head each time. Every one must come out as sent.
+  const names = Array.from({ length: 40 }, (_, i) => `Q${String(i).padStart(3, "0")}z`);
+  for (let round = 0; round < 2; round++) {
+    for (const name of names) {
+      const variants = [name, name.toLowerCase(), name.toUpperCase()];
+      const text = "GET http://h/ HTTP/1.1\r\n" + variants.map((n) => `${n}: v\r\n`).join("") +
+        "\r\n";
+      assert.deepEqual(parseRequestHead(bytes(text)).fields, variants.map((n) => [n, "v"]));
+    }
+  }
+  const long = "X-" + "Long".repeat(20);
+  assert.deepEqual(parseResponseHead(bytes(`HTTP/1.1 200 OK\r\n${long}: 1\r\n\r\n`)).fields, [
+    [long, "1"],
+  ]);
+  // A name of a length whose kept names are full is still checked byte by byte.
+  for (const bad of ["Q00@z", "Q00[z", "Q00{z", 'Q00"z', "Q00\x80z"]) {
+    assert.throws(
+      () => parseRequestHead(bytes(`GET http://h/ HTTP/1.1\r\n${bad}: v\r\n\r\n`)),
+      /invalid header name/,
+      bad,
+    );
   }
 });
 
