@@ -131,6 +131,7 @@ function connectionContext(conn: Deno.TcpConn, ctx: ExchangeContext): Connection
       ...ctx,
       clientWrite,
       listener,
+      lastRoute: { names: undefined },
       ...(held ? { held } : {}),
       ...(local ? { local } : {}),
     },
@@ -423,9 +424,13 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
   if (tunnel) ex.record.target = hostPort(parsed.hostname, parsed.port);
   // A 4xx to a request whose whole body is in (or that has none) may keep the connection.
   else ex.requestConsumed = framing.kind === "none";
+  // The same host and port as this connection's last request: the same strings (RouteNames).
+  const last = ctx.lastRoute?.names;
+  const same = last !== undefined && last.hostname === parsed.hostname &&
+    last.port === parsed.port;
+  const host = same ? last.host : normalizeHost(parsed.hostname);
   // Known as soon as parsed, so a refusal below is counted against where it was going.
-  const host = normalizeHost(parsed.hostname);
-  ex.record.destination = hostPort(host, parsed.port);
+  ex.record.destination = same ? last.destination : hostPort(host, parsed.port);
   checkLoop(head.fields, ctx.config.viaName);
   if (tunnel) checkConnectPort(parsed.port, ctx.config.connectPorts);
   // Names and ports are judged before reuse or DNS; addresses when dialed (see openUpstream).
@@ -435,10 +440,25 @@ function target(ex: Exchange, ctx: ExchangeContext, head: RequestHead): Route {
   const { parent, noParent } = ctx.config;
   const via = parent && !goesDirect(noParent, host, parsed.port) ? parent : undefined;
   if (via) ex.record.parent = via.text;
+  let key: string;
+  if (same && last.via === via) key = last.key;
+  else {
+    key = upstreamKey(ctx, host, parsed.port, via);
+    if (ctx.lastRoute) {
+      ctx.lastRoute.names = {
+        hostname: parsed.hostname,
+        port: parsed.port,
+        via,
+        host,
+        destination: ex.record.destination,
+        key,
+      };
+    }
+  }
   return {
     host,
     port: parsed.port,
-    key: upstreamKey(ctx, host, parsed.port, via),
+    key,
     tunnel,
     authority: parsed.authority ?? "",
     path: parsed.path ?? "",

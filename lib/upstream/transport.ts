@@ -65,6 +65,30 @@ export interface ExchangeContext {
   sourceAddress?: string;
   /** The listener this client came in on (`host:port`) and whether it speaks TLS. */
   listener?: { addr: string; tls: boolean };
+  /** The names of this connection's last route (comes with a connection; see RouteNames). */
+  lastRoute?: { names: RouteNames | undefined };
+}
+
+/**
+ * The strings a route is known by, worked out from the request's host and port. A connection
+ * keeps its last request's and reuses them when the next request names the same host and port
+ * (the usual case): the same strings each time, so the Maps they key (the pool's, the gates',
+ * the policy's address cache, the summary's) find their hash already computed, where a fresh
+ * string each request made each lookup compute it, outside the JIT's code.
+ */
+export interface RouteNames {
+  /** The host as the request wrote it. */
+  hostname: string;
+  /** The port. */
+  port: number;
+  /** The parent proxy the route goes through, if any. */
+  via: ParentProxy | undefined;
+  /** The host normalised (see normalizeHost). */
+  host: string;
+  /** `host:port`, for the log and the summary. */
+  destination: string;
+  /** The pool's and the gates' key (see upstreamKey). */
+  key: string;
 }
 
 /**

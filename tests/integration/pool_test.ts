@@ -336,3 +336,35 @@ Deno.test("--max-active-per-host: a request that gets no connection within --con
   held.shift()!();
   assert.match(await third, /^HTTP\/1\.1 200 OK\r\n/);
 });
+
+Deno.test("one keep-alive client alternating between two origins reaches each, on its own upstream connection", async () => {
+  // A connection reuses its last request's route names when the next names the same host and
+  // port (handle_conn.ts target): one that names another must get that one's names and pool.
+  await using a = keepAliveOrigin((n) => `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\na${n}`);
+  await using b = keepAliveOrigin((n) => `HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nb${n}`);
+  await using proxy = startProxy();
+  using conn = await Deno.connect({ hostname: "127.0.0.1", port: proxy.port });
+  const got: string[] = [];
+  for (const [origin, path] of [[a, "/1"], [a, "/2"], [b, "/3"], [a, "/4"], [b, "/5"]] as const) {
+    await conn.write(
+      new TextEncoder().encode(
+        `GET http://127.0.0.1:${origin.port}${path} HTTP/1.1\r\nHost: x\r\n\r\n`,
+      ),
+    );
+    const text = await readUntil(conn, (t) => /\r\n\r\n[ab]\d$/.test(t));
+    got.push(text.slice(-2));
+  }
+  assert.deepEqual(got, ["a1", "a2", "b1", "a3", "b2"]);
+  assert.equal(a.accepted, 1);
+  assert.equal(b.accepted, 1);
+  const paths = proxy.lines.filter((l) => / GET http:/.test(l)).map((l) =>
+    / GET http:\/\/127\.0\.0\.1:(\d+)(\/\d)/.exec(l)?.slice(1).join("")
+  );
+  assert.deepEqual(paths, [
+    `${a.port}/1`,
+    `${a.port}/2`,
+    `${b.port}/3`,
+    `${a.port}/4`,
+    `${b.port}/5`,
+  ]);
+});
