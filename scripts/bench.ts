@@ -2,7 +2,8 @@
  * `deno task bench`: http-proxy against squid (cache off), Apache Traffic Server (cache off, two
  * net threads), tinyproxy and proxy-chain (Node) in one run, all on 127.0.0.1, as ratios to a
  * direct connection to the origin, with a raw Deno byte relay (no HTTP parsing) as the runtime's
- * ceiling. Every proxy writes its access log, as deployed (http-proxy with the V8 flags of `deno
+ * ceiling and a "Deno floor" (each request on a pooled upstream connection, no HTTP handling: the
+ * least a pooling proxy in Deno does a request; `ours/floor` and `floor/ATS` columns). Every proxy writes its access log, as deployed (http-proxy with the V8 flags of `deno
  * task run`). It installs wrk, nginx, squid, trafficserver, tinyproxy and curl from Debian if
  * missing (and proxy-chain from npm into the run's folder), starts nginx serving 1 KiB, 100 KiB and
  * 100 MiB files plus the proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
@@ -274,6 +275,7 @@ PidFile "${dir}/tinyproxy.pid"
   const ats = await startTrafficServer(dir);
   const chain = await startProxyChain(dir);
   const relay = await startRawRelay(originPort);
+  const floor = await startDenoFloor(originPort);
 
   // The same proxy also listens with TLS, with a certificate from make-cert's code: the bench
   // shows what TLS to the proxy costs next to its plain listener, in the same process.
@@ -366,6 +368,17 @@ PidFile "${dir}/tinyproxy.pid"
       curl: [],
       tunnel: [],
       pid: relay.pid,
+      rawOnly: true,
+    },
+    {
+      // One fixed request upstream, whatever the client asked: the keep-alive, close and
+      // 1000-connection rates only.
+      name: "Deno floor",
+      wrkUrl: `http://127.0.0.1:${floor.port}`,
+      path: (file) => `http://${origin}/${file}`,
+      curl: [],
+      tunnel: [],
+      pid: floor.pid,
       rawOnly: true,
     },
   ];
@@ -505,6 +518,98 @@ async function startRawRelay(originPort: number): Promise<{ port: number; pid: n
     }`,
   ]);
   await waitForPort(port, "raw relay");
+  return { port, pid: child.pid };
+}
+
+/**
+ * The floor of a pooling proxy in Deno: a bare program that, for each client request, finds the
+ * end of its head, sends a fixed request for the 1 KiB file on a pooled upstream connection, reads
+ * the response to its Content-Length and writes it back (adding `Connection: close` when the
+ * client asked to close, then closing). The same system calls and Deno operations a request
+ * costs http-proxy, and no HTTP handling at all: what no proxy written for Deno can go below
+ * (unlike the raw relay, it does not dial the origin for each client connection, so its
+ * `Connection: close` figure is the runtime's too).
+ */
+async function startDenoFloor(originPort: number): Promise<{ port: number; pid: number }> {
+  const port = freePort();
+  const child = spawn(Deno.execPath(), [
+    "eval",
+    `const l = Deno.listen({ hostname: "127.0.0.1", port: ${port} });
+    const enc = new TextEncoder();
+    const REQ = enc.encode("GET /1k.bin HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\n\\r\\n");
+    const CLOSE = enc.encode("Connection: close\\r\\n");
+    const idle = [];
+    function headEnd(b, n) {
+      for (let i = 3; i < n; i++) {
+        if (b[i] === 10 && b[i - 1] === 13 && b[i - 2] === 10 && b[i - 3] === 13) return i + 1;
+      }
+      return -1;
+    }
+    function contentLength(b, end) {
+      for (let i = 0; i < end - 16; i++) {
+        if ((b[i] | 32) === 99 && (b[i + 8] | 32) === 108 && b[i + 14] === 58) {
+          let v = 0, j = i + 15;
+          while (b[j] === 32) j++;
+          while (b[j] >= 48 && b[j] <= 57) v = v * 10 + b[j++] - 48;
+          return v;
+        }
+      }
+      return 0;
+    }
+    async function upstream() {
+      const u = idle.pop();
+      if (u) return u;
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${originPort} });
+      conn.setNoDelay(true);
+      return { conn, buf: new Uint8Array(4096) };
+    }
+    async function serve(c) {
+      c.setNoDelay(true);
+      const buf = new Uint8Array(2048);
+      try {
+        for (;;) {
+          let n = 0, end = -1;
+          while (end < 0) {
+            const k = await c.read(buf.subarray(n));
+            if (k === null) return;
+            n += k;
+            end = headEnd(buf, n);
+          }
+          let close = false;
+          for (let i = 0; i + 4 < end; i++) {
+            if ((buf[i] | 32) === 99 && (buf[i + 1] | 32) === 108 && (buf[i + 2] | 32) === 111 &&
+              (buf[i + 3] | 32) === 115 && (buf[i + 4] | 32) === 101) close = true;
+          }
+          const u = await upstream();
+          await u.conn.write(REQ);
+          let m = 0, total = -1;
+          while (total < 0 || m < total) {
+            const k = await u.conn.read(u.buf.subarray(m));
+            if (k === null) throw new Error("upstream closed");
+            m += k;
+            if (total < 0) {
+              const h = headEnd(u.buf, m);
+              if (h >= 0) total = h + contentLength(u.buf, h);
+            }
+          }
+          if (close) {
+            const h = headEnd(u.buf, m);
+            const out = new Uint8Array(m + CLOSE.length);
+            out.set(u.buf.subarray(0, h - 2));
+            out.set(CLOSE, h - 2);
+            out.set(u.buf.subarray(h - 2, m), h - 2 + CLOSE.length);
+            await c.write(out);
+          } else await c.write(u.buf.subarray(0, m));
+          idle.push(u);
+          if (close) return;
+        }
+      } catch {} finally {
+        try { c.close(); } catch {}
+      }
+    }
+    for await (const c of l) serve(c);`,
+  ]);
+  await waitForPort(port, "Deno floor");
   return { port, pid: child.pid };
 }
 
@@ -757,6 +862,8 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
     "ours/ATS",
     "ours/tinyproxy",
     "TLS/plain",
+    "ours/floor",
+    "floor/ATS",
   ];
   // A ratio is the median of each round's ratio (the two measured within a minute of each
   // other, see main), where both have a sample every round; else the ratio of the medians.
@@ -776,6 +883,8 @@ function report(samples: Record<string, Record<string, number[]>>, names: string
     fmt(ratio(figure, "http-proxy", "ATS")),
     fmt(ratio(figure, "http-proxy", "tinyproxy")),
     fmt(ratio(figure, "http-proxy TLS", "http-proxy")),
+    fmt(ratio(figure, "http-proxy", "Deno floor")),
+    fmt(ratio(figure, "Deno floor", "ATS")),
   ]);
   const lines = [header, header.map(() => "---"), ...rows].map((r) => `| ${r.join(" | ")} |`);
   printLine(
