@@ -3,10 +3,11 @@
  * net threads), tinyproxy and proxy-chain (Node) in one run, all on 127.0.0.1, as ratios to a
  * direct connection to the origin, with a raw Deno byte relay (no HTTP parsing) as the runtime's
  * ceiling and a "Deno floor" (each request on a pooled upstream connection, no HTTP handling: the
- * least a pooling proxy in Deno does a request; `ours/floor` and `floor/ATS` columns). Every proxy writes its access log, as deployed (http-proxy with the V8 flags of `deno
- * task run`). It installs wrk, nginx, squid, trafficserver, tinyproxy and curl from Debian if
- * missing (and proxy-chain from npm into the run's folder), starts nginx serving 1 KiB, 100 KiB and
- * 100 MiB files plus the proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
+ * least a pooling proxy in Deno does a request; `ours/floor` and `floor/ATS` columns). Every proxy
+ * writes its access log, as deployed (http-proxy with the V8 flags of `deno task run`). It
+ * installs wrk, nginx, squid, trafficserver, tinyproxy and curl from Debian if missing (and
+ * proxy-chain from npm into the run's folder), starts nginx serving 1 KiB, 100 KiB and 100 MiB
+ * files plus the proxies, then runs interleaved rounds of: wrk keep-alive requests/s with
  * p50/p99 (50 connections), wrk with `Connection: close`, wrk with 1000 connections, a 100 MiB
  * download through `curl -x`, the same through a CONNECT tunnel (`curl -p`), the latency added at
  * one connection, and each proxy's memory. Within a round each figure is measured for every target
