@@ -526,10 +526,11 @@ async function startRawRelay(originPort: number): Promise<{ port: number; pid: n
  * The floor of a pooling proxy in Deno: a bare program that, for each client request, finds the
  * end of its head, sends a fixed request for the 1 KiB file on a pooled upstream connection, reads
  * the response to its Content-Length and writes it back (adding `Connection: close` when the
- * client asked to close, then closing). The same system calls and Deno operations a request
- * costs http-proxy, and no HTTP handling at all: what no proxy written for Deno can go below
- * (unlike the raw relay, it does not dial the origin for each client connection, so its
- * `Connection: close` figure is the runtime's too).
+ * client asked to close, then closing; a pooled connection found closed is replaced, as a proxy
+ * must). The same system calls and Deno operations a request costs http-proxy, and no HTTP
+ * handling at all: what no proxy written for Deno can go below (unlike the raw relay, it does not
+ * dial the origin for each client connection, so its `Connection: close` figure is the runtime's
+ * too).
  */
 async function startDenoFloor(originPort: number): Promise<{ port: number; pid: number }> {
   const port = freePort();
@@ -557,12 +558,28 @@ async function startDenoFloor(originPort: number): Promise<{ port: number; pid: 
       }
       return 0;
     }
-    async function upstream() {
-      const u = idle.pop();
-      if (u) return u;
+    async function dial() {
       const conn = await Deno.connect({ hostname: "127.0.0.1", port: ${originPort} });
       conn.setNoDelay(true);
       return { conn, buf: new Uint8Array(4096) };
+    }
+    // The response's length on u, or -1 when u turned out closed before any byte of it.
+    async function fetchOn(u) {
+      await u.conn.write(REQ);
+      let m = 0, total = -1;
+      while (total < 0 || m < total) {
+        const k = await u.conn.read(u.buf.subarray(m));
+        if (k === null) {
+          if (m === 0) return -1;
+          throw new Error("upstream closed");
+        }
+        m += k;
+        if (total < 0) {
+          const h = headEnd(u.buf, m);
+          if (h >= 0) total = h + contentLength(u.buf, h);
+        }
+      }
+      return m;
     }
     async function serve(c) {
       c.setNoDelay(true);
@@ -581,17 +598,14 @@ async function startDenoFloor(originPort: number): Promise<{ port: number; pid: 
             if ((buf[i] | 32) === 99 && (buf[i + 1] | 32) === 108 && (buf[i + 2] | 32) === 111 &&
               (buf[i + 3] | 32) === 115 && (buf[i + 4] | 32) === 101) close = true;
           }
-          const u = await upstream();
-          await u.conn.write(REQ);
-          let m = 0, total = -1;
-          while (total < 0 || m < total) {
-            const k = await u.conn.read(u.buf.subarray(m));
-            if (k === null) throw new Error("upstream closed");
-            m += k;
-            if (total < 0) {
-              const h = headEnd(u.buf, m);
-              if (h >= 0) total = h + contentLength(u.buf, h);
-            }
+          // A pooled connection the origin closed while it sat idle is replaced, once.
+          let u = idle.pop() ?? await dial();
+          let m = await fetchOn(u).catch(() => -1);
+          if (m < 0) {
+            try { u.conn.close(); } catch {}
+            u = await dial();
+            m = await fetchOn(u);
+            if (m < 0) throw new Error("upstream closed");
           }
           if (close) {
             const h = headEnd(u.buf, m);
