@@ -30,6 +30,7 @@ import {
   clientWantsKeepAlive,
   connectionFields,
   type Framing,
+  lowerName,
   requestFraming,
 } from "./http1/headers.ts";
 import {
@@ -370,8 +371,8 @@ async function exchange(
     ex.record.version = head.minor === 1 ? "HTTP/1.1" : "HTTP/1.0"; // (no new string a request)
     ex.record.requestFields = head.fields;
     for (const [n, v] of head.fields) {
-      if (n.length === 7 && n.toLowerCase() === "referer") ex.record.referer ??= v;
-      else if (n.length === 10 && n.toLowerCase() === "user-agent") ex.record.userAgent ??= v;
+      if (n.length === 7 && lowerName(n) === "referer") ex.record.referer ??= v;
+      else if (n.length === 10 && lowerName(n) === "user-agent") ex.record.userAgent ??= v;
     }
     ex.minor = head.minor;
     ex.head = head.method === "HEAD";

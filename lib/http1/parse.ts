@@ -318,11 +318,17 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
   if (sp2 < 0 || line.indexOf(" ", sp2 + 1) >= 0) {
     throw new SyntaxError(`malformed request line: ${printable(line)}`);
   }
-  const method = knownMethod(line.slice(0, sp1));
+  const sent = line.slice(0, sp1);
+  const known = knownMethod(sent);
+  const method = known ?? sent;
   const target = line.slice(sp1 + 1, sp2);
   const version = line.slice(sp2 + 1);
-  if (!TOKEN.test(method)) throw new SyntaxError(`malformed method: ${printable(method)}`);
-  if (!TARGET_CHARS.test(target)) {
+  // A common method is a token; a head read by quickHead has no control byte or DEL in its
+  // start line, so its target (between two spaces) has only the chars TARGET_CHARS allows.
+  if (known === undefined && !TOKEN.test(method)) {
+    throw new SyntaxError(`malformed method: ${printable(method)}`);
+  }
+  if (head.fields === undefined && !TARGET_CHARS.test(target)) {
     throw new SyntaxError(`malformed request target: ${printable(target)}`);
   }
   const minor = parseVersion(version);
@@ -342,6 +348,23 @@ export function parseRequestHead(bytes: Uint8Array, maxFields = Infinity): Reque
 export function parseResponseHead(bytes: Uint8Array): ResponseHead {
   const head = splitHead(bytes, Infinity);
   const { line } = head;
+  // The usual status line of a clean head (no control byte but HTAB) read without a regular
+  // expression; anything else, and every error, by the expression.
+  if (
+    head.clean && line.startsWith("HTTP/1.") && line.charCodeAt(8) === SP &&
+    (line.length === 12 || line.charCodeAt(12) === SP)
+  ) {
+    const status = digits(line.slice(9, 12), 3);
+    const minor = line.charCodeAt(7) === 49 ? 1 : line.charCodeAt(7) === 48 ? 0 : undefined;
+    if (status >= 100 && minor !== undefined) {
+      return {
+        minor,
+        status,
+        reason: line.length === 12 ? "" : line.slice(13),
+        fields: headFields(head, Infinity),
+      };
+    }
+  }
   const m = /^(HTTP\/\d\.\d) (\d{3})(?: ([\t\x20-\x7e\x80-\xff]*))?$/.exec(line);
   if (!m) throw new SyntaxError(`malformed status line: ${printable(line)}`);
   const minor = parseVersion(m[1]!);
@@ -360,7 +383,7 @@ export function parseResponseHead(bytes: Uint8Array): ResponseHead {
  * The number a string of 1 to `max` ASCII digits spells, else -1: a loop, not `Number()`, which
  * called out of the JIT's code for each fresh string (a port, a status code; seen in `perf`).
  */
-function digits(text: string, max: number): number {
+export function digits(text: string, max: number): number {
   const n = text.length;
   if (n === 0 || n > max) return -1;
   let value = 0;
@@ -376,13 +399,13 @@ function digits(text: string, max: number): number {
 const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
 
 /**
- * The constant for a common method, else the method as read: a constant's hash is known, so the
+ * The constant for a common method, else undefined: a constant's hash is known, so the
  * Sets the method is looked up in (the idempotent ones, the cache's) do not compute one for a
  * fresh string each request.
  */
-function knownMethod(method: string): string {
+function knownMethod(method: string): string | undefined {
   for (let i = 0; i < METHODS.length; i++) if (METHODS[i] === method) return METHODS[i]!;
-  return method;
+  return undefined;
 }
 
 function parseVersion(version: string): 0 | 1 | undefined {
@@ -400,7 +423,9 @@ function parseVersion(version: string): 0 | 1 | undefined {
  * @throws {SyntaxError} for another scheme, userinfo, a fragment or a bad authority.
  */
 export function parseHttpTarget(target: string): HttpTarget {
-  const m = /^([A-Za-z][A-Za-z0-9+\-.]*):\/\/([^/?#]*)(.*)$/.exec(target);
+  const m = target.startsWith("http://")
+    ? httpParts(target)
+    : /^([A-Za-z][A-Za-z0-9+\-.]*):\/\/([^/?#]*)(.*)$/.exec(target);
   if (!m) {
     if (target.startsWith("/") || target === "*") {
       throw new SyntaxError(
@@ -424,6 +449,19 @@ export function parseHttpTarget(target: string): HttpTarget {
   if (path === "") path = "/";
   else if (path.startsWith("?")) path = "/" + path;
   return { hostname, port, authority, path };
+}
+
+/**
+ * The parts of a target that starts with `http://`, as the expression in parseHttpTarget would
+ * match them (scheme, authority up to the first `/`, `?` or `#`, the rest), without running it.
+ */
+function httpParts(target: string): [string, string, string, string] {
+  let end = 7;
+  for (; end < target.length; end++) {
+    const c = target.charCodeAt(end);
+    if (c === 47 || c === 63 || c === 35) break; // / ? #
+  }
+  return [target, "http", target.slice(7, end), target.slice(end)];
 }
 
 /**

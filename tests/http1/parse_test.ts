@@ -50,6 +50,9 @@ Deno.test("parseRequestHead() rejects each malformed head", async (t) => {
     ["HTTP/0.9 style", "GET http://h/ HTTP/0.9\r\n\r\n", /unsupported HTTP version/],
     ["method with slash", "G/T http://h/ HTTP/1.1\r\n\r\n", /malformed method/],
     ["control in target", "GET http://h/\x01 HTTP/1.1\r\n\r\n", /malformed request target/],
+    ["tab in target", "GET http://h/\tx HTTP/1.1\r\nA: b\r\n\r\n", /malformed request target/],
+    ["DEL in target", "GET http://h/\x7f HTTP/1.1\r\n\r\n", /malformed request target/],
+    ["method not a token", "G(T http://h/ HTTP/1.1\r\n\r\n", /malformed method/],
     ["obs-fold", "GET http://h/ HTTP/1.1\r\nA: b\r\n\tc\r\n\r\n", /obsolete line folding/],
     ["space before colon", "GET http://h/ HTTP/1.1\r\nA : b\r\n\r\n", /whitespace before colon/],
     ["tab before colon", "GET http://h/ HTTP/1.1\r\nA\t: b\r\n\r\n", /whitespace before colon/],
@@ -109,6 +112,37 @@ Deno.test("parseResponseHead() reads status, reason (maybe empty) and fields", (
     /unsupported HTTP version/,
   );
   assert.throws(() => parseResponseHead(bytes("HTTP/1.1 099 X\r\n\r\n")), /invalid status code/);
+});
+
+Deno.test("parseResponseHead() reads every status line alike, with or without the fast path", () => {
+  // A clean head's usual status line is read without the regular expression; the rest by it.
+  const cases: [string, string | RegExp][] = [
+    ["HTTP/1.1 200", "1 200 "],
+    ["HTTP/1.1 200 ", "1 200 "],
+    ["HTTP/1.0 404 Not Found", "0 404 Not Found"],
+    ["HTTP/1.1 200 caf\xe9 \tx", "1 200 caf\xe9 \tx"],
+    ["HTTP/1.1 999 Odd", "1 999 Odd"],
+    ["HTTP/1.2 200 OK", /unsupported HTTP version/],
+    ["HTTP/1.1 20x OK", /malformed status line/],
+    ["HTTP/1.1 2000 OK", /malformed status line/],
+    ["HTTP/1.1  200 OK", /malformed status line/],
+    ["HTTP/1.1 200\tOK", /malformed status line/],
+    ["HTTP/1.1 000 OK", /invalid status code/],
+    ["http/1.1 200 OK", /malformed status line/],
+  ];
+  for (const [line, want] of cases) {
+    for (const rest of ["A: b\r\n", "A: b\x01\r\n"]) { // clean, and not (the slow path)
+      const text = `${line}\r\n${rest}\r\n`;
+      if (want instanceof RegExp) {
+        assert.throws(() => parseResponseHead(bytes(text)), want, line);
+      } else if (rest.includes("\x01")) {
+        assert.throws(() => parseResponseHead(bytes(text)), /control character in header A/, line);
+      } else {
+        const h = parseResponseHead(bytes(text));
+        assert.equal(`${h.minor} ${h.status} ${h.reason}`, want, line);
+      }
+    }
+  }
 });
 
 Deno.test("parseHttpTarget() splits without normalising the path", async (t) => {
