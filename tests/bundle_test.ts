@@ -4,7 +4,7 @@ import { curl, startHttpOrigin } from "./_fixtures/servers.ts";
 import { RUN_V8_FLAGS as flags } from "../scripts/_proxy.ts";
 
 Deno.test("deno task compile and every bundle command of the README use deno task run's V8 flags", () => {
-  assert.deepEqual(flags, ["--v8-flags=--heap-growing-percent=50,--single-threaded-gc"]); // see README: Performance
+  assert.deepEqual(flags, ["--v8-flags=--heap-growing-percent=50"]); // see README: Performance
   const tasks = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`)).tasks;
   assert.deepEqual(tasks.compile.match(/--v8-flags=\S+/g), flags);
   const readme = Deno.readTextFileSync(`${ROOT}README.md`);
