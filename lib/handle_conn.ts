@@ -49,7 +49,7 @@ import {
   normalizeHost,
 } from "./policy/policy.ts";
 import { isLoopback } from "./policy/ip.ts";
-import { HeldUpstream } from "./upstream/pool.ts";
+import { HeldUpstream, type Peer } from "./upstream/pool.ts";
 import { basic, goesDirect } from "./upstream/parent.ts";
 import { tunnel } from "./relay/tunnel.ts";
 
@@ -106,7 +106,7 @@ interface Connection {
    * The client's address, read from the socket once: each read of a Deno address object's
    * fields was a megamorphic load (V8's `--log-ic`), and every request read it again.
    */
-  client: { ip: string; port: number };
+  client: Peer;
 }
 
 /** A connection's context: the server's, plus what belongs to this connection. */
@@ -210,7 +210,7 @@ async function serve(
  */
 async function serveNext(
   conn: Deno.TcpConn,
-  client: { ip: string; port: number },
+  client: Peer,
   reader: BufferedReader,
   ctx: ExchangeContext,
   state: ConnState,
@@ -266,7 +266,7 @@ function now(): { wall: number; mono: number } {
 function newExchange(
   ctx: ExchangeContext,
   conn: Deno.TcpConn,
-  client: { ip: string; port: number },
+  client: Peer,
   reader: BufferedReader,
   begin: { wall: number; mono: number },
 ): Exchange {

@@ -13,6 +13,14 @@ import { closeQuietly } from "./dial.ts";
 import type { BufferedReader } from "../http1/head.ts";
 import { type Listed, Roster } from "../roster.ts";
 
+/** A socket's peer address, copied out of Deno's address object once (see Upstream.peer). */
+export interface Peer {
+  /** The IP address. */
+  ip: string;
+  /** The port. */
+  port: number;
+}
+
 /** An upstream connection with its reader (bytes already read from it live there). */
 export interface Upstream {
   /** The socket. */
@@ -28,7 +36,7 @@ export interface Upstream {
    * object's fields was a megamorphic load (V8's `--log-ic`), and this one was read every
    * request the connection carried.
    */
-  peer: { ip: string; port: number };
+  peer: Peer;
 }
 
 interface Idle extends Listed {

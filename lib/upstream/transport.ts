@@ -22,7 +22,7 @@ import { parseResponseHead, type ResponseHead } from "../http1/parse.ts";
 import type { RateLimiter } from "../policy/limits.ts";
 import { checkDestination, type LocalView } from "../policy/policy.ts";
 import type { ParentProxy } from "./parent.ts";
-import type { HeldUpstream, Upstream, UpstreamPool } from "./pool.ts";
+import type { HeldUpstream, Peer, Upstream, UpstreamPool } from "./pool.ts";
 import { type HostGate, MAX_WAITING } from "./gate.ts";
 
 /** Shared settings of every exchange. */
@@ -131,7 +131,7 @@ export async function openUpstream(
 }
 
 /** The address a socket is connected to, as a plain object (see Upstream.peer). */
-function peerOf(conn: Deno.TcpConn): { ip: string; port: number } {
+function peerOf(conn: Deno.TcpConn): Peer {
   const remote = conn.remoteAddr;
   return { ip: remote.hostname, port: remote.port };
 }
@@ -140,7 +140,7 @@ function peerOf(conn: Deno.TcpConn): { ip: string; port: number } {
 function opened(
   ex: Exchange,
   ctx: ExchangeContext,
-  peer: { ip: string; port: number },
+  peer: Peer,
   how: UpstreamUse,
 ): void {
   ex.record.upstreamIp = peer.ip;
