@@ -20,7 +20,7 @@ import {
   listValues,
   responseFraming,
 } from "./headers.ts";
-import type { Field, RequestHead, ResponseHead } from "./parse.ts";
+import { digits, type Field, type RequestHead, type ResponseHead } from "./parse.ts";
 
 /** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
@@ -163,10 +163,9 @@ function addForwarded(fields: [string, string][], mode: "xff" | "forwarded", ip:
 function maxForwards(head: RequestHead): number | undefined {
   const values = listValues(head.fields, "max-forwards");
   if (values.length === 0) return undefined;
-  if (values.length > 1 || !/^\d{1,9}$/.test(values[0]!)) {
-    throw new BadRequest(`malformed Max-Forwards "${values.join(", ")}"`);
-  }
-  return Number(values[0]);
+  const value = values.length === 1 ? digits(values[0]!, 9) : -1;
+  if (value < 0) throw new BadRequest(`malformed Max-Forwards "${values.join(", ")}"`);
+  return value;
 }
 
 /** What goes back to the client for an upstream's response. */

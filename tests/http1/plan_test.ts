@@ -77,6 +77,10 @@ Deno.test("planRequest() builds the origin-form head and refuses what it must, w
     assert.equal(status(req("TRACE")), 405);
     assert.equal(status(req("GET", [["Expect", "magic"]])), 417);
     assert.equal(status(req("OPTIONS", [["Max-Forwards", "-1"]])), 400);
+    for (const bad of ["+1", "1234567890", "2, 3", "1.0", "x"]) {
+      assert.equal(status(req("OPTIONS", [["Max-Forwards", bad]])), 400, bad);
+    }
+    assert.equal(status(req("OPTIONS", [["Max-Forwards", "123456789"]])), 0);
   });
 });
 
