@@ -74,6 +74,9 @@ export class BufferedReader {
   #dead = false;
   /** The read in flight, if any (see #begin). */
   #pending: Promise<boolean> | undefined;
+  /** Settle #pending (see #begin); undefined when no read is in flight. */
+  #resolve: ((more: boolean) => void) | undefined;
+  #reject: ((err: unknown) => void) | undefined;
 
   /**
    * @param src The connection to read from.
@@ -99,8 +102,12 @@ export class BufferedReader {
    * `limit`). The read applies its own result, so whoever awaits it — `#fill` or a `watch` —
    * sees the same outcome, and no second read is ever started while one is in flight (the
    * buffer must not move under a read either).
+   *
+   * @param limit Largest the buffer may grow to.
+   * @param own Whether the read's promise is the reader's own (see #hold): for a read that a
+   *   head deadline may cut short. A body read's is the read's `then`, one promise fewer.
    */
-  #begin(limit: number): Promise<boolean> {
+  #begin(limit: number, own: boolean): Promise<boolean> {
     // Nothing held: read at the front. (Reading into whatever was left of the buffer's end cut
     // a keep-alive connection's reads short: a 1,264-byte response came in two `recv`s once
     // 1,024 bytes were left, one system call and one op more a request, seen with strace.)
@@ -125,13 +132,22 @@ export class BufferedReader {
     }
     // (The whole buffer when reading at its front, as most reads now do: no view to make.)
     const into = this.#end === 0 ? this.#buf : this.#buf.subarray(this.#end);
-    const pending = this.#src.read(into).then(this.#read, this.#failed);
+    const read = this.#src.read(into);
+    if (!own) {
+      const pending = read.then(this.#got, this.#lost);
+      this.#pending = pending;
+      return pending;
+    }
+    // The reader's own promise, settled when the read completes or rejected early by a head
+    // deadline (#expire): a wait under a deadline makes no promise or closures to race the two.
+    const pending = new Promise<boolean>(this.#hold);
     this.#pending = pending;
+    read.then(this.#settle, this.#fail);
     return pending;
   }
 
   /** Applies a read's result (made once per reader, not a closure per read). */
-  #read = (n: number | null): boolean => {
+  #got = (n: number | null): boolean => {
     this.#pending = undefined;
     if (n === null) {
       this.#eof = true;
@@ -142,9 +158,43 @@ export class BufferedReader {
   };
 
   /** Applies a read's failure. */
-  #failed = (err: unknown): never => {
+  #lost = (err: unknown): never => {
     this.#pending = undefined;
     throw err;
+  };
+
+  /** Keeps the settling functions of a read of the reader's own promise (see #begin). */
+  #hold = (resolve: (more: boolean) => void, reject: (err: unknown) => void): void => {
+    this.#resolve = resolve;
+    this.#reject = reject;
+  };
+
+  /** Settles the reader's own promise with the read's result. */
+  #settle = (n: number | null): void => {
+    const resolve = this.#resolve;
+    if (!resolve) return; // rejected by its deadline already: the reader is dead
+    this.#resolve = this.#reject = undefined;
+    resolve(this.#got(n));
+  };
+
+  /** Rejects the reader's own promise with the read's failure. */
+  #fail = (err: unknown): void => {
+    const reject = this.#reject;
+    if (!reject) return; // rejected by its deadline already
+    this.#pending = this.#resolve = this.#reject = undefined;
+    reject(err);
+  };
+
+  /**
+   * A head deadline passed: the read in flight fails with its error now, and the reader is dead
+   * (the caller closes the socket, which ends the read).
+   */
+  #expire = (err: Error): void => {
+    const reject = this.#reject;
+    if (!reject) return; // the read completed: its result stands
+    this.#dead = true;
+    this.#pending = this.#resolve = this.#reject = undefined;
+    reject(err);
   };
 
   /** Moves the held bytes to the front of the buffer. */
@@ -163,26 +213,21 @@ export class BufferedReader {
     // Not async: on the hot path every async frame costs (profiled), so promises pass through.
     if (this.#eof) return FALSE;
     if (this.#dead) return Promise.reject(new Error("reader used after a timed-out read"));
-    const read = this.#pending ?? this.#begin(limit);
+    const read = this.#pending ?? this.#begin(limit, deadline !== undefined);
     if (!deadline) return read;
     if (deadline.expired) {
       this.#dead = true;
       read.catch(ignore);
       return deadline.promise;
     }
-    // One promise that the read settles or the deadline rejects: cheaper than racing the read
-    // against a promise of the deadline's (three promises and their reactions each wait).
-    return new Promise<boolean>((resolve, reject) => {
-      deadline.onExpire((err) => {
-        if (this.#pending !== read) return; // it completed: its result stands
-        this.#dead = true;
-        read.catch(ignore); // the caller closes the socket after a timeout; the read then fails
-        reject(err);
-      });
-      read.then(resolve, (err) => {
-        this.#dead = true;
-        reject(err);
-      });
+    if (this.#reject) {
+      deadline.onExpire(this.#expire); // (the read is the reader's own promise: see #begin)
+      return read;
+    }
+    // A read started without a promise of the reader's own (a body read's, left in flight).
+    return deadline.bound(read).catch((err) => {
+      if (deadline.expired) this.#dead = true;
+      throw err;
     });
   }
 
@@ -200,7 +245,8 @@ export class BufferedReader {
       queueMicrotask(() => done(true));
       return;
     }
-    const read = this.#pending ?? this.#begin(this.#buf.length);
+    // (The reader's own promise: the next head read, under its deadline, will join this read.)
+    const read = this.#pending ?? this.#begin(this.#buf.length, true);
     read.then((more) => done(!more), () => done(true));
   }
 
@@ -337,7 +383,7 @@ export class BufferedReader {
     try {
       while (this.#end - this.#start < n) {
         if (this.#eof || this.#dead) return false;
-        const read = this.#pending ?? this.#begin(Math.max(this.#buf.length, n));
+        const read = this.#pending ?? this.#begin(Math.max(this.#buf.length, n), true);
         if (!(await Promise.race([read, wait.promise]))) return false;
       }
       return true;

@@ -137,3 +137,67 @@ Deno.test("each read gets the whole free buffer once what was held is consumed",
   assert.deepEqual(sizes, [2048, 1948]);
   assert.equal(new TextDecoder().decode(t.takeBuffered(700)!), "x".repeat(100) + "y".repeat(600));
 });
+
+/** A source whose reads complete when the test says: `give` fills the read in flight. */
+function manual(): Source & { give(text: string | null): void; fail(err: Error): void } {
+  let waiting: { buf: Uint8Array; resolve: (n: number | null) => void; reject: (e: Error) => void };
+  return {
+    read(buf) {
+      return new Promise((resolve, reject) => (waiting = { buf, resolve, reject }));
+    },
+    give(text) {
+      if (text === null) return waiting.resolve(null);
+      const bytes = enc.encode(text);
+      waiting.buf.set(bytes);
+      waiting.resolve(bytes.length);
+    },
+    fail(err) {
+      waiting.reject(err);
+    },
+  };
+}
+
+Deno.test("a head deadline cuts short the read in flight, however it was started", async () => {
+  const head = "GET a HTTP/1.1\r\n\r\n";
+  // Started by watch() (an idle pooled connection): the head read joins it, and gets its bytes.
+  const joined = manual();
+  const w = new BufferedReader(joined);
+  const seen: boolean[] = [];
+  w.watch((gone) => seen.push(gone));
+  const got = w.readHead({ maxBytes: 1024, timeoutMs: 1000 });
+  joined.give(head);
+  assert.equal(dec.decode((await got)!), head);
+  assert.deepEqual(seen, [false]);
+  // The same, but nothing comes: the head read fails at its deadline, the watcher hears the
+  // connection is gone, and a read that completes later changes nothing.
+  const late = manual();
+  const l = new BufferedReader(late);
+  const watched: boolean[] = [];
+  l.watch((gone) => watched.push(gone));
+  await assert.rejects(
+    l.readHead({ maxBytes: 1024, timeoutMs: 1000, idleMs: 60 }),
+    (e) => e instanceof HeadReadError && e.reason === "timeout" && !e.partial,
+  );
+  assert.deepEqual(watched, [true]);
+  late.give(head);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(l.buffered, 0);
+  await assert.rejects(l.readHead(opts), /reader used after a timed-out read/);
+  // Started by a body read that was left in flight: the head deadline still applies.
+  const body = manual();
+  const b = new BufferedReader(body);
+  const left = Promise.race([b.read(10), new Promise((r) => setTimeout(() => r("left"), 20))]);
+  assert.equal(await left, "left");
+  await assert.rejects(
+    b.readHead({ maxBytes: 1024, timeoutMs: 60 }),
+    (e) => e instanceof HeadReadError && e.reason === "timeout" && !e.partial,
+  );
+  body.fail(new Error("closed")); // the caller closes the socket: the body read fails, handled
+  await assert.rejects(b.readHead(opts), /reader used after a timed-out read/);
+  // A read that fails before the deadline is the head read's failure, not a timeout.
+  const reset = manual();
+  const rr = new BufferedReader(reset);
+  const failing = rr.readHead({ maxBytes: 1024, timeoutMs: 1000 });
+  reset.fail(new Error("connection reset"));
+  await assert.rejects(failing, /connection reset/);
+});
