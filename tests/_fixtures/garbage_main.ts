@@ -77,7 +77,9 @@ for (let r = 0; r < ROUNDS; r++) {
   const before = Deno.memoryUsage().heapUsed;
   await all(PER_ROUND / CLIENTS);
   const after = Deno.memoryUsage().heapUsed;
-  console.log(`bytes/request ${Math.round((after - before) / PER_ROUND)}`);
+  await Deno.stdout.write(
+    enc.encode(`bytes/request ${Math.round((after - before) / PER_ROUND)}\n`),
+  );
 }
 originListener.close();
 await accepting.catch(() => {});
