@@ -275,3 +275,15 @@ Deno.test("every option row is a flag parseArgs knows, and --help names each wit
     assert.equal(o.key in DEFAULTS, o.default !== undefined, `--${o.name}'s default`);
   }
 });
+
+Deno.test("--via-name takes one token of 1 to 64 characters", () => {
+  assert.equal(run(["--via-name", "edge-1.example_~!"]).viaName, "edge-1.example_~!");
+  assert.equal(run(["--via-name", "a".repeat(64)]).viaName, "a".repeat(64));
+  for (const bad of ["", "a b", "a".repeat(65), "proxy/1", "caf\u00e9", "a\tb", "(x)"]) {
+    assert.throws(
+      () => parseCommand(["--via-name", bad]),
+      /--via-name: ".*" is not a single token of 1 to 64 characters/,
+      JSON.stringify(bad),
+    );
+  }
+});

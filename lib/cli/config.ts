@@ -10,6 +10,7 @@ import { StartupError } from "../errors.ts";
 import { parseCidr, parseIp } from "../policy/ip.ts";
 import { LOG_FORMATS, type LogFormat } from "../observe/log.ts";
 import { FORWARDED_MODES, type ForwardedMode } from "../http1/plan.ts";
+import { isToken } from "../http1/parse.ts";
 import { type DestRule, normalizeHost, parseDestRule } from "../policy/policy.ts";
 import type { PortRule } from "../policy/policy.ts";
 import type { NameList } from "../policy/name_list.ts";
@@ -171,7 +172,7 @@ const ROWS = [
     key: "viaName",
     default: "http-proxy",
     parse: (v) => {
-      if (!/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$/.test(v)) {
+      if (v.length > 64 || !isToken(v)) {
         throw new UsageError(
           `--via-name: "${v}" is not a single token of 1 to 64 characters ${HINT}`,
         );
